@@ -1,0 +1,212 @@
+//! Wiring: builds a node from a [`Config`], binds its listeners, and runs it until a
+//! shutdown signal, owning the drain order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::backplane::{Backplane, BackplaneError, Inbound, MemoryBackplane, MemoryBus};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::keys::Keys;
+use crate::node::{Node, NodeParts};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The backplane could not be set up.
+    #[error("backplane: {0}")]
+    Backplane(#[from] BackplaneError),
+    /// Redis was asked for but this build cannot use it yet.
+    #[error("--redis-url is set, but the Redis backplane is not available in this build")]
+    RedisUnsupported,
+}
+
+/// A built node with bound listeners, ready to run.
+pub struct App {
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    node: Arc<Node>,
+    sessions: TaskTracker,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("node", &self.node.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Builds a node on its own in-process backplane, or on Redis when configured.
+    ///
+    /// # Errors
+    /// See [`StartError`].
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        if config.redis.is_some() {
+            return Err(StartError::RedisUnsupported);
+        }
+        Self::build_on_bus(config, Arc::new(MemoryBus::default())).await
+    }
+
+    /// Builds a node on a shared in-process bus: several nodes of one process then form a
+    /// cluster (for tests and embedding).
+    ///
+    /// # Errors
+    /// See [`StartError`].
+    pub async fn build_on_bus(config: Config, bus: Arc<MemoryBus>) -> Result<Self, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| crate::ids::random_token()[..12].to_owned());
+        let shards = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 16);
+        let (inbound, receivers) = Inbound::new(shards, config.limits.dispatch_queue);
+        let backplane = Backplane::Memory(MemoryBackplane::new(bus, &id, inbound));
+        let node = Node::start(NodeParts {
+            id,
+            keys: Keys::new(
+                config
+                    .redis
+                    .as_ref()
+                    .map_or("hubcast", |r| r.prefix.as_str()),
+            ),
+            hubs: config.hubs.clone(),
+            backplane,
+            inbound: receivers,
+            limits: config.limits.clone(),
+            timeouts: config.timeouts.clone(),
+        })
+        .await?;
+        Ok(Self {
+            listener,
+            metrics_listener,
+            node,
+            sessions: TaskTracker::new(),
+        })
+    }
+
+    /// The address hubs and the API are served on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The address `/metrics` is served on, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The node.
+    pub fn node(&self) -> Arc<Node> {
+        self.node.clone()
+    }
+
+    /// Serves until `shutdown` completes, then drains: not ready, every client gets
+    /// `Close{allowReconnect}`, sessions end (bounded by the shutdown timeout), the node's
+    /// tasks stop.
+    ///
+    /// # Errors
+    /// The listener failed.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = AppState {
+            node: self.node.clone(),
+            sessions: self.sessions.clone(),
+        };
+        let router = http::router(state);
+        let stop_accepting = tokio_util::sync::CancellationToken::new();
+        let server = {
+            let stop = stop_accepting.clone();
+            tokio::spawn(async move {
+                axum::serve(self.listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            })
+        };
+        let metrics_server = self
+            .metrics_listener
+            .map(|l| tokio::spawn(serve_metrics(l)));
+
+        shutdown.await;
+        tracing::info!("shutting down: draining connections");
+        self.node.drain();
+        stop_accepting.cancel();
+        self.sessions.close();
+        let grace = self.node.timeouts().shutdown();
+        if tokio::time::timeout(grace, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.sessions.len(),
+                "shutdown grace elapsed with sessions still open"
+            );
+        }
+        self.node.stop().await;
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(2), server).await {
+            Ok(Ok(r)) => r,
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn serve_metrics(listener: TcpListener) {
+    let Some(handle) = crate::metrics::install() else {
+        tracing::warn!("a metrics recorder was already installed; /metrics is not served");
+        return;
+    };
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let h = handle.clone();
+            async move { h.render() }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, "metrics listener failed");
+    }
+}

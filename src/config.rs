@@ -1,0 +1,513 @@
+//! Typed configuration: command-line flags and `HUBCAST_*` environment variables for the
+//! process, plus an optional TOML file for hubs, limits and timeouts.
+//!
+//! Each default is stated once, on the field that has it. Invalid settings stop start-up
+//! with a message that names the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+use crate::hub::{default_hubs, Hub, HubSpec};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line (for Kubernetes log pipelines).
+    Json,
+}
+
+/// Command-line flags; every flag also reads a `HUBCAST_*` environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "hubcast",
+    version,
+    about = "A SignalR-compatible notification backplane: WebSocket hubs, HTTP publishing, Redis scale-out."
+)]
+pub struct Cli {
+    /// Address for hubs (WebSocket and negotiate) and the publish API.
+    #[arg(
+        long,
+        env = "HUBCAST_LISTEN",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// Address for Prometheus `/metrics`, apart from the public listener.
+    #[arg(
+        long,
+        env = "HUBCAST_METRICS_LISTEN",
+        default_value = "0.0.0.0:9464",
+        value_name = "ADDR"
+    )]
+    pub metrics_listen: SocketAddr,
+
+    /// TOML file with hub definitions, limits and timeouts (see the README). Optional.
+    #[arg(long, env = "HUBCAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Redis URL (redis://host:port/db). Without it the node runs on an in-process
+    /// backplane: a single node, no Redis needed.
+    #[arg(
+        long,
+        env = "HUBCAST_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel this cluster uses.
+    #[arg(
+        long,
+        env = "HUBCAST_REDIS_PREFIX",
+        default_value = "hubcast",
+        value_name = "PREFIX"
+    )]
+    pub redis_prefix: String,
+
+    /// This node's id in the cluster. Default: a random id at each start.
+    #[arg(long, env = "HUBCAST_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "HUBCAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// Size and count limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest record a client may send, handshake included, in bytes. Default: 32768.
+    pub max_record_bytes: usize,
+    /// Largest publish API request body, in bytes. Default: 1048576 (1 MiB).
+    pub max_body_bytes: usize,
+    /// Messages queued for one connection before it is closed as a slow consumer.
+    /// Default: 1024.
+    pub outbound_queue: usize,
+    /// Messages queued per dispatch shard before new ones are dropped (and counted).
+    /// Default: 8192.
+    pub dispatch_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: 32 * 1024,
+            max_body_bytes: 1024 * 1024,
+            outbound_queue: 1024,
+            dispatch_queue: 8192,
+        }
+    }
+}
+
+/// Timeouts, in milliseconds in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// Time a client has to complete the handshake. Default: 15000.
+    pub handshake_ms: u64,
+    /// A Ping is sent when nothing else was sent for this long. Default: 15000.
+    pub keepalive_ms: u64,
+    /// A client that sent nothing (pings included) for this long is closed. Default: 30000.
+    pub client_timeout_ms: u64,
+    /// How long a negotiated connection waits for its WebSocket. Default: 15000.
+    pub negotiate_ttl_ms: u64,
+    /// A write to a client that takes longer closes it. Default: 10000.
+    pub write_timeout_ms: u64,
+    /// On SIGTERM, how long clients get to receive their Close before the process exits.
+    /// Default: 10000.
+    pub shutdown_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake_ms: 15_000,
+            keepalive_ms: 15_000,
+            client_timeout_ms: 30_000,
+            negotiate_ttl_ms: 15_000,
+            write_timeout_ms: 10_000,
+            shutdown_ms: 10_000,
+        }
+    }
+}
+
+impl Timeouts {
+    /// [`Self::handshake_ms`] as a duration.
+    pub fn handshake(&self) -> Duration {
+        Duration::from_millis(self.handshake_ms)
+    }
+    /// [`Self::keepalive_ms`] as a duration.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms)
+    }
+    /// [`Self::client_timeout_ms`] as a duration.
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_timeout_ms)
+    }
+    /// [`Self::negotiate_ttl_ms`] as a duration.
+    pub fn negotiate_ttl(&self) -> Duration {
+        Duration::from_millis(self.negotiate_ttl_ms)
+    }
+    /// [`Self::write_timeout_ms`] as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+    /// [`Self::shutdown_ms`] as a duration.
+    pub fn shutdown(&self) -> Duration {
+        Duration::from_millis(self.shutdown_ms)
+    }
+}
+
+/// The config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Keep the seven default hubs. Default: true. A file hub with a default hub's name
+    /// replaces it.
+    pub default_hubs: Option<bool>,
+    /// Extra hubs.
+    pub hubs: Vec<HubSpec>,
+    /// Limits.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// Redis connection settings.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// The server URL.
+    pub url: String,
+    /// Key and channel prefix.
+    pub prefix: String,
+}
+
+/// The whole, validated configuration of one node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Hubs and publish API listener.
+    pub listen: SocketAddr,
+    /// Metrics listener; `None` serves no metrics (tests).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Redis; `None` is the in-process backplane.
+    pub redis: Option<RedisSettings>,
+    /// Node id; `None` draws a random one.
+    pub node_id: Option<String>,
+    /// Hubs served.
+    pub hubs: Vec<Hub>,
+    /// Limits.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// A setting is invalid; the text names it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid setting {setting}: {message}")]
+    Invalid {
+        /// The setting's name as written in the file or on the command line.
+        setting: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(setting: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Defaults for everything, listening on `listen`, no metrics listener: the base for
+    /// tests and embedding.
+    pub fn for_listen(listen: SocketAddr) -> Self {
+        Self::assemble(
+            listen,
+            None,
+            None,
+            None,
+            FileConfig::default(),
+            LogFormat::Human,
+        )
+        .expect("the defaults are valid")
+    }
+
+    /// Builds the configuration from the command line and the file it names.
+    ///
+    /// # Errors
+    /// See [`ConfigError`].
+    pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+        };
+        let redis = match cli.redis_url {
+            Some(url) if url.trim().is_empty() => None,
+            Some(url) => {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(invalid(
+                        "--redis-url / HUBCAST_REDIS_URL",
+                        "must start with redis:// or rediss://",
+                    ));
+                }
+                Some(RedisSettings {
+                    url,
+                    prefix: cli.redis_prefix.clone(),
+                })
+            }
+            None => None,
+        };
+        Self::assemble(
+            cli.listen,
+            Some(cli.metrics_listen),
+            redis,
+            cli.node_id,
+            file,
+            cli.log_format,
+        )
+    }
+
+    fn assemble(
+        listen: SocketAddr,
+        metrics_listen: Option<SocketAddr>,
+        redis: Option<RedisSettings>,
+        node_id: Option<String>,
+        file: FileConfig,
+        log_format: LogFormat,
+    ) -> Result<Self, ConfigError> {
+        if let Some(r) = &redis {
+            let ok = !r.prefix.is_empty()
+                && r.prefix.len() <= 64
+                && r.prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                return Err(invalid(
+                    "--redis-prefix / HUBCAST_REDIS_PREFIX",
+                    "1 to 64 letters, digits, '-', '_' or '.'",
+                ));
+            }
+        }
+        if let Some(id) = &node_id {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                return Err(invalid(
+                    "--node-id / HUBCAST_NODE_ID",
+                    "1 to 64 letters, digits, '-', '_' or '.'",
+                ));
+            }
+        }
+        let l = &file.limits;
+        if l.max_record_bytes < 1024 {
+            return Err(invalid("limits.max_record_bytes", "must be at least 1024"));
+        }
+        if l.max_body_bytes < 1024 {
+            return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
+        }
+        if l.outbound_queue == 0 {
+            return Err(invalid("limits.outbound_queue", "must be at least 1"));
+        }
+        if l.dispatch_queue == 0 {
+            return Err(invalid("limits.dispatch_queue", "must be at least 1"));
+        }
+        let t = &file.timeouts;
+        for (name, v) in [
+            ("timeouts.handshake_ms", t.handshake_ms),
+            ("timeouts.keepalive_ms", t.keepalive_ms),
+            ("timeouts.client_timeout_ms", t.client_timeout_ms),
+            ("timeouts.negotiate_ttl_ms", t.negotiate_ttl_ms),
+            ("timeouts.write_timeout_ms", t.write_timeout_ms),
+            ("timeouts.shutdown_ms", t.shutdown_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(name, "must be greater than 0"));
+            }
+        }
+        if t.keepalive_ms >= t.client_timeout_ms {
+            return Err(invalid(
+                "timeouts.keepalive_ms",
+                format!(
+                    "({}) must be less than timeouts.client_timeout_ms ({})",
+                    t.keepalive_ms, t.client_timeout_ms
+                ),
+            ));
+        }
+
+        let mut specs: Vec<HubSpec> = if file.default_hubs.unwrap_or(true) {
+            default_hubs()
+        } else {
+            Vec::new()
+        };
+        for extra in file.hubs {
+            specs.retain(|h| h.name != extra.name);
+            specs.push(extra);
+        }
+        if specs.is_empty() {
+            return Err(invalid(
+                "hubs",
+                "no hub is defined (default_hubs = false and no [[hubs]])",
+            ));
+        }
+        let mut hubs: Vec<Hub> = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.into_iter().enumerate() {
+            let hub = Hub::new(spec).map_err(|m| invalid(format!("hubs[{i}]"), m))?;
+            for other in &hubs {
+                let paths = |h: &Hub| -> Vec<String> {
+                    std::iter::once(h.spec.path.clone())
+                        .chain(h.spec.aliases.clone())
+                        .collect()
+                };
+                if other.name() == hub.name() {
+                    return Err(invalid(
+                        format!("hubs[{i}].name"),
+                        format!("'{}' is used twice", hub.name()),
+                    ));
+                }
+                if let Some(p) = paths(&hub).into_iter().find(|p| paths(other).contains(p)) {
+                    return Err(invalid(
+                        format!("hubs[{i}].path"),
+                        format!("'{p}' is used by hub '{}' too", other.name()),
+                    ));
+                }
+            }
+            hubs.push(hub);
+        }
+
+        Ok(Self {
+            listen,
+            metrics_listen,
+            redis,
+            node_id,
+            hubs,
+            limits: file.limits,
+            timeouts: file.timeouts,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("hubcast").chain(args.iter().copied())).unwrap()
+    }
+
+    fn with_file(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("hubcast-cfg-{}", crate::ids::random_token()));
+        std::fs::write(&dir, text).unwrap();
+        let r = Config::from_cli(cli(&["--config", dir.to_str().unwrap()]));
+        let _ = std::fs::remove_file(&dir);
+        r
+    }
+
+    #[test]
+    fn defaults_serve_the_seven_hubs_without_redis() {
+        let c = Config::from_cli(cli(&[])).unwrap();
+        assert_eq!(c.hubs.len(), 7);
+        assert!(c.redis.is_none());
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.limits.max_record_bytes, 32 * 1024);
+    }
+
+    #[test]
+    fn a_file_adds_a_hub_and_changes_limits() {
+        let c = with_file(
+            r#"
+            [limits]
+            max_body_bytes = 2048
+            [[hubs]]
+            name = "chat"
+            path = "/hubs/chat"
+            allow_broadcast = true
+            [[hubs.methods]]
+            name = "Enter"
+            join = "room-{0}"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.hubs.len(), 8);
+        assert_eq!(c.limits.max_body_bytes, 2048);
+        assert!(c
+            .hubs
+            .iter()
+            .any(|h| h.name() == "chat" && h.method("enter").is_some()));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let e = with_file("[timeouts]\nkeepalive_ms = 40000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("timeouts.keepalive_ms"), "{e}");
+        let e = with_file("[limits]\nmax_record_bytes = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max_record_bytes"), "{e}");
+        let e = with_file("[limits]\nmax_recrd_bytes = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_recrd_bytes"), "{e}");
+        let e = with_file("[[hubs]]\nname = \"x\"\npath = \"/hubs/spend\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/hubs/spend"), "{e}");
+        let e = Config::from_cli(cli(&["--redis-url", "http://x"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--redis-url"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_listen_address_is_refused_by_the_flag_parser() {
+        let e = Cli::try_parse_from(["hubcast", "--listen", "nowhere"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--listen"), "{e}");
+    }
+}

@@ -1,0 +1,183 @@
+//! The backplane envelope: what travels on a channel between nodes.
+//!
+//! A small binary header (version, kind, publish time, correlation id, target connection)
+//! followed by the SignalR record already encoded for clients, so a receiving node never
+//! parses JSON on the fan-out path.
+//!
+//! ```text
+//! [0]      version (1)
+//! [1]      kind
+//! [2..10]  published at, microseconds since the Unix epoch, big-endian
+//! [10]     correlation id length n, then n bytes
+//! [..]     connection id length m, then m bytes (0 when the kind targets a channel)
+//! [..]     body: the client record (Deliver, Send) or the group channel (Join, Leave)
+//! ```
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+
+const VERSION: u8 = 1;
+
+/// What an envelope asks the receiving node to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Write the body to every local member of the channel it arrived on.
+    Deliver = 1,
+    /// Write the body to one connection this node owns.
+    Send = 2,
+    /// Add a connection this node owns to the group channel in the body.
+    Join = 3,
+    /// Remove a connection this node owns from the group channel in the body.
+    Leave = 4,
+    /// Close a connection this node owns (with allowReconnect).
+    Close = 5,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::Deliver,
+            2 => Self::Send,
+            3 => Self::Join,
+            4 => Self::Leave,
+            5 => Self::Close,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded envelope; the byte fields borrow the payload without copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// What to do.
+    pub kind: Kind,
+    /// When the publishing node accepted the message.
+    pub published_at_micros: u64,
+    /// Correlation id of the publish.
+    pub correlation: Bytes,
+    /// The target connection (empty for channel deliveries).
+    pub connection: Bytes,
+    /// The client record or group channel.
+    pub body: Bytes,
+}
+
+/// Why a payload is not an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Shorter than its header says.
+    #[error("envelope truncated")]
+    Truncated,
+    /// A version this node does not speak.
+    #[error("unknown envelope version {0}")]
+    Version(u8),
+    /// An unknown kind.
+    #[error("unknown envelope kind {0}")]
+    Kind(u8),
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+impl Envelope {
+    /// Encodes an envelope. Ids longer than 255 bytes are cut (ours never are).
+    pub fn encode(
+        kind: Kind,
+        published_at_micros: u64,
+        correlation: &[u8],
+        connection: &[u8],
+        body: &[u8],
+    ) -> Bytes {
+        let correlation = &correlation[..correlation.len().min(255)];
+        let connection = &connection[..connection.len().min(255)];
+        let mut out =
+            BytesMut::with_capacity(12 + correlation.len() + connection.len() + body.len());
+        out.put_u8(VERSION);
+        out.put_u8(kind as u8);
+        out.put_u64(published_at_micros);
+        out.put_u8(correlation.len() as u8);
+        out.put_slice(correlation);
+        out.put_u8(connection.len() as u8);
+        out.put_slice(connection);
+        out.put_slice(body);
+        out.freeze()
+    }
+
+    /// Decodes a payload without copying it.
+    ///
+    /// # Errors
+    /// See [`EnvelopeError`].
+    pub fn decode(payload: &Bytes) -> Result<Self, EnvelopeError> {
+        let p = payload.as_ref();
+        if p.len() < 11 {
+            return Err(EnvelopeError::Truncated);
+        }
+        if p[0] != VERSION {
+            return Err(EnvelopeError::Version(p[0]));
+        }
+        let kind = Kind::from_u8(p[1]).ok_or(EnvelopeError::Kind(p[1]))?;
+        let published_at_micros =
+            u64::from_be_bytes(p[2..10].try_into().map_err(|_| EnvelopeError::Truncated)?);
+        let corr_len = usize::from(p[10]);
+        let corr_end = 11 + corr_len;
+        if p.len() < corr_end + 1 {
+            return Err(EnvelopeError::Truncated);
+        }
+        let conn_len = usize::from(p[corr_end]);
+        let conn_end = corr_end + 1 + conn_len;
+        if p.len() < conn_end {
+            return Err(EnvelopeError::Truncated);
+        }
+        Ok(Self {
+            kind,
+            published_at_micros,
+            correlation: payload.slice(11..corr_end),
+            connection: payload.slice(corr_end + 1..conn_end),
+            body: payload.slice(conn_end..),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_round_trips() {
+        let bytes = Envelope::encode(Kind::Send, 42, b"corr", b"conn", b"{\"type\":1}\x1e");
+        let e = Envelope::decode(&bytes).unwrap();
+        assert_eq!(e.kind, Kind::Send);
+        assert_eq!(e.published_at_micros, 42);
+        assert_eq!(&e.correlation[..], b"corr");
+        assert_eq!(&e.connection[..], b"conn");
+        assert_eq!(&e.body[..], b"{\"type\":1}\x1e");
+    }
+
+    #[test]
+    fn truncated_and_foreign_payloads_are_refused() {
+        let good = Envelope::encode(Kind::Deliver, 1, b"abc", b"", b"x");
+        for cut in 0..13 {
+            assert!(
+                Envelope::decode(&good.slice(..cut)).is_err(),
+                "accepted {cut} bytes"
+            );
+        }
+        let mut v = good.to_vec();
+        v[0] = 9;
+        assert_eq!(
+            Envelope::decode(&Bytes::from(v.clone())),
+            Err(EnvelopeError::Version(9))
+        );
+        v[0] = 1;
+        v[1] = 77;
+        assert_eq!(
+            Envelope::decode(&Bytes::from(v)),
+            Err(EnvelopeError::Kind(77))
+        );
+    }
+}

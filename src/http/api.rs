@@ -1,0 +1,399 @@
+//! The publish API, in the shape of Azure SignalR's data-plane REST API (v1 paths):
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | POST | `/api/v1/hubs/{hub}` | broadcast (only hubs with `allow_broadcast`) |
+//! | POST | `/api/v1/hubs/{hub}/groups/{group}` | send to a group |
+//! | GET | `/api/v1/hubs/{hub}/groups/{group}` | member count |
+//! | PUT / DELETE | `/api/v1/hubs/{hub}/groups/{group}/connections/{id}` | add / remove a connection |
+//! | POST | `/api/v1/hubs/{hub}/users/{user}` | send to a user's connections |
+//! | POST | `/api/v1/hubs/{hub}/connections/{id}` | send to one connection |
+//! | GET / DELETE | `/api/v1/hubs/{hub}/connections/{id}` | exists? / close it |
+//!
+//! Sends take `{"target": "...", "arguments": [...]}` and answer 202 once the backplane
+//! took the message, with its reach and correlation id.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::ids::{ConnectionId, CorrelationId, GroupName, UserId};
+use crate::metrics as m;
+use crate::node::{Audience, Reach};
+
+/// The API routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/hubs/{hub}", post(broadcast))
+        .route(
+            "/api/v1/hubs/{hub}/groups/{group}",
+            post(to_group).get(group_info),
+        )
+        .route(
+            "/api/v1/hubs/{hub}/groups/{group}/connections/{connection}",
+            axum::routing::put(add_to_group).delete(remove_from_group),
+        )
+        .route("/api/v1/hubs/{hub}/users/{user}", post(to_user))
+        .route(
+            "/api/v1/hubs/{hub}/connections/{connection}",
+            post(to_connection)
+                .get(connection_exists)
+                .delete(close_connection),
+        )
+}
+
+/// Path parameters, with a JSON 400 instead of axum's text rejection.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| Self(t))
+            .map_err(|e| ApiError::BadRequest(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+fn hub_index(state: &AppState, name: &str) -> Result<usize, ApiError> {
+    state
+        .node
+        .hub_index(name)
+        .ok_or_else(|| ApiError::UnknownHub(name.to_owned()))
+}
+
+fn group(raw: &str) -> Result<GroupName, ApiError> {
+    GroupName::parse(raw).map_err(|source| ApiError::InvalidName {
+        what: "group name",
+        source,
+    })
+}
+
+fn connection(raw: &str) -> Result<ConnectionId, ApiError> {
+    ConnectionId::parse(raw)
+        .ok_or_else(|| ApiError::UnknownConnection(raw.chars().take(64).collect()))
+}
+
+fn correlation(headers: &HeaderMap) -> Result<CorrelationId, ApiError> {
+    match headers.get("x-correlation-id") {
+        None => Ok(CorrelationId::generate()),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(CorrelationId::parse)
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "invalid X-Correlation-Id: 1 to 128 visible ASCII characters expected".into(),
+                )
+            }),
+    }
+}
+
+#[derive(Deserialize)]
+struct RawPublish<'a> {
+    #[serde(default, alias = "Target")]
+    target: Option<Value>,
+    #[serde(default, borrow, alias = "Arguments")]
+    arguments: Option<&'a RawValue>,
+}
+
+/// A validated publish body: the target, and the arguments as the JSON text of an array.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PublishBody {
+    /// Event name sent to clients.
+    pub target: String,
+    /// The arguments array, as received.
+    pub arguments_json: String,
+}
+
+/// Longest target name accepted, in bytes.
+pub const MAX_TARGET_BYTES: usize = 256;
+
+impl PublishBody {
+    /// Parses and checks a publish body.
+    ///
+    /// # Errors
+    /// A message naming what is wrong.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("request body is not valid JSON: {e}"))?;
+        if !value.is_object() {
+            return Err("request body must be a JSON object with 'target' and 'arguments'".into());
+        }
+        let raw: RawPublish<'_> =
+            serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))?;
+        let target = match raw.target {
+            Some(Value::String(t)) if t.is_empty() => {
+                return Err("'target' must not be empty".into())
+            }
+            Some(Value::String(t)) if t.len() > MAX_TARGET_BYTES => {
+                return Err(format!("'target' is longer than {MAX_TARGET_BYTES} bytes"))
+            }
+            Some(Value::String(t)) if t.chars().any(char::is_control) => {
+                return Err("'target' must not contain control characters".into())
+            }
+            Some(Value::String(t)) => t,
+            Some(_) => return Err("'target' must be a string".into()),
+            None => return Err("missing 'target'".into()),
+        };
+        let arguments_json = match raw.arguments {
+            None => "[]".to_owned(),
+            Some(a) if a.get() == "null" => "[]".to_owned(),
+            Some(a) if a.get().starts_with('[') => a.get().to_owned(),
+            Some(_) => return Err("'arguments' must be an array".into()),
+        };
+        Ok(Self {
+            target,
+            arguments_json,
+        })
+    }
+}
+
+fn body(body: Result<Bytes, BytesRejection>, state: &AppState) -> Result<PublishBody, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.node.limits().max_body_bytes)
+        } else {
+            ApiError::BadRequest(format!(
+                "could not read the request body: {}",
+                e.body_text()
+            ))
+        }
+    })?;
+    PublishBody::parse(&bytes).map_err(ApiError::BadRequest)
+}
+
+async fn publish(
+    state: &AppState,
+    hub: &str,
+    audience: Audience,
+    headers: &HeaderMap,
+    raw_body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let hub_index = hub_index(state, hub)?;
+    let hub_name = state.node.hubs()[hub_index].name().to_owned();
+    let body = body(raw_body, state)?;
+    let correlation = correlation(headers)?;
+    if matches!(audience, Audience::Hub) && !state.node.hubs()[hub_index].spec.allow_broadcast {
+        return Err(ApiError::BroadcastNotAllowed(hub_name));
+    }
+    let result = state
+        .node
+        .publish(
+            hub_index,
+            &audience,
+            &body.target,
+            &body.arguments_json,
+            &correlation,
+        )
+        .await;
+    let outcome = if result.is_ok() {
+        "accepted"
+    } else {
+        "refused"
+    };
+    metrics::histogram!(m::PUBLISH_DURATION, "hub" => hub_name.clone(), "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    let reach: Reach = result?;
+    metrics::counter!(m::EVENTS_PUBLISHED, "hub" => hub_name.clone(), "target" => body.target.clone()).increment(1);
+    let to = match &audience {
+        Audience::Group(g) => format!("group {g}"),
+        Audience::User(u) => format!("user {u}"),
+        Audience::Connection(c) => format!("connection {c}"),
+        Audience::Hub => "every connection".to_owned(),
+    };
+    tracing::info!(
+        hub = %hub_name,
+        to = %to,
+        nodes = reach.nodes,
+        local_connections = reach.local_connections,
+        correlation_id = %correlation,
+        "[SignalR:{}] published",
+        body.target
+    );
+    let mut json = serde_json::json!({
+        "correlationId": correlation.as_str(),
+        "nodes": reach.nodes,
+        "localConnections": reach.local_connections,
+    });
+    if let Some(members) = reach.members {
+        json["members"] = members.into();
+    }
+    let mut resp = (StatusCode::ACCEPTED, Json(json)).into_response();
+    if let Ok(v) = HeaderValue::from_str(correlation.as_str()) {
+        resp.headers_mut().insert("x-correlation-id", v);
+    }
+    Ok(resp)
+}
+
+async fn broadcast(
+    State(state): State<AppState>,
+    ApiPath(hub): ApiPath<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    publish(&state, &hub, Audience::Hub, &headers, raw).await
+}
+
+async fn to_group(
+    State(state): State<AppState>,
+    ApiPath((hub, g)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    hub_index(&state, &hub)?;
+    let g = group(&g)?;
+    publish(&state, &hub, Audience::Group(g), &headers, raw).await
+}
+
+async fn to_user(
+    State(state): State<AppState>,
+    ApiPath((hub, user)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    hub_index(&state, &hub)?;
+    let user = UserId::parse(&user).map_err(|source| ApiError::InvalidName {
+        what: "user id",
+        source,
+    })?;
+    publish(&state, &hub, Audience::User(user), &headers, raw).await
+}
+
+async fn to_connection(
+    State(state): State<AppState>,
+    ApiPath((hub, id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    hub_index(&state, &hub)?;
+    let id = connection(&id)?;
+    publish(&state, &hub, Audience::Connection(id), &headers, raw).await
+}
+
+async fn group_info(
+    State(state): State<AppState>,
+    ApiPath((hub, g)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let index = hub_index(&state, &hub)?;
+    let g = group(&g)?;
+    let members = state.node.group_size(index, &g).await?;
+    Ok(
+        Json(serde_json::json!({ "hub": hub, "group": g.as_str(), "members": members }))
+            .into_response(),
+    )
+}
+
+async fn add_to_group(
+    State(state): State<AppState>,
+    ApiPath((hub, g, id)): ApiPath<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let index = hub_index(&state, &hub)?;
+    let g = group(&g)?;
+    let id = connection(&id)?;
+    state.node.add_to_group(index, &id, &g).await?;
+    Ok(Json(serde_json::json!({ "hub": hub, "group": g.as_str(), "connectionId": id.as_str(), "member": true })).into_response())
+}
+
+async fn remove_from_group(
+    State(state): State<AppState>,
+    ApiPath((hub, g, id)): ApiPath<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let index = hub_index(&state, &hub)?;
+    let g = group(&g)?;
+    let id = connection(&id)?;
+    let was_member = state.node.remove_from_group(index, &id, &g).await?;
+    Ok(Json(serde_json::json!({ "hub": hub, "group": g.as_str(), "connectionId": id.as_str(), "member": false, "wasMember": was_member })).into_response())
+}
+
+async fn connection_exists(
+    State(state): State<AppState>,
+    ApiPath((hub, id)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let index = hub_index(&state, &hub)?;
+    let id = connection(&id)?;
+    if state.node.has_connection(index, &id) {
+        Ok(
+            Json(serde_json::json!({ "hub": hub, "connectionId": id.as_str(), "connected": true }))
+                .into_response(),
+        )
+    } else {
+        Err(ApiError::UnknownConnection(id.to_string()))
+    }
+}
+
+async fn close_connection(
+    State(state): State<AppState>,
+    ApiPath((hub, id)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let index = hub_index(&state, &hub)?;
+    let id = connection(&id)?;
+    state.node.close_connection(index, &id)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "hub": hub, "connectionId": id.as_str(), "closing": true })),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_body_keeps_arguments_verbatim() {
+        let b =
+            PublishBody::parse(br#"{"target":"SpendUpdate","arguments":[{"a":1},"x"]}"#).unwrap();
+        assert_eq!(b.target, "SpendUpdate");
+        assert_eq!(b.arguments_json, r#"[{"a":1},"x"]"#);
+    }
+
+    #[test]
+    fn azure_casing_and_missing_arguments_are_accepted() {
+        let b = PublishBody::parse(br#"{"Target":"X"}"#).unwrap();
+        assert_eq!(b.arguments_json, "[]");
+        let b = PublishBody::parse(br#"{"Target":"X","Arguments":[1]}"#).unwrap();
+        assert_eq!(b.arguments_json, "[1]");
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_a_reason() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"{", "not valid JSON"),
+            (b"[1]", "JSON object"),
+            (br#"{"arguments":[]}"#, "missing 'target'"),
+            (
+                br#"{"target":5,"arguments":[]}"#,
+                "'target' must be a string",
+            ),
+            (br#"{"target":"","arguments":[]}"#, "must not be empty"),
+            (
+                br#"{"target":"X","arguments":{"a":1}}"#,
+                "'arguments' must be an array",
+            ),
+            (
+                br#"{"target":"X","arguments":"[1]"}"#,
+                "'arguments' must be an array",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = PublishBody::parse(body).unwrap_err();
+            assert!(e.contains(want), "{} -> {e}", String::from_utf8_lossy(body));
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Errors of the HTTP boundary and their single mapping to responses.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::ids::NameError;
+use crate::node::NodeError;
+
+/// Everything an HTTP route can refuse with. 4xx carry a message for the caller; 503
+/// carries `Retry-After`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No hub of that name.
+    #[error("unknown hub '{0}'")]
+    UnknownHub(String),
+    /// No connection of that id on this hub.
+    #[error("connection '{0}' is not connected to this hub")]
+    UnknownConnection(String),
+    /// No such route.
+    #[error("no route for {0}")]
+    NoRoute(String),
+    /// A path segment is not a valid name.
+    #[error("invalid {what}: {source}")]
+    InvalidName {
+        /// Which segment.
+        what: &'static str,
+        /// Why.
+        source: NameError,
+    },
+    /// The body or a header is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is over the limit.
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// Broadcast is not allowed on this hub.
+    #[error("broadcast to every connection of hub '{0}' is not allowed; publish to a group (set allow_broadcast on the hub to enable it)")]
+    BroadcastNotAllowed(String),
+    /// The connection is in as many groups as allowed.
+    #[error("connection is already in {0} groups, the most allowed")]
+    TooManyGroups(usize),
+    /// The backplane cannot take the request now.
+    #[error("the backplane is unavailable; retry later")]
+    Unavailable,
+    /// The node is shutting down.
+    #[error("this node is shutting down")]
+    Draining,
+}
+
+impl ApiError {
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownHub(_) | Self::UnknownConnection(_) | Self::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::InvalidName { .. } | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BroadcastNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::TooManyGroups(_) => StatusCode::CONFLICT,
+            Self::Unavailable | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::UnknownConnection(id) => Self::UnknownConnection(id),
+            NodeError::TooManyGroups(n) => Self::TooManyGroups(n),
+            NodeError::Backplane(inner) => {
+                tracing::warn!(error = %inner, "backplane refused a request");
+                Self::Unavailable
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut resp = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,87 @@
+//! The public HTTP surface: hub endpoints (negotiate + WebSocket), the publish API and
+//! the health probes, with one error type mapped to JSON.
+
+pub mod api;
+pub mod error;
+pub mod hubs;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio_util::task::TaskTracker;
+
+use crate::metrics as m;
+use crate::node::Node;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Tracks WebSocket sessions, which outlive their HTTP request, for shutdown.
+    pub sessions: TaskTracker,
+}
+
+/// Builds the router for a node's hubs and API.
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (index, hub) in state.node.hubs().iter().enumerate() {
+        for path in std::iter::once(&hub.spec.path).chain(&hub.spec.aliases) {
+            router = router
+                .route(
+                    &format!("{path}/negotiate"),
+                    post(move |s, q| hubs::negotiate(s, index, q)),
+                )
+                .route(
+                    path,
+                    get(move |s, q, h, ws| hubs::connect(s, index, q, h, ws)),
+                );
+        }
+    }
+    let body_limit = state.node.limits().max_body_bytes;
+    router
+        .merge(api::routes())
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(count_requests))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.node.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "draining" })),
+        )
+            .into_response();
+    }
+    Json(serde_json::json!({ "status": "ready", "backplane": state.node.backplane().describe() }))
+        .into_response()
+}
+
+async fn fallback(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+/// Counts requests by route template (never the raw path, which holds group names).
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    metrics::counter!(m::HTTP_REQUESTS, "route" => route, "status" => resp.status().as_u16().to_string()).increment(1);
+    resp
+}

@@ -1,0 +1,71 @@
+//! # hubcast
+//!
+//! A real-time notification backplane. Clients connect with the official ASP.NET Core
+//! SignalR clients (JSON hub protocol over WebSockets); services publish events over HTTP
+//! to a group of a hub on any node; nodes fan out through a backplane (in-process for a
+//! single node, Redis pub/sub for a cluster), so every node holding members of a group
+//! delivers and no other node does.
+//!
+//! ## Layout
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`config`] | flags, `HUBCAST_*` variables and the TOML file, validated into one [`config::Config`] |
+//! | [`app`] | binds listeners, builds the node, runs until shutdown and owns the drain order |
+//! | [`hub`] | hub definitions: paths and the client methods (as data), the gateway's seven defaults |
+//! | [`http`] | negotiate, WebSocket upgrade, the publish API, probes; [`http::error::ApiError`] |
+//! | [`session`] | one connection: handshake, the read/write/keep-alive loop, close reasons |
+//! | [`protocol`] | the SignalR wire protocol: framing, handshake, messages, negotiate (pure) |
+//! | [`node`] | the coordinator: local registry, dispatch workers, subscription reconciler |
+//! | [`backplane`] | channels and cluster membership: in-process bus (Redis comes next) |
+//! | [`envelope`] | the binary envelope carried on backplane channels |
+//! | [`keys`] | every channel and key name |
+//! | [`metrics`] | every metric name and help text |
+//! | [`ids`] | validated names: groups, users, connection and correlation ids |
+//!
+//! ## How a message flows (publish to a group)
+//!
+//! 1. `POST /api/v1/hubs/{hub}/groups/{group}` with `{"target": …, "arguments": […]}`
+//!    ([`http::api`]) validates the hub, group, body and correlation id.
+//! 2. [`node::Node::publish`] encodes the SignalR Invocation record **once**, wraps it in an
+//!    [`envelope::Envelope`] and runs one backplane publish on `{p}:{hub}:group:{group}`.
+//!    The 202 reports how many nodes took it.
+//! 3. The backplane delivers only to nodes subscribed to that channel. Invariant: a node is
+//!    subscribed to a channel iff it holds at least one local member; the node's
+//!    subscription task reconciles every first-join and last-leave against the registry.
+//! 4. The receiving side hands the payload, without waiting, to a dispatch queue picked by
+//!    hashing the channel (per-channel order kept); a full queue drops and counts.
+//! 5. A dispatch worker looks up local members and `try_send`s the same bytes to each
+//!    connection's bounded queue; a full queue closes that connection as a slow consumer.
+//! 6. The session drains its queue, writes a batch and flushes once, under a write timeout.
+//!
+//! ## Channel names
+//!
+//! | name | type | purpose |
+//! |---|---|---|
+//! | `{p}:{hub}:group:{g}` | channel | fan-out to nodes holding ≥ 1 member of group `g` |
+//! | `{p}:{hub}:user:{u}` | channel | fan-out to nodes holding ≥ 1 connection of user `u` |
+//! | `{p}:{hub}:all` | channel | hub-wide broadcast (hubs with `allow_broadcast` only) |
+//! | `{p}:node:{n}` | channel | control to one node: send to / join / leave / close a connection it owns |
+//!
+//! `{p}` is the prefix (`--redis-prefix`, default `hubcast`).
+//!
+//! ## Delivery contract
+//!
+//! A 202 means the backplane took the message. Delivery to clients is at most once; every
+//! message not delivered is counted in `hubcast_delivery_failures_total` with its reason
+//! and logged.
+
+pub mod app;
+pub mod backplane;
+pub mod config;
+pub mod envelope;
+pub mod http;
+pub mod hub;
+pub mod ids;
+pub mod keys;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+pub mod session;
+pub mod telemetry;

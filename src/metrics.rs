@@ -1,0 +1,105 @@
+//! Every metric name, its type, unit and help, in one place.
+//!
+//! Labels come only from closed sets (hub names from configuration, event targets named by
+//! publishers, outcomes, reasons): never group names, user ids or connection ids.
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Histogram: publish request received until the backplane accepted it. Labels: hub, outcome.
+pub const PUBLISH_DURATION: &str = "hubcast_publish_duration_seconds";
+/// Histogram: publish time until written to the client socket. Label: hub.
+pub const DELIVERY_LAG: &str = "hubcast_delivery_lag_seconds";
+/// Counter: events accepted for publishing. Labels: hub, target.
+pub const EVENTS_PUBLISHED: &str = "hubcast_events_published_total";
+/// Counter: messages written to client sockets. Label: hub.
+pub const MESSAGES_DELIVERED: &str = "hubcast_messages_delivered_total";
+/// Counter: messages not delivered. Labels: hub, reason.
+pub const DELIVERY_FAILURES: &str = "hubcast_delivery_failures_total";
+/// Gauge: open connections on this node. Label: hub.
+pub const CONNECTIONS: &str = "hubcast_connections";
+/// Gauge: groups with at least one member on this node. Label: hub.
+pub const LOCAL_GROUPS: &str = "hubcast_local_groups";
+/// Counter: connections closed by the server. Labels: hub, reason.
+pub const CONNECTIONS_CLOSED: &str = "hubcast_connections_closed_total";
+/// Counter: client invocations refused. Labels: hub, reason.
+pub const INVOCATIONS_REFUSED: &str = "hubcast_invocations_refused_total";
+/// Counter: HTTP requests. Labels: route (template), status.
+pub const HTTP_REQUESTS: &str = "hubcast_http_requests_total";
+/// Gauge: backplane channels this node is subscribed to.
+pub const BACKPLANE_SUBSCRIPTIONS: &str = "hubcast_redis_subscriptions";
+
+/// Failure reason: a connection's outbound queue was full; it was closed.
+pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";
+/// Failure reason: writing to the socket failed or timed out.
+pub const REASON_WRITE_ERROR: &str = "write_error";
+/// Failure reason: a dispatch shard's queue was full; the message was dropped on this node.
+pub const REASON_DISPATCH_QUEUE_FULL: &str = "dispatch_queue_full";
+/// Failure reason: a backplane payload could not be decoded.
+pub const REASON_BAD_ENVELOPE: &str = "bad_envelope";
+
+/// Buckets for latency histograms, in seconds: 50 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and returns its handle. `None` when
+/// another recorder was installed first (embedding); metrics are then not served.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_histogram!(
+        PUBLISH_DURATION,
+        Unit::Seconds,
+        "Publish request received until the backplane accepted it."
+    );
+    describe_histogram!(
+        DELIVERY_LAG,
+        Unit::Seconds,
+        "Publish time until the message was written to the client socket."
+    );
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        "Events accepted for publishing, by hub and target."
+    );
+    describe_counter!(MESSAGES_DELIVERED, "Messages written to client sockets.");
+    describe_counter!(DELIVERY_FAILURES, "Messages not delivered, by reason.");
+    describe_gauge!(CONNECTIONS, "Open client connections on this node.");
+    describe_gauge!(
+        LOCAL_GROUPS,
+        "Groups with at least one member on this node."
+    );
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Connections closed by the server, by reason."
+    );
+    describe_counter!(
+        INVOCATIONS_REFUSED,
+        "Client invocations refused, by reason."
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests, by route template and status."
+    );
+    describe_gauge!(
+        BACKPLANE_SUBSCRIPTIONS,
+        "Backplane channels this node is subscribed to."
+    );
+}

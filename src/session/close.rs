@@ -1,0 +1,79 @@
+//! Why a session ended, and what the client is told.
+
+use crate::protocol::message;
+
+/// Why a session ends. Each reason says who is at fault and whether the client should
+/// reconnect, and maps to one SignalR Close record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed (Close message, WebSocket close, or the socket dropped). Nothing
+    /// is sent.
+    ClientClosed,
+    /// The node is shutting down: `{"type":7,"allowReconnect":true}`, so clients come back
+    /// to another node.
+    Shutdown,
+    /// Closed through the API (`DELETE …/connections/{id}`): reconnect allowed.
+    ClosedByServer,
+    /// The client did not read fast enough and its outbound queue filled.
+    SlowConsumer,
+    /// Writing to the socket failed or timed out.
+    WriteFailed,
+    /// Nothing was received within the client timeout.
+    ClientTimeout,
+    /// The client broke the protocol (bad record, oversized record, unexpected message).
+    Protocol(String),
+}
+
+impl CloseReason {
+    /// The Close record to send, if any.
+    pub fn record(&self) -> Option<String> {
+        const ERR: &str = "Connection closed with an error.";
+        match self {
+            Self::ClientClosed | Self::WriteFailed => None,
+            Self::Shutdown | Self::ClosedByServer => Some(message::close(None, true)),
+            Self::SlowConsumer => Some(message::close(
+                Some("Connection closed with an error. The client did not read messages fast enough (slow consumer)."),
+                true,
+            )),
+            Self::ClientTimeout => Some(message::close(Some(ERR), true)),
+            Self::Protocol(detail) => Some(message::close(Some(&format!("{ERR} {detail}")), true)),
+        }
+    }
+
+    /// A short, closed-set label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::Shutdown => "shutdown",
+            Self::ClosedByServer => "closed_by_api",
+            Self::SlowConsumer => "slow_consumer",
+            Self::WriteFailed => "write_error",
+            Self::ClientTimeout => "client_timeout",
+            Self::Protocol(_) => "protocol_error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_allows_reconnect_without_an_error() {
+        assert_eq!(
+            CloseReason::Shutdown.record().unwrap(),
+            "{\"allowReconnect\":true,\"type\":7}\u{1e}"
+        );
+    }
+
+    #[test]
+    fn a_slow_consumer_is_told_why_and_may_reconnect() {
+        let r = CloseReason::SlowConsumer.record().unwrap();
+        assert!(r.contains("slow consumer") && r.contains("\"allowReconnect\":true"));
+    }
+
+    #[test]
+    fn a_client_that_left_is_sent_nothing() {
+        assert_eq!(CloseReason::ClientClosed.record(), None);
+    }
+}
