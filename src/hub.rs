@@ -460,7 +460,8 @@ impl Hub {
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !name_ok {
+        // `node` would collide with the node control channels `{p}:node:{n}`.
+        if !name_ok || spec.name == "node" {
             return Err(format!(
                 "hub name '{}' must start with a letter and hold only letters, digits, '-' and '_' (at most 64)",
                 spec.name

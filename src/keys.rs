@@ -50,6 +50,12 @@ impl Keys {
     }
 }
 
+/// The hub part of a channel name, for metric labels (`node` for node channels). Prefixes
+/// hold no `:`, so the hub is the second segment.
+pub fn hub_label(channel: &str) -> &str {
+    channel.split(':').nth(1).unwrap_or("unknown")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,11 +67,6 @@ mod tests {
         assert_eq!(k.user_channel("spend", "u"), "t1:spend:user:u");
         assert_eq!(k.hub_channel("spend"), "t1:spend:all");
         assert_eq!(k.node_channel("n1"), "t1:node:n1");
+        assert_eq!(hub_label(&k.group_channel("spend", "a:b")), "spend");
     }
-}
-
-/// The hub part of a channel name, for metric labels (`node` for node channels). Prefixes
-/// hold no `:`, so the hub is the second segment.
-pub fn hub_label(channel: &str) -> &str {
-    channel.split(':').nth(1).unwrap_or("unknown")
 }

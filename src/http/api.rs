@@ -46,6 +46,8 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/hubs/{hub}/groups/{group}/connections/{connection}",
             axum::routing::put(add_to_group).delete(remove_from_group),
         )
+        .route("/api/v1/hubs/{hub}/groups/", axum::routing::any(empty_name))
+        .route("/api/v1/hubs/{hub}/users/", axum::routing::any(empty_name))
         .route("/api/v1/hubs/{hub}/users/{user}", post(to_user))
         .route(
             "/api/v1/hubs/{hub}/connections/{connection}",
@@ -239,6 +241,19 @@ async fn publish(
         resp.headers_mut().insert("x-correlation-id", v);
     }
     Ok(resp)
+}
+
+/// A trailing slash where a name belongs: the name is empty.
+async fn empty_name(uri: axum::http::Uri) -> ApiError {
+    let what = if uri.path().ends_with("/users/") {
+        "user id"
+    } else {
+        "group name"
+    };
+    ApiError::InvalidName {
+        what,
+        source: crate::ids::NameError::Empty { what },
+    }
 }
 
 async fn broadcast(

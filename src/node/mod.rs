@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -844,9 +843,4 @@ async fn negotiate_sweeper(node: Arc<Node>) {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, n| n.attached || n.expires > now);
     }
-}
-
-/// Payload bytes of a published record, for tests of the envelope path.
-pub fn record_bytes(target: &str, arguments_json: &str) -> Bytes {
-    Bytes::from(message::invocation(target, arguments_json))
 }

@@ -1,0 +1,10 @@
+//! Black-box tests of one node: real sockets on 127.0.0.1, port 0.
+
+mod helpers;
+
+mod backpressure;
+mod groups;
+mod keepalive;
+mod publish;
+mod shutdown;
+mod transport;
