@@ -49,12 +49,12 @@ pub struct Cli {
     )]
     pub metrics_listen: SocketAddr,
 
-    /// TOML file with hub definitions, limits and timeouts (see the README). Optional.
+    /// TOML file with hub definitions, limits and timeouts (see the README). Default: none.
     #[arg(long, env = "HUBCAST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// Redis URL (redis://host:port/db). Without it the node runs on an in-process
-    /// backplane: a single node, no Redis needed.
+    /// backplane: a single node, no Redis needed. Default: none.
     #[arg(
         long,
         env = "HUBCAST_REDIS_URL",

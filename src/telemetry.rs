@@ -9,7 +9,11 @@ use crate::config::LogFormat;
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = match format {
-        LogFormat::Human => fmt().with_env_filter(filter).with_target(false).try_init(),
+        LogFormat::Human => fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init(),
         LogFormat::Json => fmt()
             .json()
             .with_env_filter(filter)

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The one command that runs every hubcast test on a fresh machine:
+#   bash scripts/test.sh
+# It installs what is missing (redis-server, the JS client's node modules, the
+# Python test packages), builds the server, then runs the Rust tests, the JS
+# suite (official @microsoft/signalr client) and the Python suite (signalrcore).
+# Stops at the first failing stage.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+STAGE=0
+STAGES=6
+stage() {
+  STAGE=$((STAGE + 1))
+  printf '\n==============================================================\n'
+  printf '==> [%d/%d] %s\n' "$STAGE" "$STAGES" "$*"
+  printf '==============================================================\n'
+}
+trap 'rc=$?; if [ "$rc" -ne 0 ]; then printf "\n!!! stage %d/%d failed (exit %d)\n" "$STAGE" "$STAGES" "$rc" >&2; fi' EXIT
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+APT_UPDATED=0
+apt_install() {
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    $SUDO apt-get update
+    APT_UPDATED=1
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
+}
+
+stage "system packages (redis-server, node, python3)"
+if command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server: $(command -v redis-server) ($(redis-server --version | head -n1))"
+else
+  echo "redis-server not found: installing redis-server redis-tools"
+  apt_install redis-server redis-tools
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "node/npm not found: installing nodejs npm"
+  apt_install nodejs npm
+fi
+echo "node $(node --version), npm $(npm --version)"
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "python3 not found: installing python3 python3-pip"
+  apt_install python3 python3-pip
+fi
+echo "$(python3 --version)"
+
+stage "test dependencies (npm ci in tests/js, pip for tests/python)"
+JS_MARKER="tests/js/node_modules/.package-lock.json"
+if [ ! -d tests/js/node_modules ] || [ ! -f "$JS_MARKER" ] \
+  || [ tests/js/package-lock.json -nt "$JS_MARKER" ]; then
+  echo "tests/js/node_modules missing or older than package-lock.json: npm ci"
+  (cd tests/js && npm ci --no-audit --no-fund)
+else
+  echo "tests/js/node_modules is up to date"
+fi
+if python3 -c 'import signalrcore, pytest, requests' >/dev/null 2>&1; then
+  echo "python packages present (signalrcore, pytest, requests)"
+else
+  echo "installing tests/python/requirements.txt"
+  if ! python3 -m pip install -r tests/python/requirements.txt; then
+    # A Debian-managed python3 refuses plain pip installs (PEP 668).
+    python3 -m pip install --break-system-packages -r tests/python/requirements.txt
+  fi
+fi
+
+stage "cargo build"
+cargo build
+HUBCAST_BIN="$ROOT/target/debug/hubcast"
+if [ ! -x "$HUBCAST_BIN" ]; then
+  echo "cargo build did not produce $HUBCAST_BIN" >&2
+  exit 1
+fi
+export HUBCAST_BIN
+
+stage "cargo test"
+timeout --kill-after=30 1800 cargo test
+
+stage "JS end-to-end tests (node --test, @microsoft/signalr) in tests/js"
+(cd tests/js && timeout --kill-after=30 600 node --test --test-reporter=spec)
+
+stage "Python end-to-end tests (pytest, signalrcore) in tests/python"
+timeout --kill-after=30 600 python3 -m pytest -q tests/python
+
+printf '\n==> all %d stages passed\n' "$STAGES"

@@ -1,0 +1,360 @@
+// Shared helpers for the hubcast end-to-end tests with the official
+// @microsoft/signalr client. Not a test file itself (node --test only picks up
+// *.test.mjs here).
+//
+// Every wait in these helpers polls a condition with a deadline; nothing
+// sleeps to synchronise.
+
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { createServer } from "node:net";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { randomUUID } from "node:crypto";
+import path from "node:path";
+import {
+  HubConnectionBuilder,
+  HttpTransportType,
+  LogLevel,
+} from "@microsoft/signalr";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+/**
+ * Absolute path of the hubcast binary: env HUBCAST_BIN (a relative value is
+ * taken from the current directory), else ../../target/debug/hubcast from
+ * this file, i.e. the repository's debug build.
+ */
+export const HUBCAST_BIN = process.env.HUBCAST_BIN
+  ? path.resolve(process.env.HUBCAST_BIN)
+  : path.resolve(HERE, "../../target/debug/hubcast");
+
+const VERBOSE = process.env.HUBCAST_TEST_VERBOSE === "1";
+const LOG_TAIL_LINES = 200;
+
+/** All hubs the server exposes (path under the origin). */
+export const HUB_PATHS = [
+  "/hubs/spend",
+  "/hubs/tasks",
+  "/hubs/video-generation",
+  "/hubs/image-generation",
+  "/hubs/webhooks",
+  "/hubs/notifications",
+  "/hubs/admin-notifications",
+];
+
+/** A group name nobody else uses. */
+export function uniqueGroup(prefix = "g") {
+  return `${prefix}-${randomUUID().slice(0, 8)}`;
+}
+
+/** Resolves to a TCP port that was free on 127.0.0.1 a moment ago. */
+export async function freePort() {
+  const srv = createServer();
+  srv.listen(0, "127.0.0.1");
+  await once(srv, "listening");
+  const { port } = srv.address();
+  srv.close();
+  await once(srv, "close");
+  return port;
+}
+
+/**
+ * Polls `check` (sync or async) every `intervalMs` until it returns a truthy
+ * value, which is returned. Throws after `timeoutMs` with `what` in the
+ * message (plus `detail()` if given).
+ */
+export async function waitFor(
+  check,
+  { timeoutMs = 5000, intervalMs = 10, what = "condition", detail } = {},
+) {
+  const deadline = Date.now() + timeoutMs;
+  let lastError;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() >= deadline) {
+      const extra = detail ? `\n${detail()}` : "";
+      const cause = lastError ? ` (last error: ${lastError.message})` : "";
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${cause}${extra}`);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** Races `promise` against a timeout. */
+export async function withTimeout(promise, timeoutMs, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)),
+      timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const running = new Set();
+process.on("exit", () => {
+  for (const child of running) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+});
+
+/**
+ * A running hubcast process.
+ *   .port, .origin ("http://127.0.0.1:PORT"), .hubUrl(path), .logs(),
+ *   .stop(signal) -> {code, signal}, .exited (promise)
+ */
+class HubcastServer {
+  constructor(child, port) {
+    this.child = child;
+    this.port = port;
+    this.origin = `http://127.0.0.1:${port}`;
+    this._log = [];
+    this.exitInfo = null;
+    this.exited = new Promise((resolve) => {
+      child.on("exit", (code, signal) => {
+        running.delete(child);
+        this.exitInfo = { code, signal };
+        resolve(this.exitInfo);
+      });
+    });
+    const collect = (stream, name) => {
+      let partial = "";
+      stream.setEncoding("utf8");
+      stream.on("data", (chunk) => {
+        if (VERBOSE) process.stderr.write(chunk);
+        const lines = (partial + chunk).split("\n");
+        partial = lines.pop();
+        for (const line of lines) this._pushLog(`[${name}] ${line}`);
+      });
+      stream.on("end", () => {
+        if (partial) this._pushLog(`[${name}] ${partial}`);
+      });
+    };
+    collect(child.stdout, "out");
+    collect(child.stderr, "err");
+  }
+
+  _pushLog(line) {
+    this._log.push(line);
+    if (this._log.length > LOG_TAIL_LINES) this._log.shift();
+  }
+
+  /** The last lines the server printed (for failure messages). */
+  logs() {
+    return `--- hubcast (port ${this.port}) output tail ---\n${this._log.join("\n")}\n--- end ---`;
+  }
+
+  hubUrl(hubPath) {
+    return `${this.origin}${hubPath}`;
+  }
+
+  /**
+   * Sends `signal` and waits for the process to exit; SIGKILL after
+   * `timeoutMs`. Returns {code, signal, killed}.
+   */
+  async stop(signal = "SIGTERM", timeoutMs = 10_000) {
+    if (this.exitInfo) return { ...this.exitInfo, killed: false };
+    this.child.kill(signal);
+    let timer;
+    const timedOut = new Promise((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    const result = await Promise.race([this.exited, timedOut]);
+    clearTimeout(timer);
+    if (result === "timeout") {
+      this.child.kill("SIGKILL");
+      const info = await this.exited;
+      return { ...info, killed: true };
+    }
+    return { ...result, killed: false };
+  }
+}
+
+async function healthy(origin) {
+  try {
+    const res = await fetch(`${origin}/healthz`, { signal: AbortSignal.timeout(1000) });
+    await res.arrayBuffer();
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Spawns hubcast on `port` (a fresh free port if omitted) and resolves once
+ * GET /healthz answers 200. If the process exits before that (say the port
+ * is still taken), it is retried until `timeoutMs` runs out.
+ */
+export async function startServer({ port, timeoutMs = 20_000, extraArgs = [] } = {}) {
+  if (!existsSync(HUBCAST_BIN)) {
+    throw new Error(
+      `hubcast binary not found at ${HUBCAST_BIN}: run 'cargo build' or set HUBCAST_BIN`,
+    );
+  }
+  const fixedPort = port !== undefined;
+  const deadline = Date.now() + timeoutMs;
+  let lastFailure = "";
+  while (Date.now() < deadline) {
+    const p = fixedPort ? port : await freePort();
+    const child = spawn(
+      HUBCAST_BIN,
+      ["--listen", `127.0.0.1:${p}`, "--metrics-listen", "127.0.0.1:0", ...extraArgs],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    running.add(child);
+    const server = new HubcastServer(child, p);
+    let spawnError = null;
+    child.once("error", (err) => {
+      spawnError = err;
+    });
+    for (;;) {
+      if (spawnError) throw new Error(`could not spawn ${HUBCAST_BIN}: ${spawnError.message}`);
+      if (server.exitInfo) break;
+      if ((await healthy(server.origin)) && !server.exitInfo) return server;
+      if (Date.now() >= deadline) {
+        await server.stop("SIGKILL");
+        throw new Error(
+          `hubcast did not answer 200 on /healthz within ${timeoutMs} ms\n${server.logs()}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    lastFailure = `exited early with ${JSON.stringify(server.exitInfo)}\n${server.logs()}`;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`hubcast failed to start within ${timeoutMs} ms: ${lastFailure}`);
+}
+
+/**
+ * A logger for the SignalR client that keeps every line and records the raw
+ * text frames received over the WebSocket (needs logMessageContent: true).
+ */
+export class CapturingLogger {
+  constructor() {
+    this.lines = [];
+    this.receivedRecords = [];
+  }
+
+  log(level, message) {
+    this.lines.push(`${LogLevel[level]}: ${message}`);
+    if (this.lines.length > 500) this.lines.shift();
+    const m = /^\(WebSockets transport\) data received\. String data of length \d+\. Content: '([\s\S]*)'\.$/.exec(
+      message,
+    );
+    if (m) {
+      for (const rec of m[1].split("\x1e")) {
+        if (rec.length === 0) continue;
+        try {
+          this.receivedRecords.push(JSON.parse(rec));
+        } catch {
+          this.receivedRecords.push({ unparsable: rec });
+        }
+      }
+    }
+    if (VERBOSE && level >= LogLevel.Warning) process.stderr.write(`[signalr] ${message}\n`);
+  }
+
+  dump() {
+    return `--- signalr client log tail ---\n${this.lines.slice(-60).join("\n")}\n--- end ---`;
+  }
+}
+
+/**
+ * Builds (does not start) a HubConnection.
+ *   skipNegotiation: connect straight to the WebSocket
+ *   reconnect: passed to withAutomaticReconnect (true = default delays)
+ */
+export function buildConnection(url, { skipNegotiation = false, reconnect } = {}) {
+  const logger = new CapturingLogger();
+  const options = { logMessageContent: true };
+  if (skipNegotiation) {
+    options.skipNegotiation = true;
+    options.transport = HttpTransportType.WebSockets;
+  }
+  let builder = new HubConnectionBuilder().withUrl(url, options).configureLogging(logger);
+  if (reconnect === true) builder = builder.withAutomaticReconnect();
+  else if (reconnect) builder = builder.withAutomaticReconnect(reconnect);
+  const connection = builder.build();
+  connection.testLogger = logger;
+  return connection;
+}
+
+/** Builds and starts a connection (with a timeout on start()). */
+export async function connect(url, opts = {}) {
+  const connection = buildConnection(url, opts);
+  await withTimeout(connection.start(), 10_000, `start() of ${url}`);
+  return connection;
+}
+
+/** Stops a connection, never throwing, bounded in time. */
+export async function safeStop(connection) {
+  if (!connection) return;
+  try {
+    await withTimeout(connection.stop(), 5000, "connection.stop()");
+  } catch {
+    // best effort
+  }
+}
+
+/**
+ * Records every invocation of `target` on `connection` as an array of its
+ * arguments. `.events` is the list; `.waitForCount(n)` waits until n arrived.
+ */
+export function recordEvents(connection, target) {
+  const events = [];
+  connection.on(target, (...args) => {
+    events.push(args);
+  });
+  return {
+    events,
+    waitForCount(n, timeoutMs = 5000) {
+      return waitFor(() => events.length >= n, {
+        timeoutMs,
+        what: `${n} '${target}' event(s) (got ${events.length})`,
+        detail: () => `received so far: ${JSON.stringify(events)}\n${connection.testLogger?.dump() ?? ""}`,
+      });
+    },
+  };
+}
+
+/**
+ * POST /api/v1/hubs/{hubName}/groups/{group}; returns {status, body, text}.
+ * `hubName` is the last segment of the hub path.
+ */
+export async function publishToGroup(origin, hubName, group, message) {
+  const url = `${origin}/api/v1/hubs/${encodeURIComponent(hubName)}/groups/${encodeURIComponent(group)}`;
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(message),
+    signal: AbortSignal.timeout(5000),
+  });
+  const text = await res.text();
+  let body;
+  try {
+    body = text.length ? JSON.parse(text) : undefined;
+  } catch {
+    body = undefined;
+  }
+  return { status: res.status, body, text };
+}
+
+/** Last path segment of a hub path: "/hubs/video-generation" -> "video-generation". */
+export function hubName(hubPath) {
+  return hubPath.split("/").filter(Boolean).pop();
+}
