@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 STAGE=0
-STAGES=6
+STAGES=7
 stage() {
   STAGE=$((STAGE + 1))
   printf '\n==============================================================\n'
@@ -79,8 +79,11 @@ if [ ! -x "$HUBCAST_BIN" ]; then
 fi
 export HUBCAST_BIN
 
-stage "cargo test"
+stage "cargo test (unit tests, single node on the in-process backplane, cluster on Redis)"
 timeout --kill-after=30 1800 cargo test
+
+stage "cargo test --test api on the Redis backplane (same behaviour tests, real redis-server)"
+HUBCAST_TEST_BACKPLANE=redis timeout --kill-after=30 1800 cargo test --test api
 
 stage "JS end-to-end tests (node --test, @microsoft/signalr) in tests/js"
 (cd tests/js && timeout --kill-after=30 600 node --test --test-reporter=spec)

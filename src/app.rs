@@ -8,7 +8,15 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::backplane::{Backplane, BackplaneError, Inbound, MemoryBackplane, MemoryBus};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::backplane::{
+    Backplane, BackplaneError, BackplaneEvent, Inbound, MemoryBackplane, MemoryBus, RedisBackplane,
+    RedisOptions,
+};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::keys::Keys;
@@ -28,9 +36,6 @@ pub enum StartError {
     /// The backplane could not be set up.
     #[error("backplane: {0}")]
     Backplane(#[from] BackplaneError),
-    /// Redis was asked for but this build cannot use it yet.
-    #[error("--redis-url is set, but the Redis backplane is not available in this build")]
-    RedisUnsupported,
 }
 
 /// A built node with bound listeners, ready to run.
@@ -55,10 +60,7 @@ impl App {
     /// # Errors
     /// See [`StartError`].
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        if config.redis.is_some() {
-            return Err(StartError::RedisUnsupported);
-        }
-        Self::build_on_bus(config, Arc::new(MemoryBus::default())).await
+        Self::build_with(config, None).await
     }
 
     /// Builds a node on a shared in-process bus: several nodes of one process then form a
@@ -67,6 +69,10 @@ impl App {
     /// # Errors
     /// See [`StartError`].
     pub async fn build_on_bus(config: Config, bus: Arc<MemoryBus>) -> Result<Self, StartError> {
+        Self::build_with(config, Some(bus)).await
+    }
+
+    async fn build_with(config: Config, bus: Option<Arc<MemoryBus>>) -> Result<Self, StartError> {
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -90,22 +96,48 @@ impl App {
             .map_or(2, |n| n.get())
             .clamp(1, 16);
         let (inbound, receivers) = Inbound::new(shards, config.limits.dispatch_queue);
-        let backplane = Backplane::Memory(MemoryBackplane::new(bus, &id, inbound));
+        let keys = Keys::new(
+            config
+                .redis
+                .as_ref()
+                .map_or("hubcast", |r| r.prefix.as_str()),
+        );
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let backplane = match (&config.redis, bus) {
+            (Some(redis), None) => {
+                let c = &config.cluster;
+                Backplane::Redis(RedisBackplane::start(
+                    RedisOptions {
+                        url: redis.url.clone(),
+                        heartbeat_ttl: Duration::from_millis(c.heartbeat_ttl_ms),
+                        heartbeat_interval: Duration::from_millis(c.heartbeat_interval_ms),
+                        command_timeout: Duration::from_millis(c.redis_command_timeout_ms),
+                    },
+                    keys.clone(),
+                    &id,
+                    inbound,
+                    events_tx,
+                    stop.clone(),
+                )?)
+            }
+            (_, bus) => {
+                // The in-process bus is connected from the start.
+                let _ = events_tx.send(BackplaneEvent::Connected);
+                Backplane::Memory(MemoryBackplane::new(bus.unwrap_or_default(), &id, inbound))
+            }
+        };
         let node = Node::start(NodeParts {
             id,
-            keys: Keys::new(
-                config
-                    .redis
-                    .as_ref()
-                    .map_or("hubcast", |r| r.prefix.as_str()),
-            ),
+            keys,
             hubs: config.hubs.clone(),
             backplane,
             inbound: receivers,
+            events,
+            stop,
             limits: config.limits.clone(),
             timeouts: config.timeouts.clone(),
-        })
-        .await?;
+        });
         Ok(Self {
             listener,
             metrics_listener,

@@ -167,6 +167,29 @@ impl Timeouts {
     }
 }
 
+/// Cluster settings (Redis backplane only), in milliseconds in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cluster {
+    /// How long a node's heartbeat lives; a node silent this long is dead and its
+    /// memberships are reaped. Default: 10000.
+    pub heartbeat_ttl_ms: u64,
+    /// How often the heartbeat is renewed and dead nodes are looked for. Default: 3000.
+    pub heartbeat_interval_ms: u64,
+    /// Longest a Redis command may take before it counts as failed. Default: 2000.
+    pub redis_command_timeout_ms: u64,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self {
+            heartbeat_ttl_ms: 10_000,
+            heartbeat_interval_ms: 3_000,
+            redis_command_timeout_ms: 2_000,
+        }
+    }
+}
+
 /// The config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -180,6 +203,8 @@ pub struct FileConfig {
     pub limits: Limits,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Cluster settings.
+    pub cluster: Cluster,
 }
 
 /// Redis connection settings.
@@ -208,6 +233,8 @@ pub struct Config {
     pub limits: Limits,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Cluster settings.
+    pub cluster: Cluster,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -367,6 +394,28 @@ impl Config {
                 return Err(invalid(name, "must be greater than 0"));
             }
         }
+        let c = &file.cluster;
+        for (name, v) in [
+            ("cluster.heartbeat_ttl_ms", c.heartbeat_ttl_ms),
+            ("cluster.heartbeat_interval_ms", c.heartbeat_interval_ms),
+            (
+                "cluster.redis_command_timeout_ms",
+                c.redis_command_timeout_ms,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(name, "must be greater than 0"));
+            }
+        }
+        if c.heartbeat_interval_ms * 2 > c.heartbeat_ttl_ms {
+            return Err(invalid(
+                "cluster.heartbeat_interval_ms",
+                format!(
+                    "({}) must be at most half of cluster.heartbeat_ttl_ms ({})",
+                    c.heartbeat_interval_ms, c.heartbeat_ttl_ms
+                ),
+            ));
+        }
         if t.keepalive_ms >= t.client_timeout_ms {
             return Err(invalid(
                 "timeouts.keepalive_ms",
@@ -425,6 +474,7 @@ impl Config {
             hubs,
             limits: file.limits,
             timeouts: file.timeouts,
+            cluster: file.cluster,
             log_format,
         })
     }

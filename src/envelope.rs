@@ -33,6 +33,43 @@ pub enum Kind {
     Leave = 4,
     /// Close a connection this node owns (with allowReconnect).
     Close = 5,
+    /// A readiness probe a node sends itself; the body is its nonce.
+    Probe = 6,
+    /// The answer to a [`Kind::Join`] or [`Kind::Leave`]; the body is an [`Ack`].
+    Ack = 7,
+}
+
+/// Body of [`Kind::Join`] and [`Kind::Leave`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupChange {
+    /// Hub API name.
+    pub hub: String,
+    /// Group name.
+    pub group: String,
+    /// Node waiting for the [`Ack`].
+    pub reply_to: String,
+    /// Matches the ack to the request.
+    pub nonce: u64,
+}
+
+/// Body of [`Kind::Ack`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ack {
+    /// The request's nonce.
+    pub nonce: u64,
+    /// What happened.
+    pub outcome: AckOutcome,
+}
+
+/// Outcome of a remote group change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AckOutcome {
+    /// Applied (or nothing to do).
+    Done,
+    /// The owner no longer holds the connection.
+    UnknownConnection,
+    /// The connection is in as many groups as allowed.
+    TooManyGroups(usize),
 }
 
 impl Kind {
@@ -43,6 +80,8 @@ impl Kind {
             3 => Self::Join,
             4 => Self::Leave,
             5 => Self::Close,
+            6 => Self::Probe,
+            7 => Self::Ack,
             _ => return None,
         })
     }

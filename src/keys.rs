@@ -5,7 +5,18 @@
 //! | `{p}:{hub}:group:{g}` | channel | fan-out to nodes holding ≥ 1 member of group `g` |
 //! | `{p}:{hub}:user:{u}` | channel | fan-out to nodes holding ≥ 1 connection of user `u` |
 //! | `{p}:{hub}:all` | channel | hub-wide broadcast (only for hubs that allow it) |
-//! | `{p}:node:{n}` | channel | control messages to one node (join/leave/send/close a connection it owns) |
+//! | `{p}:node:{n}` | channel | control messages to one node (join/leave/send/close a connection it owns, acks, readiness probes) |
+//! | `{p}:{hub}:members:{g}` | set | connection ids in group `g` (cluster-wide counts) |
+//! | `{p}:{hub}:groups` | set | groups of the hub that have members |
+//! | `{p}:conn:{c}` | hash | `node`, `hub`, `user` of connection `c`, and one `g:{group}` field per group |
+//! | `{p}:node:{n}:conns` | set | connections owned by node `n` |
+//! | `{p}:node:{n}:alive` | string, TTL | node `n`'s heartbeat; when it expires the node is dead |
+//! | `{p}:nodes` | set | nodes that registered connections (the reaper's list) |
+//! | `{p}:reap:{n}` | string, TTL | lock: the one node reaping dead node `n` |
+//!
+//! The Lua scripts in [`crate::backplane::redis`] build `{p}:{hub}:members:{g}`,
+//! `{p}:{hub}:groups` and `{p}:conn:{c}` themselves (from the prefix and the hash's
+//! fields) when they remove a connection; they follow the same patterns.
 //!
 //! The prefix `{p}` is `--redis-prefix` (default `hubcast`), so clusters and tests sharing a
 //! Redis never see each other's names.
@@ -48,6 +59,50 @@ impl Keys {
     pub fn node_channel(&self, node: &str) -> String {
         format!("{}:node:{node}", self.prefix)
     }
+
+    /// Set of a group's member connection ids.
+    pub fn members(&self, hub: &str, group: &str) -> String {
+        format!("{}:{hub}:members:{group}", self.prefix)
+    }
+
+    /// Set of a hub's groups that have members.
+    pub fn groups(&self, hub: &str) -> String {
+        format!("{}:{hub}:groups", self.prefix)
+    }
+
+    /// Hash describing a connection.
+    pub fn connection(&self, connection: &str) -> String {
+        format!("{}:conn:{connection}", self.prefix)
+    }
+
+    /// Set of a node's connections.
+    pub fn node_connections(&self, node: &str) -> String {
+        format!("{}:node:{node}:conns", self.prefix)
+    }
+
+    /// A node's heartbeat key.
+    pub fn node_alive(&self, node: &str) -> String {
+        format!("{}:node:{node}:alive", self.prefix)
+    }
+
+    /// Set of nodes that registered connections.
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// Reaping lock for a dead node.
+    pub fn reap_lock(&self, node: &str) -> String {
+        format!("{}:reap:{node}", self.prefix)
+    }
+
+    /// The group of a group channel of `hub`, if `channel` is one.
+    pub fn group_of_channel<'a>(&self, hub: &str, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(':')?
+            .strip_prefix(hub)?
+            .strip_prefix(":group:")
+    }
 }
 
 /// The hub part of a channel name, for metric labels (`node` for node channels). Prefixes
@@ -68,5 +123,15 @@ mod tests {
         assert_eq!(k.hub_channel("spend"), "t1:spend:all");
         assert_eq!(k.node_channel("n1"), "t1:node:n1");
         assert_eq!(hub_label(&k.group_channel("spend", "a:b")), "spend");
+        assert_eq!(
+            k.group_of_channel("spend", &k.group_channel("spend", "a:b")),
+            Some("a:b")
+        );
+        assert_eq!(
+            k.group_of_channel("spend", &k.user_channel("spend", "u")),
+            None
+        );
+        assert_eq!(k.members("spend", "g"), "t1:spend:members:g");
+        assert_eq!(k.connection("c"), "t1:conn:c");
     }
 }

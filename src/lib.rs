@@ -17,7 +17,7 @@
 //! | [`session`] | one connection: handshake, the read/write/keep-alive loop, close reasons |
 //! | [`protocol`] | the SignalR wire protocol: framing, handshake, messages, negotiate (pure) |
 //! | [`node`] | the coordinator: local registry, dispatch workers, subscription reconciler |
-//! | [`backplane`] | channels and cluster membership: in-process bus (Redis comes next) |
+//! | [`backplane`] | channels and cluster membership: the in-process bus, and Redis (pub/sub, sets, Lua, heartbeat, reaper) |
 //! | [`envelope`] | the binary envelope carried on backplane channels |
 //! | [`keys`] | every channel and key name |
 //! | [`metrics`] | every metric name and help text |
@@ -39,16 +39,30 @@
 //!    connection's bounded queue; a full queue closes that connection as a slow consumer.
 //! 6. The session drains its queue, writes a batch and flushes once, under a write timeout.
 //!
-//! ## Channel names
+//! ## Redis keys and channels
 //!
 //! | name | type | purpose |
 //! |---|---|---|
 //! | `{p}:{hub}:group:{g}` | channel | fan-out to nodes holding ≥ 1 member of group `g` |
 //! | `{p}:{hub}:user:{u}` | channel | fan-out to nodes holding ≥ 1 connection of user `u` |
 //! | `{p}:{hub}:all` | channel | hub-wide broadcast (hubs with `allow_broadcast` only) |
-//! | `{p}:node:{n}` | channel | control to one node: send to / join / leave / close a connection it owns |
+//! | `{p}:node:{n}` | channel | control to one node: send to / join / leave / close a connection it owns, acks, probes |
+//! | `{p}:{hub}:members:{g}` | set | connection ids in group `g` |
+//! | `{p}:{hub}:groups` | set | groups of the hub that have members |
+//! | `{p}:conn:{c}` | hash | owning `node`, `hub`, `user`, and a `g:{group}` field per group |
+//! | `{p}:node:{n}:conns` | set | connections owned by node `n` |
+//! | `{p}:node:{n}:alive` | string, TTL | heartbeat; survivors reap a node whose key expired |
+//! | `{p}:nodes` | set | live nodes, for the reaper |
+//! | `{p}:reap:{n}` | string, TTL | lock: the one node reaping dead node `n` |
 //!
-//! `{p}` is the prefix (`--redis-prefix`, default `hubcast`).
+//! `{p}` is the prefix (`--redis-prefix`, default `hubcast`). [`keys`] owns every name.
+//!
+//! ## Outages
+//!
+//! While Redis is unreachable, clients stay connected and joins succeed locally; publishes
+//! answer 503 and `/readyz` fails its pub/sub round trip. When the subscriber connection is
+//! back, the node resubscribes every channel with local members and writes its
+//! connections and memberships again.
 //!
 //! ## Delivery contract
 //!

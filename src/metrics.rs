@@ -30,6 +30,12 @@ pub const INVOCATIONS_REFUSED: &str = "hubcast_invocations_refused_total";
 pub const HTTP_REQUESTS: &str = "hubcast_http_requests_total";
 /// Gauge: backplane channels this node is subscribed to.
 pub const BACKPLANE_SUBSCRIPTIONS: &str = "hubcast_redis_subscriptions";
+/// Counter: times the Redis pub/sub connection was re-established.
+pub const REDIS_RECONNECTS: &str = "hubcast_redis_reconnects_total";
+/// Histogram: Redis command duration. Label: command.
+pub const REDIS_COMMAND_DURATION: &str = "hubcast_redis_command_duration_seconds";
+/// Counter: dead nodes whose memberships this node removed.
+pub const NODES_REAPED: &str = "hubcast_nodes_reaped_total";
 
 /// Failure reason: a connection's outbound queue was full; it was closed.
 pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";

@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use super::Inbound;
+use super::{ConnectionRecord, Inbound};
 use crate::ids::ConnectionId;
 
 #[derive(Debug, Default)]
 struct BusState {
     subscribers: HashMap<Arc<str>, Vec<(Arc<str>, Inbound)>>,
-    members: HashMap<String, HashSet<ConnectionId>>,
-    owners: HashMap<ConnectionId, String>,
+    /// (hub, group) → members.
+    members: HashMap<(String, String), HashSet<ConnectionId>>,
+    connections: HashMap<ConnectionId, ConnectionRecord>,
 }
 
 /// Channels and membership shared by the nodes of one process.
@@ -27,42 +28,6 @@ pub struct MemoryBus {
 impl MemoryBus {
     fn state(&self) -> MutexGuard<'_, BusState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn add_member(&self, channel: &str, connection: &ConnectionId) {
-        self.state()
-            .members
-            .entry(channel.to_owned())
-            .or_default()
-            .insert(connection.clone());
-    }
-
-    pub(crate) fn remove_member(&self, channel: &str, connection: &ConnectionId) {
-        let mut s = self.state();
-        if let Some(set) = s.members.get_mut(channel) {
-            set.remove(connection);
-            if set.is_empty() {
-                s.members.remove(channel);
-            }
-        }
-    }
-
-    pub(crate) fn member_count(&self, channel: &str) -> usize {
-        self.state().members.get(channel).map_or(0, HashSet::len)
-    }
-
-    pub(crate) fn set_owner(&self, connection: &ConnectionId, node: &str) {
-        self.state()
-            .owners
-            .insert(connection.clone(), node.to_owned());
-    }
-
-    pub(crate) fn remove_owner(&self, connection: &ConnectionId) {
-        self.state().owners.remove(connection);
-    }
-
-    pub(crate) fn owner(&self, connection: &ConnectionId) -> Option<String> {
-        self.state().owners.get(connection).cloned()
     }
 
     /// Number of nodes subscribed to a channel (Redis's `PUBSUB NUMSUB`).
@@ -89,8 +54,64 @@ impl MemoryBackplane {
         }
     }
 
-    pub(crate) fn bus(&self) -> &MemoryBus {
-        &self.bus
+    pub(crate) fn register(&self, id: &ConnectionId, hub: &str) {
+        self.bus.state().connections.insert(
+            id.clone(),
+            ConnectionRecord {
+                node: self.node.to_string(),
+                hub: hub.to_owned(),
+            },
+        );
+    }
+
+    pub(crate) fn unregister(&self, id: &ConnectionId) {
+        let mut s = self.bus.state();
+        s.connections.remove(id);
+        s.members.retain(|_, set| {
+            set.remove(id);
+            !set.is_empty()
+        });
+    }
+
+    pub(crate) fn connection(&self, id: &ConnectionId) -> Option<ConnectionRecord> {
+        self.bus.state().connections.get(id).cloned()
+    }
+
+    pub(crate) fn add_member(&self, hub: &str, group: &str, id: &ConnectionId) {
+        self.bus
+            .state()
+            .members
+            .entry((hub.to_owned(), group.to_owned()))
+            .or_default()
+            .insert(id.clone());
+    }
+
+    pub(crate) fn remove_member(&self, hub: &str, group: &str, id: &ConnectionId) {
+        let mut s = self.bus.state();
+        let key = (hub.to_owned(), group.to_owned());
+        if let Some(set) = s.members.get_mut(&key) {
+            set.remove(id);
+            if set.is_empty() {
+                s.members.remove(&key);
+            }
+        }
+    }
+
+    pub(crate) fn member_count(&self, hub: &str, group: &str) -> usize {
+        self.bus
+            .state()
+            .members
+            .get(&(hub.to_owned(), group.to_owned()))
+            .map_or(0, HashSet::len)
+    }
+
+    pub(crate) fn group_count(&self, hub: &str) -> usize {
+        self.bus
+            .state()
+            .members
+            .keys()
+            .filter(|(h, _)| h == hub)
+            .count()
     }
 
     pub(crate) fn publish(&self, channel: &str, payload: Bytes) -> usize {

@@ -6,6 +6,7 @@
 //! once, and reports how many there were.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::ids::ConnectionId;
 use crate::metrics as m;
 
+pub use self::redis::{RedisBackplane, RedisOptions};
 pub use memory::{MemoryBackplane, MemoryBus};
 
 /// A payload that arrived on a channel this node subscribes to.
@@ -26,6 +28,9 @@ pub enum BackplaneError {
     /// The backplane is unreachable; the caller may retry later.
     #[error("the backplane is unavailable: {0}")]
     Unavailable(String),
+    /// The subscriber connection is down; subscriptions are restored when it is back.
+    #[error("the backplane subscriber connection is down")]
+    Disconnected,
 }
 
 /// Where the backplane hands received payloads: bounded dispatch queues, one picked per
@@ -71,11 +76,46 @@ fn shard_of(channel: &str, shards: usize) -> usize {
     (h % shards as u64) as usize
 }
 
+/// Something the node must react to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackplaneEvent {
+    /// The subscriber connection is (again) up: resubscribe everything, write local state.
+    Connected,
+    /// The subscriber connection dropped.
+    Disconnected,
+    /// Redis lost this node's state (it was reaped while unreachable): write it again.
+    ResyncNeeded,
+}
+
+/// Where a connection lives, from the cluster-wide record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    /// The owning node.
+    pub node: String,
+    /// The hub's API name.
+    pub hub: String,
+}
+
+/// A local connection as written to the cluster store on resync.
+#[derive(Debug, Clone)]
+pub struct ConnectionSnapshot {
+    /// Its id.
+    pub id: ConnectionId,
+    /// Its hub's API name.
+    pub hub: String,
+    /// Its user, if any.
+    pub user: Option<String>,
+    /// Its groups.
+    pub groups: Vec<String>,
+}
+
 /// The backplane of one node.
 #[derive(Debug, Clone)]
 pub enum Backplane {
     /// In-process: one node, or several nodes of one process sharing a [`MemoryBus`].
     Memory(MemoryBackplane),
+    /// Redis: a cluster of processes.
+    Redis(RedisBackplane),
 }
 
 impl Backplane {
@@ -86,126 +126,175 @@ impl Backplane {
     pub async fn publish(&self, channel: &str, payload: Bytes) -> Result<usize, BackplaneError> {
         match self {
             Self::Memory(b) => Ok(b.publish(channel, payload)),
+            Self::Redis(b) => b.publish(channel, payload).await,
         }
     }
 
     /// Subscribes this node to channels.
     ///
     /// # Errors
-    /// [`BackplaneError::Unavailable`].
+    /// [`BackplaneError::Disconnected`] while the subscriber connection is down (the
+    /// channels are subscribed on reconnect), [`BackplaneError::Unavailable`] otherwise.
     pub async fn subscribe(&self, channels: &[Arc<str>]) -> Result<(), BackplaneError> {
         match self {
             Self::Memory(b) => {
                 b.subscribe(channels);
                 Ok(())
             }
+            Self::Redis(b) => b.subscribe(channels).await,
         }
     }
 
     /// Unsubscribes this node from channels.
     ///
     /// # Errors
-    /// [`BackplaneError::Unavailable`].
+    /// As [`Self::subscribe`].
     pub async fn unsubscribe(&self, channels: &[Arc<str>]) -> Result<(), BackplaneError> {
         match self {
             Self::Memory(b) => {
                 b.unsubscribe(channels);
                 Ok(())
             }
+            Self::Redis(b) => b.unsubscribe(channels).await,
         }
     }
 
-    /// Records a connection as a member of a group channel, cluster-wide.
-    ///
-    /// # Errors
-    /// [`BackplaneError::Unavailable`].
-    pub async fn add_member(
-        &self,
-        channel: &str,
-        connection: &ConnectionId,
-    ) -> Result<(), BackplaneError> {
-        match self {
-            Self::Memory(b) => {
-                b.bus().add_member(channel, connection);
-                Ok(())
-            }
-        }
-    }
-
-    /// Removes a connection from a group channel's members, cluster-wide.
-    ///
-    /// # Errors
-    /// [`BackplaneError::Unavailable`].
-    pub async fn remove_member(
-        &self,
-        channel: &str,
-        connection: &ConnectionId,
-    ) -> Result<(), BackplaneError> {
-        match self {
-            Self::Memory(b) => {
-                b.bus().remove_member(channel, connection);
-                Ok(())
-            }
-        }
-    }
-
-    /// Cluster-wide member count of a group channel.
-    ///
-    /// # Errors
-    /// [`BackplaneError::Unavailable`].
-    pub async fn member_count(&self, channel: &str) -> Result<usize, BackplaneError> {
-        match self {
-            Self::Memory(b) => Ok(b.bus().member_count(channel)),
-        }
-    }
-
-    /// Records which node owns a connection (for routing API calls to it).
+    /// Records a connection of this node, cluster-wide.
     ///
     /// # Errors
     /// [`BackplaneError::Unavailable`].
     pub async fn register_connection(
         &self,
-        connection: &ConnectionId,
-        node: &str,
+        id: &ConnectionId,
+        hub: &str,
+        user: Option<&str>,
     ) -> Result<(), BackplaneError> {
         match self {
             Self::Memory(b) => {
-                b.bus().set_owner(connection, node);
+                b.register(id, hub);
                 Ok(())
             }
+            Self::Redis(b) => b.register_connection(id, hub, user).await,
         }
     }
 
-    /// Forgets a connection's owner.
+    /// Forgets a connection and all its memberships, cluster-wide.
     ///
     /// # Errors
     /// [`BackplaneError::Unavailable`].
-    pub async fn unregister_connection(
+    pub async fn unregister_connection(&self, id: &ConnectionId) -> Result<(), BackplaneError> {
+        match self {
+            Self::Memory(b) => {
+                b.unregister(id);
+                Ok(())
+            }
+            Self::Redis(b) => b.unregister_connection(id).await,
+        }
+    }
+
+    /// Records a connection as a member of a group, cluster-wide.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn add_member(
         &self,
-        connection: &ConnectionId,
+        hub: &str,
+        group: &str,
+        id: &ConnectionId,
     ) -> Result<(), BackplaneError> {
         match self {
             Self::Memory(b) => {
-                b.bus().remove_owner(connection);
+                b.add_member(hub, group, id);
                 Ok(())
             }
+            Self::Redis(b) => b.add_member(hub, group, id).await,
         }
     }
 
-    /// The node owning a connection, if any node does.
+    /// Removes a connection from a group, cluster-wide.
     ///
     /// # Errors
     /// [`BackplaneError::Unavailable`].
-    pub async fn owner(&self, connection: &ConnectionId) -> Result<Option<String>, BackplaneError> {
+    pub async fn remove_member(
+        &self,
+        hub: &str,
+        group: &str,
+        id: &ConnectionId,
+    ) -> Result<(), BackplaneError> {
         match self {
-            Self::Memory(b) => Ok(b.bus().owner(connection)),
+            Self::Memory(b) => {
+                b.remove_member(hub, group, id);
+                Ok(())
+            }
+            Self::Redis(b) => b.remove_member(hub, group, id).await,
         }
+    }
+
+    /// Cluster-wide member count of a group.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn member_count(&self, hub: &str, group: &str) -> Result<usize, BackplaneError> {
+        match self {
+            Self::Memory(b) => Ok(b.member_count(hub, group)),
+            Self::Redis(b) => b.member_count(hub, group).await,
+        }
+    }
+
+    /// Cluster-wide number of groups of a hub that have members.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn group_count(&self, hub: &str) -> Result<usize, BackplaneError> {
+        match self {
+            Self::Memory(b) => Ok(b.group_count(hub)),
+            Self::Redis(b) => b.group_count(hub).await,
+        }
+    }
+
+    /// Where a connection lives, if any node holds it.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn connection(
+        &self,
+        id: &ConnectionId,
+    ) -> Result<Option<ConnectionRecord>, BackplaneError> {
+        match self {
+            Self::Memory(b) => Ok(b.connection(id)),
+            Self::Redis(b) => b.connection(id).await,
+        }
+    }
+
+    /// Writes this node's local state to the cluster store again (after an outage).
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn resync(&self, local: &[ConnectionSnapshot]) -> Result<(), BackplaneError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(b) => b.resync(local).await,
+        }
+    }
+
+    /// Dead nodes this node reaped (Redis only).
+    pub fn nodes_reaped(&self) -> u64 {
+        match self {
+            Self::Memory(_) => 0,
+            Self::Redis(b) => b.nodes_reaped(),
+        }
+    }
+
+    /// Whether member counts are known without a backplane round trip.
+    pub fn counts_are_local(&self) -> bool {
+        matches!(self, Self::Memory(_))
     }
 
     /// A short name for logs.
     pub fn describe(&self) -> &'static str {
         match self {
             Self::Memory(_) => "in-process",
+            Self::Redis(_) => "redis",
         }
     }
 }

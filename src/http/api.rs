@@ -342,7 +342,7 @@ async fn connection_exists(
 ) -> Result<Response, ApiError> {
     let index = hub_index(&state, &hub)?;
     let id = connection(&id)?;
-    if state.node.has_connection(index, &id) {
+    if state.node.has_connection(index, &id).await? {
         Ok(
             Json(serde_json::json!({ "hub": hub, "connectionId": id.as_str(), "connected": true }))
                 .into_response(),
@@ -358,7 +358,7 @@ async fn close_connection(
 ) -> Result<Response, ApiError> {
     let index = hub_index(&state, &hub)?;
     let id = connection(&id)?;
-    state.node.close_connection(index, &id)?;
+    state.node.close_connection(index, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "hub": hub, "connectionId": id.as_str(), "closing": true })),

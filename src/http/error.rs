@@ -69,6 +69,10 @@ impl From<NodeError> for ApiError {
         match e {
             NodeError::UnknownConnection(id) => Self::UnknownConnection(id),
             NodeError::TooManyGroups(n) => Self::TooManyGroups(n),
+            NodeError::OwnerTimeout => {
+                tracing::warn!("the node holding a connection did not acknowledge a group change");
+                Self::Unavailable
+            }
             NodeError::Backplane(inner) => {
                 tracing::warn!(error = %inner, "backplane refused a request");
                 Self::Unavailable

@@ -19,6 +19,9 @@ use crate::metrics as m;
 use crate::node::Node;
 use error::ApiError;
 
+/// How long the readiness probe's pub/sub round trip may take.
+const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -60,14 +63,21 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.node.is_draining() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "draining" })),
+    let node = &state.node;
+    let status = if node.is_draining() {
+        "draining"
+    } else if !node.probe(READY_PROBE_TIMEOUT).await {
+        "backplane round trip failed"
+    } else {
+        return Json(
+            serde_json::json!({ "status": "ready", "backplane": node.backplane().describe() }),
         )
-            .into_response();
-    }
-    Json(serde_json::json!({ "status": "ready", "backplane": state.node.backplane().describe() }))
+        .into_response();
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "status": status, "backplane": node.backplane().describe() })),
+    )
         .into_response()
 }
 

@@ -6,7 +6,7 @@
 pub mod registry;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,9 +17,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backplane::{Backplane, BackplaneError, InboundItem};
+use crate::backplane::{
+    Backplane, BackplaneError, BackplaneEvent, ConnectionSnapshot, InboundItem,
+};
 use crate::config::{Limits, Timeouts};
-use crate::envelope::{now_micros, Envelope, Kind};
+use crate::envelope::{now_micros, Ack, AckOutcome, Envelope, GroupChange, Kind};
 use crate::hub::{Action, CallError, Caller, Hub};
 use crate::ids::{ConnectionId, CorrelationId, GroupName, UserId};
 use crate::keys::Keys;
@@ -71,12 +73,23 @@ pub enum NodeError {
     /// The backplane refused.
     #[error(transparent)]
     Backplane(#[from] BackplaneError),
+    /// The node owning the connection did not answer in time.
+    #[error("the node holding the connection did not answer")]
+    OwnerTimeout,
 }
 
-/// A request to bring one channel's subscription in line with local interest.
-struct Reconcile {
-    channel: Arc<str>,
-    done: Option<oneshot::Sender<Result<(), BackplaneError>>>,
+/// How long a remote group change waits for the owning node's ack.
+const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+
+type Done = Option<oneshot::Sender<Result<(), BackplaneError>>>;
+
+/// A request to the subscription task.
+enum Subscription {
+    /// Bring one channel's subscription in line with local interest.
+    Reconcile { channel: Arc<str>, done: Done },
+    /// The subscriber connection is new: subscribe the control channel and every channel
+    /// with local members.
+    Resync,
 }
 
 /// A negotiated connection waiting for (or using) its WebSocket.
@@ -103,11 +116,18 @@ pub struct Node {
     hubs: Vec<Hub>,
     registry: Registry,
     backplane: Backplane,
-    reconcile: mpsc::UnboundedSender<Reconcile>,
+    reconcile: mpsc::UnboundedSender<Subscription>,
     limits: Limits,
     timeouts: Timeouts,
     draining: AtomicBool,
     negotiated: Mutex<HashMap<String, Negotiated>>,
+    /// Set when a cluster-store write failed; the next resync repairs it.
+    needs_resync: AtomicBool,
+    next_nonce: AtomicU64,
+    /// Channel deliveries this node received from the backplane.
+    received: AtomicU64,
+    probes: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    acks: Mutex<HashMap<u64, oneshot::Sender<AckOutcome>>>,
     /// Cancelled when the node stops; ends its background tasks.
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -133,6 +153,10 @@ pub struct NodeParts {
     pub backplane: Backplane,
     /// The dispatch queues' receivers.
     pub inbound: Vec<mpsc::Receiver<InboundItem>>,
+    /// Events from the backplane (connected, lost, resync needed).
+    pub events: mpsc::UnboundedReceiver<BackplaneEvent>,
+    /// Cancelled when the node stops; the backplane's own tasks watch it too.
+    pub stop: CancellationToken,
     /// Limits.
     pub limits: Limits,
     /// Timeouts.
@@ -140,12 +164,10 @@ pub struct NodeParts {
 }
 
 impl Node {
-    /// Starts a node: spawns its dispatch workers and subscription task, and subscribes to
-    /// its own control channel.
-    ///
-    /// # Errors
-    /// The backplane refused the control-channel subscription.
-    pub async fn start(parts: NodeParts) -> Result<Arc<Self>, BackplaneError> {
+    /// Starts a node: spawns its dispatch workers, its subscription task and the task
+    /// that reacts to backplane events (the first `Connected` subscribes the node's
+    /// control channel).
+    pub fn start(parts: NodeParts) -> Arc<Self> {
         let (reconcile_tx, reconcile_rx) = mpsc::unbounded_channel();
         let node = Arc::new(Self {
             id: parts.id,
@@ -158,18 +180,22 @@ impl Node {
             timeouts: parts.timeouts,
             draining: AtomicBool::new(false),
             negotiated: Mutex::new(HashMap::new()),
-            stop: CancellationToken::new(),
+            needs_resync: AtomicBool::new(false),
+            next_nonce: AtomicU64::new(1),
+            received: AtomicU64::new(0),
+            probes: Mutex::new(HashMap::new()),
+            acks: Mutex::new(HashMap::new()),
+            stop: parts.stop,
             tasks: TaskTracker::new(),
         });
-        let control: Arc<str> = node.keys.node_channel(&node.id).into();
-        node.backplane.subscribe(&[control]).await?;
         for rx in parts.inbound {
             node.tasks.spawn(dispatch_worker(node.clone(), rx));
         }
         node.tasks
             .spawn(subscription_task(node.clone(), reconcile_rx));
+        node.tasks.spawn(event_task(node.clone(), parts.events));
         node.tasks.spawn(negotiate_sweeper(node.clone()));
-        Ok(node)
+        node
     }
 
     /// This node's id.
@@ -210,6 +236,12 @@ impl Node {
     /// Channel names.
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// How many channel deliveries this node received from the backplane: a node without
+    /// members of a group receives none of its messages.
+    pub fn received_deliveries(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// Whether the node is shutting down (not ready, refusing new connections).
@@ -279,30 +311,34 @@ impl Node {
     ) -> Result<(), NodeError> {
         let id = caller.connection_id.clone();
         let hub_def = &self.hubs[hub];
-        let mut channels: Vec<(String, bool)> = Vec::new();
+        let mut channels: Vec<(String, Option<GroupName>)> = Vec::new();
         for t in &hub_def.auto_join {
             // A template whose claim is missing is skipped: the connection simply does not
             // get that group.
             if let Ok(g) = t.render(&[], &caller) {
                 if let Ok(g) = GroupName::parse(&g) {
-                    channels.push((self.keys.group_channel(hub_def.name(), g.as_str()), true));
+                    channels.push((self.keys.group_channel(hub_def.name(), g.as_str()), Some(g)));
                 }
             }
         }
         if let Some(user) = &caller.user {
-            channels.push((self.keys.user_channel(hub_def.name(), user.as_str()), false));
+            channels.push((self.keys.user_channel(hub_def.name(), user.as_str()), None));
         }
         if hub_def.spec.allow_broadcast {
-            channels.push((self.keys.hub_channel(hub_def.name()), false));
+            channels.push((self.keys.hub_channel(hub_def.name()), None));
         }
+        let user = caller.user.as_ref().map(|u| u.as_str().to_owned());
         self.registry.insert(id.clone(), hub, handle, caller);
         metrics::gauge!(m::CONNECTIONS, "hub" => hub_def.name().to_owned()).increment(1.0);
-        if let Err(e) = self.backplane.register_connection(&id, &self.id).await {
-            self.disconnect(&id).await;
-            return Err(e.into());
+        if let Err(e) = self
+            .backplane
+            .register_connection(&id, hub_def.name(), user.as_deref())
+            .await
+        {
+            self.store_failed("register connection", &e);
         }
         for (channel, group) in channels {
-            if let Err(e) = self.join_channel(&id, &channel, group).await {
+            if let Err(e) = self.join_channel(&id, hub, &channel, group.as_ref()).await {
                 self.disconnect(&id).await;
                 return Err(e);
             }
@@ -316,22 +352,13 @@ impl Node {
             return;
         };
         let hub = self.hubs[conn.hub].name().to_owned();
-        metrics::gauge!(m::CONNECTIONS, "hub" => hub.clone()).decrement(1.0);
+        metrics::gauge!(m::CONNECTIONS, "hub" => hub).decrement(1.0);
         for channel in &emptied {
             self.request_reconcile(channel.clone(), None);
         }
-        let group_prefix = self.keys.group_channel(&hub, "");
-        for channel in conn
-            .channels
-            .iter()
-            .filter(|c| c.starts_with(&group_prefix))
-        {
-            if let Err(e) = self.backplane.remove_member(channel, id).await {
-                tracing::warn!(connection = %id, error = %e, "could not remove membership from the backplane");
-            }
-        }
+        // One call removes the connection and every membership it had.
         if let Err(e) = self.backplane.unregister_connection(id).await {
-            tracing::warn!(connection = %id, error = %e, "could not unregister connection from the backplane");
+            self.store_failed("unregister connection", &e);
         }
     }
 
@@ -354,7 +381,7 @@ impl Node {
             match action {
                 Action::Join(g) => {
                     let channel = self.keys.group_channel(hub_def.name(), g.as_str());
-                    self.join_channel(&caller.connection_id, &channel, true)
+                    self.join_channel(&caller.connection_id, hub, &channel, Some(&g))
                         .await
                         .map_err(|e| match e {
                             NodeError::TooManyGroups(n) => CallError::TooManyGroups(n),
@@ -363,7 +390,7 @@ impl Node {
                 }
                 Action::Leave(g) => {
                     let channel = self.keys.group_channel(hub_def.name(), g.as_str());
-                    self.leave_channel(&caller.connection_id, &channel, true)
+                    self.leave_channel(&caller.connection_id, hub, &channel, Some(&g))
                         .await
                         .map_err(|_| CallError::Unavailable)?;
                 }
@@ -375,15 +402,19 @@ impl Node {
 
     /// Adds a connection held by this node to a channel, and returns once the node is
     /// subscribed to it, so that a publish right after the join reaches the connection.
+    ///
+    /// While the backplane is unreachable the join still succeeds locally: the
+    /// subscription and the cluster-wide membership are written when it comes back.
     async fn join_channel(
         &self,
         id: &ConnectionId,
+        hub: usize,
         channel: &str,
-        group: bool,
+        group: Option<&GroupName>,
     ) -> Result<(), NodeError> {
         let joined = self
             .registry
-            .join(id, channel, group, MAX_GROUPS_PER_CONNECTION)
+            .join(id, channel, group.is_some(), MAX_GROUPS_PER_CONNECTION)
             .map_err(|e| match e {
                 Ok(NotHere) => NodeError::UnknownConnection(id.to_string()),
                 Err(n) => NodeError::TooManyGroups(n),
@@ -391,17 +422,13 @@ impl Node {
         if !joined.added {
             return Ok(());
         }
-        let rollback = |node: &Self| {
-            if let Ok(left) = node.registry.leave(id, channel, group) {
-                if left.last {
-                    node.request_reconcile(channel.into(), None);
-                }
-            }
-        };
-        if group {
-            if let Err(e) = self.backplane.add_member(channel, id).await {
-                rollback(self);
-                return Err(e.into());
+        if let Some(g) = group {
+            if let Err(e) = self
+                .backplane
+                .add_member(self.hubs[hub].name(), g.as_str(), id)
+                .await
+            {
+                self.store_failed("add membership", &e);
             }
         }
         // Always wait, even when another member came first: its subscription may still be
@@ -414,9 +441,16 @@ impl Node {
             Err(_) => Err(BackplaneError::Unavailable("subscribe timed out".into())),
         };
         if let Err(e) = outcome {
-            rollback(self);
-            if group {
-                let _ = self.backplane.remove_member(channel, id).await;
+            if let Ok(left) = self.registry.leave(id, channel, group.is_some()) {
+                if left.last {
+                    self.request_reconcile(channel.into(), None);
+                }
+            }
+            if let Some(g) = group {
+                let _ = self
+                    .backplane
+                    .remove_member(self.hubs[hub].name(), g.as_str(), id)
+                    .await;
             }
             return Err(e.into());
         }
@@ -426,94 +460,235 @@ impl Node {
     async fn leave_channel(
         &self,
         id: &ConnectionId,
+        hub: usize,
         channel: &str,
-        group: bool,
+        group: Option<&GroupName>,
     ) -> Result<bool, NodeError> {
         let left = self
             .registry
-            .leave(id, channel, group)
+            .leave(id, channel, group.is_some())
             .map_err(|NotHere| NodeError::UnknownConnection(id.to_string()))?;
         if left.last {
             self.request_reconcile(channel.into(), None);
         }
-        if left.removed && group {
-            self.backplane.remove_member(channel, id).await?;
+        if let (true, Some(g)) = (left.removed, group) {
+            if let Err(e) = self
+                .backplane
+                .remove_member(self.hubs[hub].name(), g.as_str(), id)
+                .await
+            {
+                self.store_failed("remove membership", &e);
+            }
         }
         Ok(left.removed)
     }
 
-    fn request_reconcile(
-        &self,
-        channel: Arc<str>,
-        done: Option<oneshot::Sender<Result<(), BackplaneError>>>,
-    ) {
-        // The receiver lives as long as the node; a send error means the node stopped,
-        // and the dropped `done` tells the waiter so.
-        let _ = self.reconcile.send(Reconcile { channel, done });
+    fn store_failed(&self, what: &str, e: &BackplaneError) {
+        self.needs_resync.store(true, Ordering::Release);
+        tracing::warn!(error = %e, "{what}: cluster store unavailable; repaired when it is back");
     }
 
-    /// Adds a connection to a group from the API. Returns whether it was added (false:
-    /// already a member).
+    fn request_reconcile(&self, channel: Arc<str>, done: Done) {
+        // The receiver lives as long as the node; a send error means the node stopped,
+        // and the dropped `done` tells the waiter so.
+        let _ = self
+            .reconcile
+            .send(Subscription::Reconcile { channel, done });
+    }
+
+    /// Writes this node's state to the backplane again: subscriptions first, then the
+    /// cluster-wide connection records and memberships.
+    async fn resync(&self) {
+        let _ = self.reconcile.send(Subscription::Resync);
+        self.needs_resync.store(false, Ordering::Release);
+        let snapshot: Vec<ConnectionSnapshot> = self
+            .registry
+            .snapshot()
+            .into_iter()
+            .map(|(id, conn)| {
+                let hub = self.hubs[conn.hub].name();
+                ConnectionSnapshot {
+                    groups: conn
+                        .channels
+                        .iter()
+                        .filter_map(|c| self.keys.group_of_channel(hub, c).map(str::to_owned))
+                        .collect(),
+                    hub: hub.to_owned(),
+                    user: conn.caller.user.as_ref().map(|u| u.as_str().to_owned()),
+                    id,
+                }
+            })
+            .collect();
+        match self.backplane.resync(&snapshot).await {
+            Ok(()) => tracing::info!(connections = snapshot.len(), "cluster state written"),
+            Err(e) => self.store_failed("resync", &e),
+        }
+    }
+
+    /// A pub/sub round trip through the backplane: publishes a probe to this node's own
+    /// control channel and waits for it to come back.
+    pub async fn probe(&self, within: Duration) -> bool {
+        let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(nonce, tx);
+        let payload = Envelope::encode(
+            Kind::Probe,
+            now_micros(),
+            b"",
+            b"",
+            nonce.to_string().as_bytes(),
+        );
+        let channel = self.keys.node_channel(&self.id);
+        let ok = tokio::time::timeout(within, async {
+            self.backplane
+                .publish(&channel, payload)
+                .await
+                .ok()
+                .filter(|n| *n > 0)?;
+            rx.await.ok()
+        })
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+        self.probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&nonce);
+        ok
+    }
+
+    /// Adds a connection to a group from the API, on whichever node holds it.
     ///
     /// # Errors
-    /// Unknown connection, too many groups, or the backplane.
+    /// Unknown connection, too many groups, the backplane, or an owner that does not
+    /// answer.
     pub async fn add_to_group(
         &self,
         hub: usize,
         id: &ConnectionId,
         group: &GroupName,
     ) -> Result<(), NodeError> {
-        let conn = self.registry.connection(id).filter(|c| c.hub == hub);
-        if conn.is_none() {
-            return Err(NodeError::UnknownConnection(id.to_string()));
-        }
-        let channel = self
-            .keys
-            .group_channel(self.hubs[hub].name(), group.as_str());
-        self.join_channel(id, &channel, true).await
+        self.change_group(hub, id, group, true).await.map(drop)
     }
 
-    /// Removes a connection from a group from the API.
+    /// Removes a connection from a group from the API, on whichever node holds it.
+    /// Returns whether it was a member (always true for a remote connection).
     ///
     /// # Errors
-    /// Unknown connection, or the backplane.
+    /// As [`Self::add_to_group`].
     pub async fn remove_from_group(
         &self,
         hub: usize,
         id: &ConnectionId,
         group: &GroupName,
     ) -> Result<bool, NodeError> {
-        if self
-            .registry
-            .connection(id)
-            .filter(|c| c.hub == hub)
-            .is_none()
-        {
-            return Err(NodeError::UnknownConnection(id.to_string()));
-        }
+        self.change_group(hub, id, group, false).await
+    }
+
+    async fn change_group(
+        &self,
+        hub: usize,
+        id: &ConnectionId,
+        group: &GroupName,
+        join: bool,
+    ) -> Result<bool, NodeError> {
         let channel = self
             .keys
             .group_channel(self.hubs[hub].name(), group.as_str());
-        self.leave_channel(id, &channel, true).await
+        if self.registry.connection(id).is_some_and(|c| c.hub == hub) {
+            return if join {
+                self.join_channel(id, hub, &channel, Some(group))
+                    .await
+                    .map(|()| true)
+            } else {
+                self.leave_channel(id, hub, &channel, Some(group)).await
+            };
+        }
+        let owner = self.remote_owner(hub, id).await?;
+        let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::to_vec(&GroupChange {
+            hub: self.hubs[hub].name().to_owned(),
+            group: group.as_str().to_owned(),
+            reply_to: self.id.clone(),
+            nonce,
+        })
+        .unwrap_or_default();
+        let (tx, rx) = oneshot::channel();
+        self.acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(nonce, tx);
+        let kind = if join { Kind::Join } else { Kind::Leave };
+        let payload = Envelope::encode(kind, now_micros(), b"", id.as_str().as_bytes(), &body);
+        let sent = self
+            .backplane
+            .publish(&self.keys.node_channel(&owner), payload)
+            .await;
+        let outcome = match sent {
+            Ok(0) => Err(NodeError::UnknownConnection(id.to_string())),
+            Ok(_) => match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+                Ok(Ok(AckOutcome::Done)) => Ok(true),
+                Ok(Ok(AckOutcome::UnknownConnection)) => {
+                    Err(NodeError::UnknownConnection(id.to_string()))
+                }
+                Ok(Ok(AckOutcome::TooManyGroups(n))) => Err(NodeError::TooManyGroups(n)),
+                Ok(Err(_)) | Err(_) => Err(NodeError::OwnerTimeout),
+            },
+            Err(e) => Err(e.into()),
+        };
+        self.acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&nonce);
+        outcome
     }
 
-    /// Closes a connection from the API (the client may reconnect).
+    /// The node holding a connection of this hub elsewhere in the cluster.
+    async fn remote_owner(&self, hub: usize, id: &ConnectionId) -> Result<String, NodeError> {
+        match self.backplane.connection(id).await? {
+            Some(rec) if rec.hub == self.hubs[hub].name() && rec.node != self.id => Ok(rec.node),
+            _ => Err(NodeError::UnknownConnection(id.to_string())),
+        }
+    }
+
+    /// Closes a connection from the API (the client may reconnect), wherever it is.
     ///
     /// # Errors
-    /// Unknown connection.
-    pub fn close_connection(&self, hub: usize, id: &ConnectionId) -> Result<(), NodeError> {
-        let conn = self
-            .registry
-            .connection(id)
-            .filter(|c| c.hub == hub)
-            .ok_or_else(|| NodeError::UnknownConnection(id.to_string()))?;
-        conn.handle.close(CloseReason::ClosedByServer);
-        Ok(())
+    /// Unknown connection, or the backplane.
+    pub async fn close_connection(&self, hub: usize, id: &ConnectionId) -> Result<(), NodeError> {
+        if let Some(conn) = self.registry.connection(id).filter(|c| c.hub == hub) {
+            conn.handle.close(CloseReason::ClosedByServer);
+            return Ok(());
+        }
+        let owner = self.remote_owner(hub, id).await?;
+        let payload = Envelope::encode(Kind::Close, now_micros(), b"", id.as_str().as_bytes(), b"");
+        match self
+            .backplane
+            .publish(&self.keys.node_channel(&owner), payload)
+            .await?
+        {
+            0 => Err(NodeError::UnknownConnection(id.to_string())),
+            _ => Ok(()),
+        }
     }
 
-    /// Whether a connection of this hub is connected.
-    pub fn has_connection(&self, hub: usize, id: &ConnectionId) -> bool {
-        self.registry.connection(id).is_some_and(|c| c.hub == hub)
+    /// Whether a connection of this hub is connected to any node.
+    ///
+    /// # Errors
+    /// The backplane.
+    pub async fn has_connection(&self, hub: usize, id: &ConnectionId) -> Result<bool, NodeError> {
+        if self.registry.connection(id).is_some_and(|c| c.hub == hub) {
+            return Ok(true);
+        }
+        Ok(self
+            .backplane
+            .connection(id)
+            .await?
+            .is_some_and(|r| r.hub == self.hubs[hub].name()))
     }
 
     /// Cluster-wide member count of a group.
@@ -521,10 +696,10 @@ impl Node {
     /// # Errors
     /// The backplane.
     pub async fn group_size(&self, hub: usize, group: &GroupName) -> Result<usize, NodeError> {
-        let channel = self
-            .keys
-            .group_channel(self.hubs[hub].name(), group.as_str());
-        Ok(self.backplane.member_count(&channel).await?)
+        Ok(self
+            .backplane
+            .member_count(self.hubs[hub].name(), group.as_str())
+            .await?)
     }
 
     // ---- publishing ------------------------------------------------------------------
@@ -567,11 +742,7 @@ impl Node {
                         members: Some(1),
                     });
                 }
-                let owner = self
-                    .backplane
-                    .owner(c)
-                    .await?
-                    .ok_or_else(|| NodeError::UnknownConnection(c.to_string()))?;
+                let owner = self.remote_owner(hub, c).await?;
                 (self.keys.node_channel(&owner), Kind::Send, Some(c))
             }
         };
@@ -588,11 +759,11 @@ impl Node {
             record.as_bytes(),
         );
         let nodes = self.backplane.publish(&channel, payload).await?;
-        let members = match (&self.backplane, audience) {
-            (Backplane::Memory(_), Audience::Group(_)) => {
-                self.backplane.member_count(&channel).await.ok()
+        let members = match audience {
+            Audience::Group(g) if self.backplane.counts_are_local() => {
+                self.backplane.member_count(hub_name, g.as_str()).await.ok()
             }
-            (_, Audience::Connection(_)) => Some(1),
+            Audience::Connection(_) => Some(usize::from(nodes > 0)),
             _ => None,
         };
         Ok(Reach {
@@ -625,11 +796,44 @@ impl Node {
     }
 
     async fn apply_control(self: &Arc<Self>, env: Envelope) {
+        match env.kind {
+            Kind::Probe => {
+                let nonce = std::str::from_utf8(&env.body)
+                    .ok()
+                    .and_then(|b| b.parse::<u64>().ok());
+                if let Some(tx) = nonce.and_then(|n| {
+                    self.probes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&n)
+                }) {
+                    let _ = tx.send(());
+                }
+                return;
+            }
+            Kind::Ack => {
+                match serde_json::from_slice::<Ack>(&env.body) {
+                    Ok(ack) => {
+                        if let Some(tx) = self
+                            .acks
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&ack.nonce)
+                        {
+                            let _ = tx.send(ack.outcome);
+                        }
+                    }
+                    Err(_) => bad_envelope("node", "ack body is not valid"),
+                }
+                return;
+            }
+            _ => {}
+        }
         let Some(id) = std::str::from_utf8(&env.connection)
             .ok()
             .and_then(ConnectionId::parse)
         else {
-            tracing::warn!("control message with an invalid connection id ignored");
+            bad_envelope("node", "control message without a valid connection id");
             return;
         };
         match env.kind {
@@ -654,20 +858,60 @@ impl Node {
                 }
             }
             Kind::Join | Kind::Leave => {
-                let Ok(channel) = std::str::from_utf8(&env.body) else {
-                    bad_envelope("node", "channel is not UTF-8");
+                let Ok(change) = serde_json::from_slice::<GroupChange>(&env.body) else {
+                    bad_envelope("node", "group change body is not valid");
                     return;
                 };
-                let result = if env.kind == Kind::Join {
-                    self.join_channel(&id, channel, true).await
-                } else {
-                    self.leave_channel(&id, channel, true).await.map(|_| ())
-                };
-                if let Err(e) = result {
-                    tracing::warn!(connection = %id, error = %e, "remote group change not applied");
+                let outcome = self
+                    .apply_group_change(&id, &change, env.kind == Kind::Join)
+                    .await;
+                let ack = serde_json::to_vec(&Ack {
+                    nonce: change.nonce,
+                    outcome,
+                })
+                .unwrap_or_default();
+                let payload = Envelope::encode(Kind::Ack, now_micros(), b"", b"", &ack);
+                if let Err(e) = self
+                    .backplane
+                    .publish(&self.keys.node_channel(&change.reply_to), payload)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not acknowledge a remote group change");
                 }
             }
-            Kind::Deliver => {}
+            Kind::Deliver | Kind::Probe | Kind::Ack => {}
+        }
+    }
+
+    async fn apply_group_change(
+        &self,
+        id: &ConnectionId,
+        change: &GroupChange,
+        join: bool,
+    ) -> AckOutcome {
+        let (Some(hub), Ok(group)) = (self.hub_index(&change.hub), GroupName::parse(&change.group))
+        else {
+            return AckOutcome::UnknownConnection;
+        };
+        if self.registry.connection(id).is_none_or(|c| c.hub != hub) {
+            return AckOutcome::UnknownConnection;
+        }
+        let channel = self.keys.group_channel(&change.hub, group.as_str());
+        let result = if join {
+            self.join_channel(id, hub, &channel, Some(&group)).await
+        } else {
+            self.leave_channel(id, hub, &channel, Some(&group))
+                .await
+                .map(drop)
+        };
+        match result {
+            Ok(()) => AckOutcome::Done,
+            Err(NodeError::TooManyGroups(n)) => AckOutcome::TooManyGroups(n),
+            Err(NodeError::UnknownConnection(_)) => AckOutcome::UnknownConnection,
+            Err(e) => {
+                tracing::warn!(connection = %id, error = %e, "remote group change failed");
+                AckOutcome::UnknownConnection
+            }
         }
     }
 
@@ -742,11 +986,14 @@ async fn dispatch_worker(node: Arc<Node>, mut rx: mpsc::Receiver<InboundItem>) {
             }
         };
         match env.kind {
-            Kind::Deliver => match Utf8Bytes::try_from(env.body) {
-                Ok(frame) => node.deliver_local(&channel, frame, env.published_at_micros),
-                Err(_) => bad_envelope(crate::keys::hub_label(&channel), "record is not UTF-8"),
-            },
-            Kind::Send | Kind::Close => node.apply_control(env).await,
+            Kind::Deliver => {
+                node.received.fetch_add(1, Ordering::Relaxed);
+                match Utf8Bytes::try_from(env.body) {
+                    Ok(frame) => node.deliver_local(&channel, frame, env.published_at_micros),
+                    Err(_) => bad_envelope(crate::keys::hub_label(&channel), "record is not UTF-8"),
+                }
+            }
+            Kind::Send | Kind::Close | Kind::Probe | Kind::Ack => node.apply_control(env).await,
             Kind::Join | Kind::Leave => {
                 let node2 = node.clone();
                 node.tasks
@@ -759,8 +1006,11 @@ async fn dispatch_worker(node: Arc<Node>, mut rx: mpsc::Receiver<InboundItem>) {
 /// Keeps the node's backplane subscriptions equal to the channels that have local
 /// members. Requests are handled in batches; each one re-reads the registry, so whatever
 /// order joins and leaves interleave in, the last request for a channel leaves it right.
-async fn subscription_task(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Reconcile>) {
+/// While the subscriber connection is down, joins succeed (they are local) and the
+/// `Resync` that follows the reconnect subscribes everything.
+async fn subscription_task(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Subscription>) {
     let mut subscribed: HashSet<Arc<str>> = HashSet::new();
+    let control: Arc<str> = node.keys.node_channel(&node.id).into();
     loop {
         let first = tokio::select! {
             _ = node.stop.cancelled() => return,
@@ -777,32 +1027,46 @@ async fn subscription_task(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Reco
         let mut to_sub: Vec<Arc<str>> = Vec::new();
         let mut to_unsub: Vec<Arc<str>> = Vec::new();
         let mut seen: HashSet<Arc<str>> = HashSet::new();
+        if batch.iter().any(|r| matches!(r, Subscription::Resync)) {
+            subscribed.clear();
+            to_sub.push(control.clone());
+            to_sub.extend(node.registry.channels());
+            seen.extend(to_sub.iter().cloned());
+        }
         for r in &batch {
-            if !seen.insert(r.channel.clone()) {
+            let Subscription::Reconcile { channel, .. } = r else {
+                continue;
+            };
+            if !seen.insert(channel.clone()) {
                 continue;
             }
-            let want = node.registry.has_members(&r.channel);
-            let have = subscribed.contains(&r.channel);
+            let want = node.registry.has_members(channel);
+            let have = subscribed.contains(channel);
             if want && !have {
-                to_sub.push(r.channel.clone());
+                to_sub.push(channel.clone());
             } else if !want && have {
-                to_unsub.push(r.channel.clone());
+                to_unsub.push(channel.clone());
             }
         }
         let sub_result = if to_sub.is_empty() {
             Ok(())
         } else {
-            node.backplane.subscribe(&to_sub).await
-        };
-        match &sub_result {
-            Ok(()) => subscribed.extend(to_sub.iter().cloned()),
-            Err(e) => {
-                tracing::warn!(error = %e, channels = to_sub.len(), "backplane subscribe failed")
+            match node.backplane.subscribe(&to_sub).await {
+                Ok(()) => {
+                    subscribed.extend(to_sub.iter().cloned());
+                    Ok(())
+                }
+                // The reconnect's resync will subscribe these; the joins stand.
+                Err(BackplaneError::Disconnected) => Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, channels = to_sub.len(), "backplane subscribe failed");
+                    Err(e)
+                }
             }
-        }
+        };
         if !to_unsub.is_empty() {
             match node.backplane.unsubscribe(&to_unsub).await {
-                Ok(()) => {
+                Ok(()) | Err(BackplaneError::Disconnected) => {
                     for c in &to_unsub {
                         subscribed.remove(c);
                     }
@@ -814,14 +1078,42 @@ async fn subscription_task(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Reco
         }
         metrics::gauge!(m::BACKPLANE_SUBSCRIPTIONS).set(subscribed.len() as f64);
         for r in batch {
-            if let Some(done) = r.done {
-                let result = if to_sub.contains(&r.channel) {
+            if let Subscription::Reconcile {
+                channel,
+                done: Some(done),
+            } = r
+            {
+                let result = if to_sub.contains(&channel) {
                     sub_result.clone()
                 } else {
                     Ok(())
                 };
                 let _ = done.send(result);
             }
+        }
+    }
+}
+
+/// Reacts to the backplane: a (re)connected subscriber or lost cluster state means
+/// writing this node's state again.
+async fn event_task(node: Arc<Node>, mut events: mpsc::UnboundedReceiver<BackplaneEvent>) {
+    let mut repair = tokio::time::interval(Duration::from_secs(5));
+    repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            _ = node.stop.cancelled() => return,
+            e = events.recv() => e,
+            _ = repair.tick() => {
+                if node.needs_resync.load(Ordering::Acquire) {
+                    node.resync().await;
+                }
+                continue;
+            }
+        };
+        match event {
+            None => return,
+            Some(BackplaneEvent::Connected | BackplaneEvent::ResyncNeeded) => node.resync().await,
+            Some(BackplaneEvent::Disconnected) => {}
         }
     }
 }

@@ -229,6 +229,15 @@ impl Registry {
         self.read().channels.keys().cloned().collect()
     }
 
+    /// Every local connection (for resync).
+    pub fn snapshot(&self) -> Vec<(ConnectionId, LocalConnection)> {
+        self.read()
+            .connections
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// Every local connection's session (for shutdown).
     pub fn handles(&self) -> Vec<SessionHandle> {
         self.read()

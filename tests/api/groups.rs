@@ -17,7 +17,13 @@ async fn a_publish_reaches_every_member_of_the_group_with_the_exact_payload() {
         .await;
     assert_eq!(reach["localConnections"], 2);
     assert_eq!(reach["nodes"], 1);
-    assert_eq!(reach["members"], 2);
+    // Member counts come free on the in-process backplane; on Redis they would cost a
+    // second command per publish, so the 202 leaves them out.
+    if !crate::helpers::on_redis() {
+        assert_eq!(reach["members"], 2);
+    } else {
+        assert!(reach.get("members").is_none());
+    }
     assert_eq!(reach["correlationId"].as_str().unwrap().len(), 32);
     for c in [&mut a, &mut b] {
         assert_eq!(

@@ -19,12 +19,124 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A redis-server of the test's own, on a free port, killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let mut s = Self {
+            port: free_port(),
+            child: None,
+        };
+        s.restart().await;
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and waits until it answers PING.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the server (as an outage would).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether the behaviour tests run on Redis (`HUBCAST_TEST_BACKPLANE=redis`) instead of
+/// the in-process backplane.
+pub fn on_redis() -> bool {
+    std::env::var("HUBCAST_TEST_BACKPLANE").is_ok_and(|v| v == "redis")
+}
+
+/// A prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("t{}", &hubcast::ids::random_token()[..12])
+}
+
+/// Points a config at a Redis server with a fresh prefix and fast heartbeats.
+pub fn use_redis(config: &mut Config, redis: &RedisServer, prefix: &str) {
+    config.redis = Some(hubcast::config::RedisSettings {
+        url: redis.url(),
+        prefix: prefix.to_owned(),
+    });
+    config.cluster.heartbeat_ttl_ms = 2_000;
+    config.cluster.heartbeat_interval_ms = 500;
+}
+
 /// A running node.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub node: Arc<Node>,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
+    /// The Redis server this node started for itself, if any.
+    pub redis: Option<RedisServer>,
 }
 
 pub fn test_config() -> Config {
@@ -32,30 +144,74 @@ pub fn test_config() -> Config {
 }
 
 impl TestApp {
+    /// A node on the backplane the run asks for (see [`on_redis`]).
     pub async fn spawn() -> Self {
         Self::spawn_with(test_config()).await
     }
 
-    pub async fn spawn_with(config: Config) -> Self {
-        Self::spawn_on(config, Arc::new(MemoryBus::default())).await
+    /// As [`Self::spawn`], with a config.
+    pub async fn spawn_with(mut config: Config) -> Self {
+        if on_redis() {
+            let redis = RedisServer::start().await;
+            use_redis(&mut config, &redis, &unique_prefix());
+            let mut app = Self::start(config, None).await;
+            app.redis = Some(redis);
+            app
+        } else {
+            Self::start(config, Some(Arc::new(MemoryBus::default()))).await
+        }
     }
 
-    pub async fn spawn_on(config: Config, bus: Arc<MemoryBus>) -> Self {
+    /// A node on an in-process bus, whatever the run asks for.
+    pub async fn spawn_in_memory(config: Config) -> Self {
+        Self::start(config, Some(Arc::new(MemoryBus::default()))).await
+    }
+
+    /// A node on Redis (`config.redis` set by the caller), or on `bus`.
+    pub async fn start(config: Config, bus: Option<Arc<MemoryBus>>) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
             hubcast::telemetry::init(hubcast::config::LogFormat::Human);
         }
-        let app = App::build_on_bus(config, bus).await.expect("node starts");
+        let on_redis = bus.is_none();
+        let app = match bus {
+            Some(bus) => App::build_on_bus(config, bus).await,
+            None => App::build(config).await,
+        }
+        .expect("node starts");
         let addr = app.local_addr();
         let node = app.node();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run(async move {
             let _ = rx.await;
         }));
-        Self {
+        let app = Self {
             addr,
             node,
             stop: Some(tx),
             task: Some(task),
+            redis: None,
+        };
+        // The in-process bus is connected from the start; Redis needs a moment.
+        if on_redis {
+            app.wait_ready().await;
+        }
+        app
+    }
+
+    /// Waits until `/readyz` answers 200 (the backplane round trip works).
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(r) = reqwest::get(self.url("/readyz")).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node not ready in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::{timeout, Instant};
 
-use crate::helpers::{Client, TestApp};
+use crate::helpers::{test_config, Client, TestApp};
 
 async fn next_within(c: &mut Client, d: Duration) -> Option<Value> {
     timeout(d, c.next_record())
@@ -17,7 +17,9 @@ async fn next_within(c: &mut Client, d: Duration) -> Option<Value> {
 
 #[tokio::test(start_paused = true)]
 async fn the_server_pings_every_15_seconds_of_silence() {
-    let app = TestApp::spawn().await;
+    // Timing tests run on the paused clock, which only the in-process backplane is
+    // compatible with (Redis I/O would let the clock jump past command timeouts).
+    let app = TestApp::spawn_in_memory(test_config()).await;
     let mut c = Client::connect_direct(&app, "/hubs/tasks").await;
     let start = Instant::now();
     for n in 1..=3u64 {
@@ -35,7 +37,9 @@ async fn the_server_pings_every_15_seconds_of_silence() {
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_client_is_closed_after_30_seconds_with_allow_reconnect() {
-    let app = TestApp::spawn().await;
+    // Timing tests run on the paused clock, which only the in-process backplane is
+    // compatible with (Redis I/O would let the clock jump past command timeouts).
+    let app = TestApp::spawn_in_memory(test_config()).await;
     let mut c = Client::connect_direct(&app, "/hubs/tasks").await;
     let start = Instant::now();
     let close = loop {
@@ -61,7 +65,9 @@ async fn a_silent_client_is_closed_after_30_seconds_with_allow_reconnect() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_pings_stays_connected() {
-    let app = TestApp::spawn().await;
+    // Timing tests run on the paused clock, which only the in-process backplane is
+    // compatible with (Redis I/O would let the clock jump past command timeouts).
+    let app = TestApp::spawn_in_memory(test_config()).await;
     let mut c = Client::connect_direct(&app, "/hubs/tasks").await;
     for _ in 0..8 {
         c.send(json!({"type": 6})).await;
@@ -75,7 +81,9 @@ async fn a_client_that_pings_stays_connected() {
 
 #[tokio::test(start_paused = true)]
 async fn a_handshake_not_completed_in_15_seconds_is_canceled() {
-    let app = TestApp::spawn().await;
+    // Timing tests run on the paused clock, which only the in-process backplane is
+    // compatible with (Redis I/O would let the clock jump past command timeouts).
+    let app = TestApp::spawn_in_memory(test_config()).await;
     let mut c = Client::open(&app.ws_url("/hubs/tasks")).await;
     // Half a handshake, never finished.
     c.send_raw("{\"protocol\":").await;

@@ -1,5 +1,7 @@
 //! Black-box tests of one node: real sockets on 127.0.0.1, port 0.
 
+// Shared with tests/cluster, which uses parts this binary does not.
+#[allow(dead_code)]
 mod helpers;
 
 mod backpressure;

@@ -7,10 +7,10 @@
 
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { createServer } from "node:net";
+import { createConnection, createServer } from "node:net";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import path from "node:path";
 import {
   HubConnectionBuilder,
@@ -357,4 +357,174 @@ export async function publishToGroup(origin, hubName, group, message) {
 /** Last path segment of a hub path: "/hubs/video-generation" -> "video-generation". */
 export function hubName(hubPath) {
   return hubPath.split("/").filter(Boolean).pop();
+}
+
+// ---------------------------------------------------------------------------
+// Cluster (Redis backplane) helpers
+// ---------------------------------------------------------------------------
+
+/** Resolves true if a Redis server on `port` answers PING with +PONG. */
+function redisPing(port, timeoutMs = 1000) {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: "127.0.0.1", port });
+    let buf = "";
+    const done = (ok) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.setEncoding("utf8");
+    socket.on("connect", () => socket.write("PING\r\n"));
+    socket.on("data", (chunk) => {
+      buf += chunk;
+      if (buf.includes("\r\n")) done(buf.startsWith("+PONG"));
+    });
+    socket.on("error", () => done(false));
+    socket.on("close", () => done(false));
+  });
+}
+
+/**
+ * A running redis-server: .port, .url ("redis://127.0.0.1:PORT"), .logs(),
+ * .stop(signal).
+ */
+class RedisServer {
+  constructor(child, port) {
+    this.child = child;
+    this.port = port;
+    this.url = `redis://127.0.0.1:${port}`;
+    this._log = [];
+    this.exitInfo = null;
+    this.exited = new Promise((resolve) => {
+      child.on("exit", (code, signal) => {
+        running.delete(child);
+        this.exitInfo = { code, signal };
+        resolve(this.exitInfo);
+      });
+    });
+    for (const stream of [child.stdout, child.stderr]) {
+      stream.setEncoding("utf8");
+      stream.on("data", (chunk) => {
+        for (const line of chunk.split("\n")) {
+          if (!line) continue;
+          this._log.push(line);
+          if (this._log.length > 50) this._log.shift();
+        }
+      });
+    }
+  }
+
+  logs() {
+    return `--- redis-server (port ${this.port}) output tail ---\n${this._log.join("\n")}\n--- end ---`;
+  }
+
+  async stop(signal = "SIGKILL", timeoutMs = 5000) {
+    if (this.exitInfo) return this.exitInfo;
+    this.child.kill(signal);
+    await withTimeout(this.exited, timeoutMs, `redis-server (port ${this.port}) to exit`);
+    return this.exitInfo;
+  }
+}
+
+/**
+ * Spawns `redis-server` (REDIS_SERVER_BIN or the one on PATH) on a free port,
+ * without persistence, and resolves once it answers PING. Retries on another
+ * port if the process exits early (port taken) until `timeoutMs` runs out.
+ */
+export async function startRedis({ timeoutMs = 15_000 } = {}) {
+  const bin = process.env.REDIS_SERVER_BIN || "redis-server";
+  const deadline = Date.now() + timeoutMs;
+  let lastFailure = "";
+  while (Date.now() < deadline) {
+    const port = await freePort();
+    const child = spawn(
+      bin,
+      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    running.add(child);
+    const redis = new RedisServer(child, port);
+    let spawnError = null;
+    child.once("error", (err) => {
+      spawnError = err;
+    });
+    for (;;) {
+      if (spawnError) throw new Error(`could not spawn ${bin}: ${spawnError.message}`);
+      if (redis.exitInfo) break;
+      if ((await redisPing(port)) && !redis.exitInfo) return redis;
+      if (Date.now() >= deadline) {
+        await redis.stop("SIGKILL").catch(() => {});
+        throw new Error(`redis-server did not answer PING within ${timeoutMs} ms\n${redis.logs()}`);
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    lastFailure = `exited early with ${JSON.stringify(redis.exitInfo)}\n${redis.logs()}`;
+  }
+  throw new Error(`redis-server failed to start within ${timeoutMs} ms: ${lastFailure}`);
+}
+
+/** A Redis key prefix nobody else uses ("js" + random hex). */
+export function uniqueRedisPrefix(prefix = "js") {
+  return `${prefix}${randomBytes(6).toString("hex")}`;
+}
+
+/** Waits until GET /readyz on `server` answers 200. */
+export async function waitReady(server, timeoutMs = 15_000) {
+  let last = "no answer";
+  await waitFor(
+    async () => {
+      if (server.exitInfo) throw new Error(`exited with ${JSON.stringify(server.exitInfo)}`);
+      const res = await fetch(`${server.origin}/readyz`, { signal: AbortSignal.timeout(1000) });
+      last = `${res.status} ${await res.text()}`;
+      return res.status === 200;
+    },
+    {
+      timeoutMs,
+      intervalMs: 25,
+      what: `GET ${server.origin}/readyz to answer 200`,
+      detail: () => `last answer: ${last}\n${server.logs()}`,
+    },
+  );
+  return server;
+}
+
+/**
+ * Starts a hubcast node joined to the cluster on `redisUrl` with `prefix`
+ * and `nodeId`, and resolves once /readyz answers 200.
+ */
+export async function startClusterNode({ redisUrl, prefix, nodeId, timeoutMs = 20_000, extraArgs = [] }) {
+  const server = await startServer({
+    timeoutMs,
+    extraArgs: ["--redis-url", redisUrl, "--redis-prefix", prefix, "--node-id", nodeId, ...extraArgs],
+  });
+  try {
+    await waitReady(server, timeoutMs);
+  } catch (err) {
+    await server.stop("SIGKILL");
+    throw err;
+  }
+  server.nodeId = nodeId;
+  return server;
+}
+
+/**
+ * An HTTP request with an optional JSON body; returns {status, body, text}
+ * (body is the parsed JSON, or undefined).
+ */
+export async function apiRequest(method, url, json) {
+  const init = { method, signal: AbortSignal.timeout(5000) };
+  if (json !== undefined) {
+    init.headers = { "content-type": "application/json" };
+    init.body = JSON.stringify(json);
+  }
+  const res = await fetch(url, init);
+  const text = await res.text();
+  let body;
+  try {
+    body = text.length ? JSON.parse(text) : undefined;
+  } catch {
+    body = undefined;
+  }
+  return { status: res.status, body, text };
 }
