@@ -44,6 +44,7 @@ pub struct App {
     metrics_listener: Option<TcpListener>,
     node: Arc<Node>,
     sessions: TaskTracker,
+    gate: Arc<crate::http::gate::Gate>,
 }
 
 impl std::fmt::Debug for App {
@@ -138,11 +139,18 @@ impl App {
             limits: config.limits.clone(),
             timeouts: config.timeouts.clone(),
         });
+        if config.security.insecure {
+            tracing::warn!("running in development mode (--insecure): the publish API and every hub accept anyone");
+        }
         Ok(Self {
             listener,
             metrics_listener,
             node,
             sessions: TaskTracker::new(),
+            gate: Arc::new(crate::http::gate::Gate::new(
+                config.security.clone(),
+                config.limits.clone(),
+            )),
         })
     }
 
@@ -178,6 +186,7 @@ impl App {
         let state = AppState {
             node: self.node.clone(),
             sessions: self.sessions.clone(),
+            gate: self.gate.clone(),
         };
         let router = http::router(state);
         let stop_accepting = tokio_util::sync::CancellationToken::new();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use crate::auth::{AuthMode, Secret};
 use crate::hub::{default_hubs, Hub, HubSpec};
 
 /// Log output format.
@@ -79,6 +80,49 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "HUBCAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+
+    /// Keys for the publish API, comma-separated (several for rotation). Callers send one
+    /// as `Authorization: Bearer`, or an HS256 JWT signed with one. Prefer the environment
+    /// variable. Default: none.
+    #[arg(
+        long,
+        env = "HUBCAST_ACCESS_KEY",
+        value_name = "KEYS",
+        hide_env_values = true
+    )]
+    pub access_key: Option<String>,
+
+    /// The key clients of `master-key` hubs (the admin hub) present. Default: none.
+    #[arg(
+        long,
+        env = "HUBCAST_MASTER_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub master_key: Option<String>,
+
+    /// The key that signs client tokens (HS256) for `token` hubs. Default: none.
+    #[arg(
+        long,
+        env = "HUBCAST_TOKEN_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub token_key: Option<String>,
+
+    /// Backend that identifies credentials for `connect-proxy` hubs (http://…). Default: none.
+    #[arg(long, env = "HUBCAST_CONNECT_PROXY_URL", value_name = "URL")]
+    pub connect_proxy_url: Option<String>,
+
+    /// Browser origins allowed to connect, comma-separated (`https://app.example.com`);
+    /// same-origin pages and non-browser clients are always allowed. Default: none.
+    #[arg(long, env = "HUBCAST_ALLOWED_ORIGINS", value_name = "ORIGINS")]
+    pub allowed_origins: Option<String>,
+
+    /// Development mode: no credential anywhere; the publish API is open and every hub
+    /// lets anyone in and join any group. Never in production.
+    #[arg(long, env = "HUBCAST_INSECURE", default_value_t = false)]
+    pub insecure: bool,
 }
 
 /// Size and count limits.
@@ -95,6 +139,20 @@ pub struct Limits {
     /// Messages queued per dispatch shard before new ones are dropped (and counted).
     /// Default: 8192.
     pub dispatch_queue: usize,
+    /// Groups one connection may be in. Default: 100.
+    pub max_groups_per_connection: usize,
+    /// Connections one node accepts. Default: 100000.
+    pub max_connections_per_node: usize,
+    /// Connections one user may hold on one node. Default: 100.
+    pub max_connections_per_user: usize,
+    /// Hub method calls one connection may make per second (bursts of twice that).
+    /// Default: 20.
+    pub invocations_per_second: u32,
+    /// Publishes one API key may make per second on one node (bursts of the same size);
+    /// more get 429 with `Retry-After`. Default: 10000.
+    pub publishes_per_key_per_second: u32,
+    /// WebSocket handshakes in progress at once on one node; more get 503. Default: 1000.
+    pub max_concurrent_handshakes: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +162,12 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             outbound_queue: 1024,
             dispatch_queue: 8192,
+            max_groups_per_connection: 100,
+            max_connections_per_node: 100_000,
+            max_connections_per_user: 100,
+            invocations_per_second: 20,
+            publishes_per_key_per_second: 10_000,
+            max_concurrent_handshakes: 1000,
         }
     }
 }
@@ -190,6 +254,49 @@ impl Default for Cluster {
     }
 }
 
+/// Client-authentication settings in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityFile {
+    /// Longest the connect proxy may take to answer; slower means refused. Default: 2000.
+    pub connect_proxy_timeout_ms: u64,
+    /// How long a connect-proxy answer is reused for the same credential. Default: 30000.
+    pub connect_proxy_cache_ms: u64,
+    /// Browser origins allowed (added to `HUBCAST_ALLOWED_ORIGINS`). Default: none.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for SecurityFile {
+    fn default() -> Self {
+        Self {
+            connect_proxy_timeout_ms: 2_000,
+            connect_proxy_cache_ms: 30_000,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// The credentials and browser origins in force.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Development mode: nothing is checked.
+    pub insecure: bool,
+    /// Publish API keys.
+    pub access_keys: Vec<Secret>,
+    /// Master key of `master-key` hubs.
+    pub master_key: Option<Secret>,
+    /// Signing key of client tokens.
+    pub token_key: Option<Secret>,
+    /// Connect-proxy backend.
+    pub connect_proxy_url: Option<String>,
+    /// Connect-proxy timeout.
+    pub connect_proxy_timeout: Duration,
+    /// Connect-proxy cache lifetime.
+    pub connect_proxy_cache: Duration,
+    /// Browser origins allowed besides same-origin.
+    pub allowed_origins: Vec<String>,
+}
+
 /// The config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -205,6 +312,8 @@ pub struct FileConfig {
     pub timeouts: Timeouts,
     /// Cluster settings.
     pub cluster: Cluster,
+    /// Client-authentication settings.
+    pub security: SecurityFile,
 }
 
 /// Redis connection settings.
@@ -235,6 +344,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Cluster settings.
     pub cluster: Cluster,
+    /// Credentials and origins.
+    pub security: Security,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -276,18 +387,40 @@ fn invalid(setting: impl Into<String>, message: impl Into<String>) -> ConfigErro
 }
 
 impl Config {
-    /// Defaults for everything, listening on `listen`, no metrics listener: the base for
-    /// tests and embedding.
-    pub fn for_listen(listen: SocketAddr) -> Self {
+    /// Defaults for everything in development mode (no credentials), listening on
+    /// `listen`, no metrics listener: the base for tests and embedding.
+    pub fn insecure_for_listen(listen: SocketAddr) -> Self {
+        let security = Security {
+            insecure: true,
+            ..Security::default()
+        };
         Self::assemble(
             listen,
             None,
             None,
             None,
             FileConfig::default(),
+            security,
             LogFormat::Human,
         )
         .expect("the defaults are valid")
+    }
+
+    /// Defaults for everything with these credentials, listening on `listen`, no metrics
+    /// listener.
+    ///
+    /// # Errors
+    /// A hub's auth mode needs a key that is not given.
+    pub fn with_security(listen: SocketAddr, security: Security) -> Result<Self, ConfigError> {
+        Self::assemble(
+            listen,
+            None,
+            None,
+            None,
+            FileConfig::default(),
+            security,
+            LogFormat::Human,
+        )
     }
 
     /// Builds the configuration from the command line and the file it names.
@@ -324,12 +457,38 @@ impl Config {
             }
             None => None,
         };
+        let split = |v: &Option<String>| -> Vec<String> {
+            v.as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty()).map(Secret::new);
+        let mut allowed_origins = split(&cli.allowed_origins);
+        allowed_origins.extend(file.security.allowed_origins.iter().cloned());
+        let security = Security {
+            insecure: cli.insecure,
+            access_keys: split(&cli.access_key)
+                .into_iter()
+                .map(Secret::new)
+                .collect(),
+            master_key: non_empty(cli.master_key),
+            token_key: non_empty(cli.token_key),
+            connect_proxy_url: cli.connect_proxy_url.filter(|u| !u.trim().is_empty()),
+            connect_proxy_timeout: Duration::from_millis(file.security.connect_proxy_timeout_ms),
+            connect_proxy_cache: Duration::from_millis(file.security.connect_proxy_cache_ms),
+            allowed_origins,
+        };
         Self::assemble(
             cli.listen,
             Some(cli.metrics_listen),
             redis,
             cli.node_id,
             file,
+            security,
             cli.log_format,
         )
     }
@@ -340,6 +499,7 @@ impl Config {
         redis: Option<RedisSettings>,
         node_id: Option<String>,
         file: FileConfig,
+        security: Security,
         log_format: LogFormat,
     ) -> Result<Self, ConfigError> {
         if let Some(r) = &redis {
@@ -380,6 +540,36 @@ impl Config {
         }
         if l.dispatch_queue == 0 {
             return Err(invalid("limits.dispatch_queue", "must be at least 1"));
+        }
+        for (name, v) in [
+            (
+                "limits.max_groups_per_connection",
+                l.max_groups_per_connection,
+            ),
+            (
+                "limits.max_connections_per_node",
+                l.max_connections_per_node,
+            ),
+            (
+                "limits.max_connections_per_user",
+                l.max_connections_per_user,
+            ),
+            (
+                "limits.invocations_per_second",
+                l.invocations_per_second as usize,
+            ),
+            (
+                "limits.publishes_per_key_per_second",
+                l.publishes_per_key_per_second as usize,
+            ),
+            (
+                "limits.max_concurrent_handshakes",
+                l.max_concurrent_handshakes,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(name, "must be at least 1"));
+            }
         }
         let t = &file.timeouts;
         for (name, v) in [
@@ -435,6 +625,49 @@ impl Config {
             specs.retain(|h| h.name != extra.name);
             specs.push(extra);
         }
+        if security.insecure {
+            // Development mode: anyone connects to any hub and joins any group.
+            for spec in &mut specs {
+                spec.auth = AuthMode::None;
+                spec.allow = vec!["*".into()];
+            }
+        } else {
+            if security.access_keys.is_empty() {
+                return Err(invalid(
+                    "HUBCAST_ACCESS_KEY",
+                    "no publish API key is set; set one (or pass --insecure for local development only)",
+                ));
+            }
+            for spec in &specs {
+                let missing = match spec.auth {
+                    AuthMode::MasterKey if security.master_key.is_none() => {
+                        Some("HUBCAST_MASTER_KEY")
+                    }
+                    AuthMode::Token if security.token_key.is_none() => Some("HUBCAST_TOKEN_KEY"),
+                    AuthMode::ConnectProxy if security.connect_proxy_url.is_none() => {
+                        Some("HUBCAST_CONNECT_PROXY_URL")
+                    }
+                    _ => None,
+                };
+                if let Some(setting) = missing {
+                    return Err(invalid(
+                        setting,
+                        format!(
+                            "hub '{}' authenticates clients with {:?} but it is not set",
+                            spec.name, spec.auth
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(url) = &security.connect_proxy_url {
+            if !url.starts_with("http://") {
+                return Err(invalid(
+                    "HUBCAST_CONNECT_PROXY_URL",
+                    "must be an http:// URL (an in-cluster backend)",
+                ));
+            }
+        }
         if specs.is_empty() {
             return Err(invalid(
                 "hubs",
@@ -475,6 +708,7 @@ impl Config {
             limits: file.limits,
             timeouts: file.timeouts,
             cluster: file.cluster,
+            security,
             log_format,
         })
     }
@@ -491,14 +725,14 @@ mod tests {
     fn with_file(text: &str) -> Result<Config, ConfigError> {
         let dir = std::env::temp_dir().join(format!("hubcast-cfg-{}", crate::ids::random_token()));
         std::fs::write(&dir, text).unwrap();
-        let r = Config::from_cli(cli(&["--config", dir.to_str().unwrap()]));
+        let r = Config::from_cli(cli(&["--insecure", "--config", dir.to_str().unwrap()]));
         let _ = std::fs::remove_file(&dir);
         r
     }
 
     #[test]
     fn defaults_serve_the_seven_hubs_without_redis() {
-        let c = Config::from_cli(cli(&[])).unwrap();
+        let c = Config::from_cli(cli(&["--insecure"])).unwrap();
         assert_eq!(c.hubs.len(), 7);
         assert!(c.redis.is_none());
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
@@ -551,6 +785,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--redis-url"), "{e}");
+    }
+
+    #[test]
+    fn without_insecure_every_key_the_hubs_need_must_be_set() {
+        let e = Config::from_cli(cli(&[])).unwrap_err().to_string();
+        assert!(e.contains("HUBCAST_ACCESS_KEY"), "{e}");
+        let e = Config::from_cli(cli(&["--access-key", "a"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("HUBCAST_TOKEN_KEY") || e.contains("HUBCAST_MASTER_KEY"),
+            "{e}"
+        );
+        let c = Config::from_cli(cli(&[
+            "--access-key",
+            "a, b",
+            "--token-key",
+            "t",
+            "--master-key",
+            "m",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.security.access_keys.len(),
+            2,
+            "comma-separated keys for rotation"
+        );
+        assert!(!c.security.insecure);
+        assert_eq!(
+            c.hubs
+                .iter()
+                .find(|h| h.name() == "admin-notifications")
+                .unwrap()
+                .spec
+                .auth,
+            AuthMode::MasterKey
+        );
     }
 
     #[test]

@@ -11,7 +11,12 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::auth::{matches_any, AuthMode};
 use crate::ids::{ConnectionId, GroupName, UserId};
+
+fn default_auth() -> AuthMode {
+    AuthMode::Token
+}
 
 /// A hub as written in configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +36,14 @@ pub struct HubSpec {
     /// Groups every connection joins on connect (templates). Default: none.
     #[serde(default)]
     pub auto_join: Vec<String>,
+    /// How clients authenticate. Default: `token`.
+    #[serde(default = "default_auth")]
+    pub auth: AuthMode,
+    /// Groups a client may join by itself (`JoinGroup` and methods that join), besides
+    /// those its credential grants: names or prefixes ending in `*`, with `{vkey}` and
+    /// `{user}` filled from the credential. Default: none (only granted groups).
+    #[serde(default)]
+    pub allow: Vec<String>,
     /// Client-callable methods besides `JoinGroup` and `LeaveGroup`. Default: none.
     #[serde(default)]
     pub methods: Vec<MethodSpec>,
@@ -243,6 +256,8 @@ pub struct Caller {
     pub user: Option<UserId>,
     /// The virtual key id, when the credential named one.
     pub virtual_key: Option<String>,
+    /// Groups the credential grants (names, or prefixes ending in `*`).
+    pub granted: Vec<String>,
 }
 
 /// Why a hub method call failed; maps to ASP.NET's Completion error texts.
@@ -271,6 +286,9 @@ pub enum CallError {
     /// The connection is in as many groups as allowed.
     #[error("This connection is already in {0} groups, the most allowed.")]
     TooManyGroups(usize),
+    /// The connection called methods faster than allowed.
+    #[error("Rate limit exceeded. Please try again later.")]
+    RateLimited,
     /// The backplane could not take the change; the caller may retry.
     #[error("The group change could not be applied; please try again.")]
     Unavailable,
@@ -285,7 +303,7 @@ impl CallError {
                 "Failed to invoke '{method}' due to an error on the server. InvalidDataException: {self}"
             ),
             Self::Unauthorized => format!("Failed to invoke '{method}' because user is unauthorized"),
-            Self::InvalidGroup(_) | Self::TooManyGroups(_) | Self::Unavailable => format!(
+            Self::InvalidGroup(_) | Self::TooManyGroups(_) | Self::RateLimited | Self::Unavailable => format!(
                 "An unexpected error occurred invoking '{method}' on the server. HubException: {self}"
             ),
         }
@@ -444,6 +462,8 @@ pub struct Hub {
     pub spec: HubSpec,
     /// Templates of the groups joined on connect.
     pub auto_join: Vec<Template>,
+    /// Templates of the groups clients may join by themselves.
+    allow: Vec<Template>,
     methods: Vec<Method>,
 }
 
@@ -503,11 +523,41 @@ impl Hub {
             .map(|t| Template::parse(t))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("hub '{}': auto_join: {e}", spec.name))?;
+        let allow = spec
+            .allow
+            .iter()
+            .map(|t| Template::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("hub '{}': allow: {e}", spec.name))?;
+        if allow.iter().any(|t| t.max_arg().is_some()) {
+            return Err(format!(
+                "hub '{}': allow patterns may use {{vkey}} and {{user}}, not arguments",
+                spec.name
+            ));
+        }
         Ok(Self {
             spec,
             auto_join,
+            allow,
             methods,
         })
+    }
+
+    /// Whether a client may join `group` by itself: granted by its credential, or allowed
+    /// by the hub's policy (a pattern whose claim the caller lacks allows nothing).
+    pub fn may_join(&self, group: &str, caller: &Caller) -> bool {
+        if self.spec.auth == AuthMode::None && self.spec.allow.is_empty() {
+            return true;
+        }
+        if matches_any(group, &caller.granted) {
+            return true;
+        }
+        let allowed: Vec<String> = self
+            .allow
+            .iter()
+            .filter_map(|t| t.render(&[], caller).ok())
+            .collect();
+        matches_any(group, &allowed)
     }
 
     /// The hub's API name.
@@ -562,6 +612,8 @@ fn hub(name: &str, methods: Vec<MethodSpec>) -> HubSpec {
         aliases: Vec::new(),
         allow_broadcast: false,
         auto_join: Vec::new(),
+        auth: AuthMode::Token,
+        allow: Vec::new(),
         methods,
     }
 }
@@ -638,18 +690,32 @@ pub fn default_hubs() -> Vec<HubSpec> {
         deprecated("RefreshProviderHealth", 0),
     ];
 
+    // Spend is scoped to the connection's own virtual key: it joins vkey-{vkey} on
+    // connect and may join nothing else.
     let mut spend = hub("spend", Vec::new());
     spend.aliases.push("/hubs/spend-notifications".into());
+    spend.auto_join.push("vkey-{vkey}".into());
+    spend.allow.push("vkey-{vkey}".into());
+    // Task-type groups of the caller's own key; tasks themselves only when granted.
+    let mut tasks_hub = hub("tasks", tasks);
+    tasks_hub.allow.push("vkey-{vkey}-*".into());
+    let mut notifications_hub = hub("notifications", notifications);
+    notifications_hub.auto_join.push("vkey-{vkey}".into());
+    notifications_hub
+        .allow
+        .extend(["vkey-{vkey}".into(), "vkey-{vkey}-*".into()]);
     let mut admin_hub = hub("admin-notifications", admin);
+    admin_hub.auth = AuthMode::MasterKey;
     admin_hub.auto_join.push("admin".into());
+    admin_hub.allow.extend(["admin".into(), "admin-*".into()]);
 
     vec![
         spend,
-        hub("tasks", tasks),
+        tasks_hub,
         hub("video-generation", video),
         hub("image-generation", task_methods("image")),
         hub("webhooks", webhooks),
-        hub("notifications", notifications),
+        notifications_hub,
         admin_hub,
     ]
 }
@@ -664,6 +730,7 @@ mod tests {
             connection_id: ConnectionId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap(),
             user: None,
             virtual_key: Some("7".into()),
+            granted: vec!["task-9".into()],
         }
     }
 
@@ -791,6 +858,28 @@ mod tests {
         assert!(Hub::new(spec.clone()).unwrap_err().contains("oops"));
         spec.methods = vec![join("joingroup", "g")];
         assert!(Hub::new(spec).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn join_policy_follows_the_gateways_scoping() {
+        let c = caller();
+        let spend = hub_named("spend");
+        assert!(spend.may_join("vkey-7", &c));
+        assert!(!spend.may_join("vkey-8", &c), "another key's group");
+        let tasks = hub_named("tasks");
+        assert!(tasks.may_join("task-9", &c), "granted by the credential");
+        assert!(!tasks.may_join("task-10", &c));
+        assert!(tasks.may_join("vkey-7-video", &c));
+        assert!(!tasks.may_join("vkey-8-video", &c));
+        let admin = hub_named("admin-notifications");
+        assert!(admin.may_join("admin-vkey-3", &c));
+        assert!(!hub_named("video-generation").may_join("admin-x", &c));
+        let mut keyless = c.clone();
+        keyless.virtual_key = None;
+        assert!(
+            !spend.may_join("vkey-", &keyless),
+            "a pattern whose claim is missing allows nothing"
+        );
     }
 
     #[test]

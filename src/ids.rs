@@ -116,10 +116,11 @@ impl ConnectionId {
         Self(random_token())
     }
 
-    /// Accepts an id from outside; anything that is not 22 base64url characters cannot be
-    /// one of ours, so it is refused here rather than looked up.
+    /// Accepts an id from outside; anything that is not 22 to 96 base64url characters
+    /// cannot be one of ours (negotiate-version-0 clients use their signed token as the
+    /// id), so it is refused here rather than looked up.
     pub fn parse(raw: &str) -> Option<Self> {
-        let ok = raw.len() == 22
+        let ok = (22..=96).contains(&raw.len())
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');

@@ -10,6 +10,7 @@
 //!
 //! | module | what it is |
 //! |---|---|
+//! | [`auth`] | credentials: access keys and JWTs, client auth modes, signed connection tokens, connect proxy |
 //! | [`config`] | flags, `HUBCAST_*` variables and the TOML file, validated into one [`config::Config`] |
 //! | [`app`] | binds listeners, builds the node, runs until shutdown and owns the drain order |
 //! | [`hub`] | hub definitions: paths and the client methods (as data), the gateway's seven defaults |
@@ -71,6 +72,7 @@
 //! and logged.
 
 pub mod app;
+pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod envelope;

@@ -24,6 +24,10 @@ pub const CONNECTIONS: &str = "hubcast_connections";
 pub const LOCAL_GROUPS: &str = "hubcast_local_groups";
 /// Counter: connections closed by the server. Labels: hub, reason.
 pub const CONNECTIONS_CLOSED: &str = "hubcast_connections_closed_total";
+/// Counter: connection attempts refused (credential, origin, limits). Labels: hub, reason.
+pub const CONNECTIONS_REFUSED: &str = "hubcast_connections_refused_total";
+/// Counter: publish API requests refused before publishing (401, 429). Label: reason.
+pub const PUBLISHES_REFUSED: &str = "hubcast_publishes_refused_total";
 /// Counter: client invocations refused. Labels: hub, reason.
 pub const INVOCATIONS_REFUSED: &str = "hubcast_invocations_refused_total";
 /// Counter: HTTP requests. Labels: route (template), status.
@@ -71,6 +75,14 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connection attempts refused, by reason."
+    );
+    describe_counter!(
+        PUBLISHES_REFUSED,
+        "Publish API requests refused before publishing, by reason."
+    );
     describe_histogram!(
         PUBLISH_DURATION,
         Unit::Seconds,

@@ -17,9 +17,11 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::Request;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -55,6 +57,44 @@ pub fn routes() -> Router<AppState> {
                 .get(connection_exists)
                 .delete(close_connection),
         )
+}
+
+/// Every API request needs a publisher credential; every send also takes one unit of
+/// that publisher's rate limit. Refusals are 401 or 429 (with `Retry-After`), counted and
+/// logged, and nothing happens.
+pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let publisher = match state.gate.authenticate_publisher(req.headers(), req.uri()) {
+        Ok(p) => p,
+        Err(e) => {
+            metrics::counter!(m::PUBLISHES_REFUSED, "reason" => "unauthorized").increment(1);
+            tracing::info!(path = %req.uri().path(), error = %e, "publish API request refused");
+            let mut resp = (
+                StatusCode::UNAUTHORIZED,
+                Json(serde_json::json!({ "error": e.to_string() })),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    };
+    if req.method() == Method::POST {
+        if let Err(wait) = state.gate.take_publish(publisher) {
+            metrics::counter!(m::PUBLISHES_REFUSED, "reason" => "rate_limited").increment(1);
+            tracing::info!(path = %req.uri().path(), "publish rate limit reached");
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut resp = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(serde_json::json!({ "error": "publish rate limit reached for this key; retry later" })),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
+    }
+    next.run(req).await
 }
 
 /// Path parameters, with a JSON 400 instead of axum's text rejection.

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod gate;
 pub mod hubs;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub node: Arc<Node>,
     /// Tracks WebSocket sessions, which outlive their HTTP request, for shutdown.
     pub sessions: TaskTracker,
+    /// Credentials, origins and limits.
+    pub gate: Arc<gate::Gate>,
 }
 
 /// Builds the router for a node's hubs and API.
@@ -39,7 +42,8 @@ pub fn router(state: AppState) -> Router {
             router = router
                 .route(
                     &format!("{path}/negotiate"),
-                    post(move |s, q| hubs::negotiate(s, index, q)),
+                    post(move |s, q, h| hubs::negotiate(s, index, q, h))
+                        .options(move |s, h| hubs::preflight(s, index, h)),
                 )
                 .route(
                     path,
@@ -49,7 +53,10 @@ pub fn router(state: AppState) -> Router {
     }
     let body_limit = state.node.limits().max_body_bytes;
     router
-        .merge(api::routes())
+        .merge(api::routes().layer(middleware::from_fn_with_state(
+            state.clone(),
+            api::authorize,
+        )))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(fallback)

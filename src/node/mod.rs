@@ -13,7 +13,6 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,9 +29,6 @@ use crate::protocol::message;
 use crate::session::close::CloseReason;
 use crate::session::handle::{Outbound, QueueError, SessionHandle};
 use registry::{NotHere, Registry};
-
-/// Most groups one connection may be in.
-pub const MAX_GROUPS_PER_CONNECTION: usize = 100;
 
 /// How long a join waits for the backplane subscription before failing.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,23 +88,6 @@ enum Subscription {
     Resync,
 }
 
-/// A negotiated connection waiting for (or using) its WebSocket.
-#[derive(Debug)]
-struct Negotiated {
-    connection_id: ConnectionId,
-    expires: Instant,
-    attached: bool,
-}
-
-/// Why a negotiated token cannot be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachError {
-    /// Unknown or expired: 404.
-    NotFound,
-    /// Already attached to a WebSocket: 409.
-    Active,
-}
-
 /// One hubcast node.
 pub struct Node {
     id: String,
@@ -120,7 +99,6 @@ pub struct Node {
     limits: Limits,
     timeouts: Timeouts,
     draining: AtomicBool,
-    negotiated: Mutex<HashMap<String, Negotiated>>,
     /// Set when a cluster-store write failed; the next resync repairs it.
     needs_resync: AtomicBool,
     next_nonce: AtomicU64,
@@ -179,7 +157,6 @@ impl Node {
             limits: parts.limits,
             timeouts: parts.timeouts,
             draining: AtomicBool::new(false),
-            negotiated: Mutex::new(HashMap::new()),
             needs_resync: AtomicBool::new(false),
             next_nonce: AtomicU64::new(1),
             received: AtomicU64::new(0),
@@ -194,7 +171,6 @@ impl Node {
         node.tasks
             .spawn(subscription_task(node.clone(), reconcile_rx));
         node.tasks.spawn(event_task(node.clone(), parts.events));
-        node.tasks.spawn(negotiate_sweeper(node.clone()));
         node
     }
 
@@ -247,54 +223,6 @@ impl Node {
     /// Whether the node is shutting down (not ready, refusing new connections).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
-    }
-
-    // ---- negotiate -------------------------------------------------------------------
-
-    /// Records a negotiated connection; returns its id and token (the same for version 0).
-    pub fn negotiate(&self, version: u32) -> (ConnectionId, String) {
-        let id = ConnectionId::random();
-        let token = if version == 0 {
-            id.as_str().to_owned()
-        } else {
-            crate::ids::random_token()
-        };
-        let mut map = self.negotiated.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(
-            token.clone(),
-            Negotiated {
-                connection_id: id.clone(),
-                expires: Instant::now() + self.timeouts.negotiate_ttl(),
-                attached: false,
-            },
-        );
-        (id, token)
-    }
-
-    /// Claims a negotiated token for a WebSocket.
-    ///
-    /// # Errors
-    /// See [`AttachError`].
-    pub fn attach(&self, token: &str) -> Result<ConnectionId, AttachError> {
-        let mut map = self.negotiated.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.get_mut(token).ok_or(AttachError::NotFound)?;
-        if entry.attached {
-            return Err(AttachError::Active);
-        }
-        if entry.expires <= Instant::now() {
-            map.remove(token);
-            return Err(AttachError::NotFound);
-        }
-        entry.attached = true;
-        Ok(entry.connection_id.clone())
-    }
-
-    /// Releases a token when its connection ends.
-    pub fn detach(&self, token: &str) {
-        self.negotiated
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(token);
     }
 
     // ---- connections -----------------------------------------------------------------
@@ -376,6 +304,14 @@ impl Node {
         let hub_def = &self.hubs[hub];
         let method = hub_def.method(target).ok_or(CallError::UnknownMethod)?;
         let actions = method.resolve(args, caller)?;
+        // Every join is checked before any is applied, so a refused call changes nothing.
+        for action in &actions {
+            if let Action::Join(g) = action {
+                if !hub_def.may_join(g.as_str(), caller) {
+                    return Err(CallError::Unauthorized);
+                }
+            }
+        }
         let mut replies = Vec::new();
         for action in actions {
             match action {
@@ -414,7 +350,12 @@ impl Node {
     ) -> Result<(), NodeError> {
         let joined = self
             .registry
-            .join(id, channel, group.is_some(), MAX_GROUPS_PER_CONNECTION)
+            .join(
+                id,
+                channel,
+                group.is_some(),
+                self.limits.max_groups_per_connection,
+            )
             .map_err(|e| match e {
                 Ok(NotHere) => NodeError::UnknownConnection(id.to_string()),
                 Err(n) => NodeError::TooManyGroups(n),
@@ -1115,24 +1056,5 @@ async fn event_task(node: Arc<Node>, mut events: mpsc::UnboundedReceiver<Backpla
             Some(BackplaneEvent::Connected | BackplaneEvent::ResyncNeeded) => node.resync().await,
             Some(BackplaneEvent::Disconnected) => {}
         }
-    }
-}
-
-/// Forgets negotiated connections whose WebSocket never came.
-async fn negotiate_sweeper(node: Arc<Node>) {
-    let period = node
-        .timeouts
-        .negotiate_ttl()
-        .max(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            _ = node.stop.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
-        let now = Instant::now();
-        node.negotiated
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, n| n.attached || n.expires > now);
     }
 }

@@ -268,6 +268,7 @@ mod tests {
                 connection_id: id.clone(),
                 user: None,
                 virtual_key: None,
+                granted: Vec::new(),
             },
         );
         id

@@ -43,12 +43,14 @@ pub struct SessionStart {
     pub hub: usize,
     /// The caller's identity.
     pub caller: Caller,
-    /// The negotiate token claimed, released when the session ends.
-    pub token: Option<String>,
+    /// A slot of the node's concurrent-handshake limit, released after the handshake.
+    pub handshake_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// A slot of the user's connection limit, released when the session ends.
+    pub user_slot: Option<crate::http::gate::UserSlot>,
 }
 
 /// Runs a connection to its end.
-pub async fn run(mut socket: WebSocket, node: Arc<Node>, start: SessionStart) {
+pub async fn run(mut socket: WebSocket, node: Arc<Node>, mut start: SessionStart) {
     let id = start.caller.connection_id.clone();
     let hub_name = node.hubs()[start.hub].name().to_owned();
     let span = tracing::info_span!("session", connection = %id, hub = %hub_name);
@@ -56,7 +58,9 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, start: SessionStart) {
     drop(_enter);
 
     let mut reader = RecordReader::new(node.limits().max_record_bytes);
-    match do_handshake(&mut socket, &mut reader, &node).await {
+    let handshake = do_handshake(&mut socket, &mut reader, &node).await;
+    drop(start.handshake_permit.take());
+    match handshake {
         Ok(()) => {}
         Err(reply) => {
             if let Some(reply) = reply {
@@ -68,7 +72,6 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, start: SessionStart) {
                 .await;
                 let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.send(close_frame())).await;
             }
-            release(&node, &start);
             return;
         }
     }
@@ -76,7 +79,6 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, start: SessionStart) {
     let (handle, rx) = SessionHandle::new(node.limits().outbound_queue);
     if node.is_draining() {
         finish(&mut socket, &CloseReason::Shutdown).await;
-        release(&node, &start);
         return;
     }
     if let Err(e) = node
@@ -85,7 +87,6 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, start: SessionStart) {
     {
         tracing::warn!(connection = %id, error = %e, "connection could not be registered");
         finish(&mut socket, &CloseReason::Shutdown).await;
-        release(&node, &start);
         return;
     }
     tracing::debug!(connection = %id, hub = %hub_name, "connected");
@@ -99,6 +100,10 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, start: SessionStart) {
         handle: &handle,
         rx,
         reader,
+        invocations: crate::auth::RateLimiter::new(
+            f64::from(node.limits().invocations_per_second),
+            2.0 * f64::from(node.limits().invocations_per_second),
+        ),
     }
     .run()
     .await;
@@ -110,13 +115,7 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, start: SessionStart) {
     // Leave the groups first, so nothing more is queued for a connection that is going.
     node.disconnect(&id).await;
     finish(&mut socket, &reason).await;
-    release(&node, &start);
-}
-
-fn release(node: &Node, start: &SessionStart) {
-    if let Some(t) = &start.token {
-        node.detach(t);
-    }
+    drop(start.user_slot);
 }
 
 fn close_frame() -> Message {
@@ -181,6 +180,7 @@ struct Session<'a> {
     handle: &'a SessionHandle,
     rx: mpsc::Receiver<Outbound>,
     reader: RecordReader,
+    invocations: crate::auth::RateLimiter,
 }
 
 impl Session<'_> {
@@ -318,7 +318,9 @@ impl Session<'_> {
                 arguments,
                 stream_ids,
             } => {
-                let outcome = if stream_ids.is_empty() {
+                let outcome = if self.invocations.take().is_err() {
+                    Err(CallError::RateLimited)
+                } else if stream_ids.is_empty() {
                     self.node.invoke(self.hub, self.caller, &target, &arguments).await
                 } else {
                     Err(CallError::ArgumentCount {
@@ -374,6 +376,7 @@ fn call_error_label(e: &CallError) -> &'static str {
         CallError::Unauthorized => "unauthorized",
         CallError::InvalidGroup(_) => "invalid_group",
         CallError::TooManyGroups(_) => "too_many_groups",
+        CallError::RateLimited => "rate_limited",
         CallError::Unavailable => "unavailable",
     }
 }

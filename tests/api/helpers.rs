@@ -140,7 +140,7 @@ pub struct TestApp {
 }
 
 pub fn test_config() -> Config {
-    Config::for_listen("127.0.0.1:0".parse().unwrap())
+    Config::insecure_for_listen("127.0.0.1:0".parse().unwrap())
 }
 
 impl TestApp {

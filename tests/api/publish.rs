@@ -207,6 +207,8 @@ async fn a_hub_that_allows_broadcast_reaches_all_its_connections() {
         aliases: vec![],
         allow_broadcast: true,
         auto_join: vec![],
+        auth: hubcast::auth::AuthMode::None,
+        allow: vec![],
         methods: vec![],
     };
     config.hubs.push(hubcast::hub::Hub::new(spec).unwrap());

@@ -246,6 +246,7 @@ async fn user_targeting_reaches_every_connection_of_the_user_on_every_node() {
                 connection_id: id,
                 user: Some(user.clone()),
                 virtual_key: None,
+                granted: vec![],
             };
             node.node.connect(0, caller, handle).await.unwrap();
             queues.push(rx);
@@ -257,6 +258,7 @@ async fn user_targeting_reaches_every_connection_of_the_user_on_every_node() {
         connection_id: ConnectionId::random(),
         user: Some(UserId::parse("bob").unwrap()),
         virtual_key: None,
+        granted: vec![],
     };
     cluster.nodes[2]
         .node
@@ -474,6 +476,7 @@ async fn a_node_killed_with_sigkill_is_reaped_within_two_ttls_by_one_survivor() 
             "--redis-prefix",
             &cluster.prefix,
         ])
+        .arg("--insecure")
         .arg("--config")
         .arg(&config)
         .stdout(std::process::Stdio::null())

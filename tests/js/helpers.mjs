@@ -200,7 +200,9 @@ async function healthy(origin) {
  * GET /healthz answers 200. If the process exits before that (say the port
  * is still taken), it is retried until `timeoutMs` runs out.
  */
-export async function startServer({ port, timeoutMs = 20_000, extraArgs = [] } = {}) {
+// Nodes run in development mode (no credentials) unless a test passes `env` with keys;
+// `secure: true` drops --insecure.
+export async function startServer({ port, timeoutMs = 20_000, extraArgs = [], env = {}, secure = false } = {}) {
   if (!existsSync(HUBCAST_BIN)) {
     throw new Error(
       `hubcast binary not found at ${HUBCAST_BIN}: run 'cargo build' or set HUBCAST_BIN`,
@@ -213,8 +215,8 @@ export async function startServer({ port, timeoutMs = 20_000, extraArgs = [] } =
     const p = fixedPort ? port : await freePort();
     const child = spawn(
       HUBCAST_BIN,
-      ["--listen", `127.0.0.1:${p}`, "--metrics-listen", "127.0.0.1:0", ...extraArgs],
-      { stdio: ["ignore", "pipe", "pipe"] },
+      ["--listen", `127.0.0.1:${p}`, "--metrics-listen", "127.0.0.1:0", ...(secure ? [] : ["--insecure"]), ...extraArgs],
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } },
     );
     running.add(child);
     const server = new HubcastServer(child, p);

@@ -69,7 +69,7 @@ class HubcastServer:
         self._log: collections.deque[str] = collections.deque(maxlen=200)
         self.proc = subprocess.Popen(
             [str(HUBCAST_BIN), "--listen", f"127.0.0.1:{port}",
-             "--metrics-listen", "127.0.0.1:0"],
+             "--metrics-listen", "127.0.0.1:0", "--insecure"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         self._reader = threading.Thread(target=self._collect, daemon=True)

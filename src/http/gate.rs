@@ -1,0 +1,370 @@
+//! The gate: every check a request passes before it may touch the node — publisher
+//! credentials and rate limits, client credentials per hub, browser origins, and the
+//! per-node and per-user connection limits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, Uri};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::auth::{
+    constant_time_eq, verify_jwt, AuthError, AuthMode, ConnectProxy, ConnectionTokens, Identity,
+    RateLimiter,
+};
+use crate::config::{Limits, Security};
+use crate::hub::Hub;
+
+/// Which publisher a request authenticated as: the index of the access key, for the
+/// per-key rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Publisher(usize);
+
+/// The checks, with their state.
+#[derive(Debug)]
+pub struct Gate {
+    security: Security,
+    limits: Limits,
+    proxy: Option<ConnectProxy>,
+    /// Signs and checks negotiate connection tokens.
+    pub tokens: ConnectionTokens,
+    publish_buckets: Mutex<HashMap<Publisher, RateLimiter>>,
+    handshakes: Arc<Semaphore>,
+    users: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Holds one of a user's connection slots on this node; released when dropped.
+#[derive(Debug)]
+pub struct UserSlot {
+    users: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = users.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// The credential a request carries: the `access_token` query parameter (browsers cannot
+/// set headers on WebSockets), `Authorization: Bearer`, `X-Master-Key`, `X-API-Key`, or
+/// the `api_key` query parameter — the order the gateway's own clients rely on.
+pub fn credential(query: &[(String, String)], headers: &HeaderMap) -> Option<String> {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, v)| k.eq_ignore_ascii_case(name) && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(t) = param("access_token") {
+        return Some(t);
+    }
+    if let Some(t) = bearer(headers) {
+        return Some(t);
+    }
+    for h in ["x-master-key", "x-api-key"] {
+        if let Some(v) = headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+        {
+            return Some(v.to_owned());
+        }
+    }
+    param("api_key")
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+/// Whether a JWT `aud` names this request: the request URL without query and trailing
+/// slash. The scheme is not compared, since TLS usually ends at a proxy in front.
+fn audience_is_request(aud: &str, headers: &HeaderMap, uri: &Uri) -> bool {
+    let aud = aud
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    let Some((_, rest)) = aud.split_once("://") else {
+        return false;
+    };
+    let (aud_host, aud_path) = rest
+        .find('/')
+        .map_or((rest, ""), |i| (&rest[..i], &rest[i..]));
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    aud_host.eq_ignore_ascii_case(host) && aud_path == uri.path().trim_end_matches('/')
+}
+
+impl Gate {
+    /// The gate for this configuration.
+    pub fn new(security: Security, limits: Limits) -> Self {
+        let mut secrets: Vec<&[u8]> = security.access_keys.iter().map(|k| k.expose()).collect();
+        if let Some(k) = &security.token_key {
+            secrets.push(k.expose());
+        }
+        if let Some(k) = &security.master_key {
+            secrets.push(k.expose());
+        }
+        let tokens = ConnectionTokens::derive(&secrets);
+        let proxy = security.connect_proxy_url.clone().map(|url| {
+            ConnectProxy::new(
+                url,
+                security.connect_proxy_timeout,
+                security.connect_proxy_cache,
+            )
+        });
+        Self {
+            handshakes: Arc::new(Semaphore::new(limits.max_concurrent_handshakes)),
+            security,
+            limits,
+            proxy,
+            tokens,
+            publish_buckets: Mutex::new(HashMap::new()),
+            users: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Whether this node runs without credentials (development mode).
+    pub fn insecure(&self) -> bool {
+        self.security.insecure
+    }
+
+    /// Checks a publish API request's credential.
+    ///
+    /// # Errors
+    /// Missing, invalid, expired, or for another URL.
+    pub fn authenticate_publisher(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Publisher, AuthError> {
+        if self.security.insecure {
+            return Ok(Publisher(usize::MAX));
+        }
+        let token = bearer(headers).ok_or(AuthError::Missing)?;
+        for (i, key) in self.security.access_keys.iter().enumerate() {
+            if constant_time_eq(token.as_bytes(), key.expose()) {
+                return Ok(Publisher(i));
+            }
+        }
+        if token.matches('.').count() != 2 {
+            return Err(AuthError::Invalid);
+        }
+        // A JWT: find which key signed it, so rate limits follow the key.
+        for (i, key) in self.security.access_keys.iter().enumerate() {
+            match verify_jwt(&token, &[key.expose()], true, true, |aud| {
+                audience_is_request(aud, headers, uri)
+            }) {
+                Ok(_) => return Ok(Publisher(i)),
+                Err(AuthError::Invalid) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(AuthError::Invalid)
+    }
+
+    /// Takes one publish from a publisher's budget; `Err(wait)` when it is spent.
+    ///
+    /// # Errors
+    /// How long until the next publish is allowed.
+    pub fn take_publish(&self, publisher: Publisher) -> Result<(), Duration> {
+        let rate = f64::from(self.limits.publishes_per_key_per_second);
+        self.publish_buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(publisher)
+            .or_insert_with(|| RateLimiter::new(rate, rate))
+            .take()
+    }
+
+    /// Authenticates a client of `hub`.
+    ///
+    /// # Errors
+    /// See [`AuthError`].
+    pub async fn authenticate_client(
+        &self,
+        hub: &Hub,
+        credential: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        match hub.spec.auth {
+            AuthMode::None => Ok(Identity::default()),
+            AuthMode::MasterKey => {
+                let key = self
+                    .security
+                    .master_key
+                    .as_ref()
+                    .ok_or(AuthError::Invalid)?;
+                let presented = credential.ok_or(AuthError::Missing)?;
+                if constant_time_eq(presented.as_bytes(), key.expose()) {
+                    Ok(Identity::default())
+                } else {
+                    Err(AuthError::Invalid)
+                }
+            }
+            AuthMode::Token => {
+                let key = self.security.token_key.as_ref().ok_or(AuthError::Invalid)?;
+                let token = credential.ok_or(AuthError::Missing)?;
+                let claims = verify_jwt(token, &[key.expose()], true, false, |aud| {
+                    aud == hub.name() || aud.trim_end_matches('/').ends_with(hub.spec.path.as_str())
+                })?;
+                Ok(claims.identity())
+            }
+            AuthMode::ConnectProxy => {
+                let proxy = self.proxy.as_ref().ok_or(AuthError::BackendUnavailable)?;
+                let presented = credential.ok_or(AuthError::Missing)?;
+                proxy.identify(hub.name(), presented).await
+            }
+        }
+    }
+
+    /// Whether a browser origin may connect: no `Origin` (not a browser), same origin as
+    /// the `Host` it asked for, or listed. Development mode allows every origin.
+    pub fn origin_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+            return true;
+        };
+        if self.security.insecure {
+            return true;
+        }
+        let origin = origin.trim_end_matches('/');
+        let same_host = origin
+            .split_once("://")
+            .zip(headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+            .is_some_and(|((_, o), host)| o.eq_ignore_ascii_case(host));
+        same_host
+            || self
+                .security
+                .allowed_origins
+                .iter()
+                .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    }
+
+    /// A handshake slot; `None` when too many handshakes are in progress.
+    pub fn handshake_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.handshakes.clone().try_acquire_owned().ok()
+    }
+
+    /// One of `user`'s connection slots; `None` when the user holds the most allowed.
+    pub fn user_slot(&self, user: &str) -> Option<UserSlot> {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let n = users.entry(user.to_owned()).or_insert(0);
+        if *n >= self.limits.max_connections_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            users: self.users.clone(),
+            user: user.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_audience_is_the_request_url_without_scheme_query_or_trailing_slash() {
+        let h = headers(&[("host", "hub.local:8080")]);
+        let uri: Uri = "/api/v1/hubs/spend/groups/g?x=1".parse().unwrap();
+        assert!(audience_is_request(
+            "https://hub.local:8080/api/v1/hubs/spend/groups/g/",
+            &h,
+            &uri
+        ));
+        assert!(audience_is_request(
+            "http://HUB.local:8080/api/v1/hubs/spend/groups/g?y",
+            &h,
+            &uri
+        ));
+        assert!(!audience_is_request(
+            "http://hub.local:8080/api/v1/hubs/spend/groups/other",
+            &h,
+            &uri
+        ));
+        assert!(!audience_is_request(
+            "http://evil:8080/api/v1/hubs/spend/groups/g",
+            &h,
+            &uri
+        ));
+        assert!(!audience_is_request(
+            "/api/v1/hubs/spend/groups/g",
+            &h,
+            &uri
+        ));
+    }
+
+    #[test]
+    fn credentials_are_read_in_the_gateways_order() {
+        let q = vec![("access_token".to_owned(), "q".to_owned())];
+        let h = headers(&[("authorization", "Bearer b"), ("x-master-key", "m")]);
+        assert_eq!(credential(&q, &h).as_deref(), Some("q"));
+        assert_eq!(credential(&[], &h).as_deref(), Some("b"));
+        assert_eq!(
+            credential(&[], &headers(&[("x-master-key", "m")])).as_deref(),
+            Some("m")
+        );
+        assert_eq!(credential(&[], &HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn origins_are_same_host_or_listed() {
+        let security = Security {
+            allowed_origins: vec!["https://app.example.com".into()],
+            ..Security::default()
+        };
+        let gate = Gate::new(security, Limits::default());
+        assert!(gate.origin_allowed(&headers(&[])));
+        assert!(gate.origin_allowed(&headers(&[
+            ("origin", "https://app.example.com"),
+            ("host", "hub")
+        ])));
+        assert!(gate.origin_allowed(&headers(&[
+            ("origin", "http://hub:8080"),
+            ("host", "hub:8080")
+        ])));
+        assert!(!gate.origin_allowed(&headers(&[
+            ("origin", "https://evil.example"),
+            ("host", "hub")
+        ])));
+    }
+
+    #[test]
+    fn user_slots_are_limited_and_released() {
+        let limits = Limits {
+            max_connections_per_user: 2,
+            ..Limits::default()
+        };
+        let gate = Gate::new(Security::default(), limits);
+        let a = gate.user_slot("u").unwrap();
+        let _b = gate.user_slot("u").unwrap();
+        assert!(gate.user_slot("u").is_none());
+        drop(a);
+        assert!(gate.user_slot("u").is_some());
+    }
+}
