@@ -76,17 +76,34 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, mut start: SessionStart
         }
     }
 
+    // Register and join the automatic groups before answering the handshake, so that a
+    // publish made once the client's start() resolved reaches it.
     let (handle, rx) = SessionHandle::new(node.limits().outbound_queue);
-    if node.is_draining() {
-        finish(&mut socket, &CloseReason::Shutdown).await;
+    let registered = if node.is_draining() {
+        Err("The server is shutting down.")
+    } else {
+        node.connect(start.hub, start.caller.clone(), handle.clone())
+            .await
+            .map_err(|e| {
+                tracing::warn!(connection = %id, error = %e, "connection could not be registered");
+                "The connection could not be registered; please retry."
+            })
+    };
+    if let Err(text) = registered {
+        let _ = timeout(
+            CLOSE_WRITE_TIMEOUT,
+            socket.send(Message::Text(refusal(text).into())),
+        )
+        .await;
+        let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.send(close_frame())).await;
         return;
     }
-    if let Err(e) = node
-        .connect(start.hub, start.caller.clone(), handle.clone())
+    if socket
+        .send(Message::Text(Utf8Bytes::from_static(handshake::SUCCESS)))
         .await
+        .is_err()
     {
-        tracing::warn!(connection = %id, error = %e, "connection could not be registered");
-        finish(&mut socket, &CloseReason::Shutdown).await;
+        node.disconnect(&id).await;
         return;
     }
     tracing::debug!(connection = %id, hub = %hub_name, "connected");
@@ -164,11 +181,14 @@ async fn do_handshake(
         }
     };
     handshake::parse(&record).map_err(|e| Some(e.reply()))?;
-    socket
-        .send(Message::Text(Utf8Bytes::from_static(handshake::SUCCESS)))
-        .await
-        .map_err(|_| None)?;
     Ok(())
+}
+
+/// A handshake error reply for a node that cannot take the connection.
+fn refusal(text: &str) -> String {
+    let mut out = serde_json::json!({ "error": text }).to_string();
+    out.push('\u{1e}');
+    out
 }
 
 struct Session<'a> {

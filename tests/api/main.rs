@@ -8,5 +8,6 @@ mod backpressure;
 mod groups;
 mod keepalive;
 mod publish;
+mod security;
 mod shutdown;
 mod transport;
