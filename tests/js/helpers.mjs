@@ -10,7 +10,7 @@ import { once } from "node:events";
 import { createConnection, createServer } from "node:net";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { randomBytes, randomUUID } from "node:crypto";
+import { createHmac, randomBytes, randomUUID } from "node:crypto";
 import path from "node:path";
 import {
   HubConnectionBuilder,
@@ -280,10 +280,12 @@ export class CapturingLogger {
  * Builds (does not start) a HubConnection.
  *   skipNegotiation: connect straight to the WebSocket
  *   reconnect: passed to withAutomaticReconnect (true = default delays)
+ *   accessTokenFactory: passed to withUrl (the credential the client presents)
  */
-export function buildConnection(url, { skipNegotiation = false, reconnect } = {}) {
+export function buildConnection(url, { skipNegotiation = false, reconnect, accessTokenFactory } = {}) {
   const logger = new CapturingLogger();
   const options = { logMessageContent: true };
+  if (accessTokenFactory) options.accessTokenFactory = accessTokenFactory;
   if (skipNegotiation) {
     options.skipNegotiation = true;
     options.transport = HttpTransportType.WebSockets;
@@ -336,13 +338,14 @@ export function recordEvents(connection, target) {
 
 /**
  * POST /api/v1/hubs/{hubName}/groups/{group}; returns {status, body, text}.
- * `hubName` is the last segment of the hub path.
+ * `hubName` is the last segment of the hub path. `headers` are added to the
+ * request (e.g. Authorization for a secure node).
  */
-export async function publishToGroup(origin, hubName, group, message) {
+export async function publishToGroup(origin, hubName, group, message, { headers = {} } = {}) {
   const url = `${origin}/api/v1/hubs/${encodeURIComponent(hubName)}/groups/${encodeURIComponent(group)}`;
   const res = await fetch(url, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...headers },
     body: JSON.stringify(message),
     signal: AbortSignal.timeout(5000),
   });
@@ -512,12 +515,12 @@ export async function startClusterNode({ redisUrl, prefix, nodeId, timeoutMs = 2
 
 /**
  * An HTTP request with an optional JSON body; returns {status, body, text}
- * (body is the parsed JSON, or undefined).
+ * (body is the parsed JSON, or undefined). `headers` are added to the request.
  */
-export async function apiRequest(method, url, json) {
-  const init = { method, signal: AbortSignal.timeout(5000) };
+export async function apiRequest(method, url, json, { headers = {} } = {}) {
+  const init = { method, signal: AbortSignal.timeout(5000), headers: { ...headers } };
   if (json !== undefined) {
-    init.headers = { "content-type": "application/json" };
+    init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(json);
   }
   const res = await fetch(url, init);
@@ -529,4 +532,24 @@ export async function apiRequest(method, url, json) {
     body = undefined;
   }
   return { status: res.status, body, text };
+}
+
+// ---------------------------------------------------------------------------
+// Credentials (secure mode)
+// ---------------------------------------------------------------------------
+
+/**
+ * An HS256 JWT over `claims`, signed with `key` (a string, used as its UTF-8
+ * bytes). `header` replaces the default {"alg":"HS256","typ":"JWT"}.
+ */
+export function signJwt(claims, key, header = { alg: "HS256", typ: "JWT" }) {
+  const b64 = (obj) => Buffer.from(JSON.stringify(obj), "utf8").toString("base64url");
+  const signingInput = `${b64(header)}.${b64(claims)}`;
+  const signature = createHmac("sha256", Buffer.from(key, "utf8")).update(signingInput).digest("base64url");
+  return `${signingInput}.${signature}`;
+}
+
+/** Seconds since the Unix epoch (for `exp` / `nbf` claims). */
+export function nowSecs() {
+  return Math.floor(Date.now() / 1000);
 }
