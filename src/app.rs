@@ -138,6 +138,7 @@ impl App {
             stop,
             limits: config.limits.clone(),
             timeouts: config.timeouts.clone(),
+            flows: config.flows.clone(),
         });
         if config.security.insecure {
             tracing::warn!("running in development mode (--insecure): the publish API and every hub accept anyone");

@@ -254,6 +254,96 @@ impl Default for Cluster {
     }
 }
 
+/// A budget threshold and the severity of its alert.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    /// Percent of the budget.
+    pub percent: u32,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+}
+
+/// A storm-protection rule: at most `per_second` events of `target` to any one group
+/// (bursts of `burst`), cluster-wide; the excess is suppressed, counted and logged.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateRule {
+    /// Hub the rule applies to. Default: every hub.
+    #[serde(default)]
+    pub hub: Option<String>,
+    /// Event (target) name.
+    pub target: String,
+    /// Events per second per group.
+    pub per_second: f64,
+    /// Bucket size. Default: `per_second`.
+    #[serde(default)]
+    pub burst: Option<f64>,
+}
+
+/// How webhook URLs become group names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookGroups {
+    /// `webhook-{host}-{path}` with `-` (the gateway today).
+    #[default]
+    Hyphen,
+    /// `webhook_{host}_{path}` with `_` (older gateway clients).
+    Underscore,
+}
+
+/// Event-flow settings, in the file's `[flows]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Flows {
+    /// Budget thresholds. Default: 50 info, 75 warning, 90 critical, 100 critical.
+    pub budget_thresholds: Vec<Threshold>,
+    /// Every threshold is re-armed when usage drops below this percent. Default: 50.
+    pub rearm_below_percent: f64,
+    /// Identical consecutive health results needed to announce a change. Default: 3.
+    pub health_consecutive: u32,
+    /// Progress events per second per task; more are coalesced (latest wins). Default: 4.
+    pub progress_per_second: u32,
+    /// How long a finished task's marker lives (later progress is dropped). Default: 600000.
+    pub task_done_ttl_ms: u64,
+    /// Failures within the window that open a webhook URL's breaker. Default: 5.
+    pub breaker_failures: u32,
+    /// The breaker's failure window. Default: 900000 (15 minutes).
+    pub breaker_window_ms: u64,
+    /// How long an open breaker waits before half-open. Default: 300000 (5 minutes).
+    pub breaker_half_open_ms: u64,
+    /// Webhook group naming. Default: `hyphen`.
+    pub webhook_groups: WebhookGroups,
+    /// Storm protection rules. Default: none.
+    pub rate_limits: Vec<RateRule>,
+}
+
+impl Default for Flows {
+    fn default() -> Self {
+        let t = |percent, severity: &str| Threshold {
+            percent,
+            severity: severity.to_owned(),
+        };
+        Self {
+            budget_thresholds: vec![
+                t(50, "info"),
+                t(75, "warning"),
+                t(90, "critical"),
+                t(100, "critical"),
+            ],
+            rearm_below_percent: 50.0,
+            health_consecutive: 3,
+            progress_per_second: 4,
+            task_done_ttl_ms: 600_000,
+            breaker_failures: 5,
+            breaker_window_ms: 900_000,
+            breaker_half_open_ms: 300_000,
+            webhook_groups: WebhookGroups::Hyphen,
+            rate_limits: Vec::new(),
+        }
+    }
+}
+
 /// Client-authentication settings in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -314,6 +404,8 @@ pub struct FileConfig {
     pub cluster: Cluster,
     /// Client-authentication settings.
     pub security: SecurityFile,
+    /// Event-flow settings.
+    pub flows: Flows,
 }
 
 /// Redis connection settings.
@@ -346,6 +438,8 @@ pub struct Config {
     pub cluster: Cluster,
     /// Credentials and origins.
     pub security: Security,
+    /// Event-flow settings.
+    pub flows: Flows,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -584,6 +678,57 @@ impl Config {
                 return Err(invalid(name, "must be greater than 0"));
             }
         }
+        let f = &file.flows;
+        if f.budget_thresholds.is_empty() {
+            return Err(invalid("flows.budget_thresholds", "at least one threshold"));
+        }
+        if f.budget_thresholds
+            .windows(2)
+            .any(|w| w[0].percent >= w[1].percent)
+        {
+            return Err(invalid(
+                "flows.budget_thresholds",
+                "percents must be strictly ascending",
+            ));
+        }
+        if let Some(t) = f
+            .budget_thresholds
+            .iter()
+            .find(|t| !["info", "warning", "critical"].contains(&t.severity.as_str()))
+        {
+            return Err(invalid(
+                "flows.budget_thresholds",
+                format!("severity '{}' is not info, warning or critical", t.severity),
+            ));
+        }
+        for (name, v) in [
+            ("flows.health_consecutive", u64::from(f.health_consecutive)),
+            (
+                "flows.progress_per_second",
+                u64::from(f.progress_per_second),
+            ),
+            ("flows.breaker_failures", u64::from(f.breaker_failures)),
+            ("flows.breaker_window_ms", f.breaker_window_ms),
+            ("flows.breaker_half_open_ms", f.breaker_half_open_ms),
+            ("flows.task_done_ttl_ms", f.task_done_ttl_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(name, "must be greater than 0"));
+            }
+        }
+        if let Some(r) = f.rate_limits.iter().find(|r| {
+            r.per_second.is_nan()
+                || r.per_second <= 0.0
+                || r.burst.is_some_and(|b| b.is_nan() || b < 1.0)
+        }) {
+            return Err(invalid(
+                "flows.rate_limits",
+                format!(
+                    "rule for '{}': per_second must be > 0 and burst ≥ 1",
+                    r.target
+                ),
+            ));
+        }
         let c = &file.cluster;
         for (name, v) in [
             ("cluster.heartbeat_ttl_ms", c.heartbeat_ttl_ms),
@@ -709,6 +854,7 @@ impl Config {
             timeouts: file.timeouts,
             cluster: file.cluster,
             security,
+            flows: file.flows,
             log_format,
         })
     }

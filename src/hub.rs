@@ -14,6 +14,19 @@ use serde_json::Value;
 use crate::auth::{matches_any, AuthMode};
 use crate::ids::{ConnectionId, GroupName, UserId};
 
+/// What to do with a publish that does not match its event contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaCheck {
+    /// No check.
+    Off,
+    /// Send it, and log and count the mismatch.
+    #[default]
+    Warn,
+    /// Refuse it with 400, naming the field.
+    Reject,
+}
+
 fn default_auth() -> AuthMode {
     AuthMode::Token
 }
@@ -36,6 +49,10 @@ pub struct HubSpec {
     /// Groups every connection joins on connect (templates). Default: none.
     #[serde(default)]
     pub auto_join: Vec<String>,
+    /// What the publish API does when a publish's arguments do not match the event's
+    /// contract (`off`, `warn`, `reject`). Default: `warn`.
+    #[serde(default)]
+    pub schema_check: SchemaCheck,
     /// How clients authenticate. Default: `token`.
     #[serde(default = "default_auth")]
     pub auth: AuthMode,
@@ -612,6 +629,7 @@ fn hub(name: &str, methods: Vec<MethodSpec>) -> HubSpec {
         aliases: Vec::new(),
         allow_broadcast: false,
         auto_join: Vec::new(),
+        schema_check: SchemaCheck::Warn,
         auth: AuthMode::Token,
         allow: Vec::new(),
         methods,

@@ -13,6 +13,12 @@
 //! | `{p}:node:{n}:alive` | string, TTL | node `n`'s heartbeat; when it expires the node is dead |
 //! | `{p}:nodes` | set | nodes that registered connections (the reaper's list) |
 //! | `{p}:reap:{n}` | string, TTL | lock: the one node reaping dead node `n` |
+//! | `{p}:throttle:budget:{vkey}` | set | budget thresholds already announced for a key |
+//! | `{p}:throttle:health:{provider}` | hash | announced status, candidate status and its streak |
+//! | `{p}:throttle:breaker:{url}` | hash | a webhook URL's breaker state and when it opened |
+//! | `{p}:throttle:breaker:{url}:failures` | sorted set | failure times in the breaker window |
+//! | `{p}:throttle:task:{kind}:{id}:done` | string, TTL | a task reached a terminal state: later progress is dropped |
+//! | `{p}:throttle:rate:{hub}:{group}:{target}` | hash, TTL | token bucket of a storm-protection rule |
 //!
 //! The Lua scripts in [`crate::backplane::redis`] build `{p}:{hub}:members:{g}`,
 //! `{p}:{hub}:groups` and `{p}:conn:{c}` themselves (from the prefix and the hash's
@@ -93,6 +99,36 @@ impl Keys {
     /// Reaping lock for a dead node.
     pub fn reap_lock(&self, node: &str) -> String {
         format!("{}:reap:{node}", self.prefix)
+    }
+
+    /// Budget thresholds announced for a virtual key.
+    pub fn budget(&self, vkey: &str) -> String {
+        format!("{}:throttle:budget:{vkey}", self.prefix)
+    }
+
+    /// Health hysteresis state of a provider.
+    pub fn health(&self, provider: &str) -> String {
+        format!("{}:throttle:health:{provider}", self.prefix)
+    }
+
+    /// Circuit-breaker state of a webhook URL.
+    pub fn breaker(&self, url: &str) -> String {
+        format!("{}:throttle:breaker:{url}", self.prefix)
+    }
+
+    /// Failure times in a webhook URL's breaker window.
+    pub fn breaker_failures(&self, url: &str) -> String {
+        format!("{}:throttle:breaker:{url}:failures", self.prefix)
+    }
+
+    /// Marker of a task that reached a terminal state.
+    pub fn task_done(&self, kind: &str, task: &str) -> String {
+        format!("{}:throttle:task:{kind}:{task}:done", self.prefix)
+    }
+
+    /// Token bucket of a storm-protection rule for one group and target.
+    pub fn rate(&self, hub: &str, group: &str, target: &str) -> String {
+        format!("{}:throttle:rate:{hub}:{group}:{target}", self.prefix)
     }
 
     /// The group of a group channel of `hub`, if `channel` is one.

@@ -19,6 +19,8 @@
 //! | [`protocol`] | the SignalR wire protocol: framing, handshake, messages, negotiate (pure) |
 //! | [`node`] | the coordinator: local registry, dispatch workers, subscription reconciler |
 //! | [`backplane`] | channels and cluster membership: the in-process bus, and Redis (pub/sub, sets, Lua, heartbeat, reaper) |
+//! | [`events`] | typed event contracts (the gateway's DTOs), their JSON Schemas and the publish check |
+//! | [`flows`] | budget alerts, provider-health hysteresis, task progress coalescing, webhook breakers, storm protection |
 //! | [`envelope`] | the binary envelope carried on backplane channels |
 //! | [`keys`] | every channel and key name |
 //! | [`metrics`] | every metric name and help text |
@@ -76,6 +78,8 @@ pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod envelope;
+pub mod events;
+pub mod flows;
 pub mod http;
 pub mod hub;
 pub mod ids;

@@ -24,6 +24,14 @@ pub const CONNECTIONS: &str = "hubcast_connections";
 pub const LOCAL_GROUPS: &str = "hubcast_local_groups";
 /// Counter: connections closed by the server. Labels: hub, reason.
 pub const CONNECTIONS_CLOSED: &str = "hubcast_connections_closed_total";
+/// Counter: events not sent by the flows' throttles. Labels: hub, target, rule
+/// (`rate_limit`, `coalesce`, `after_terminal`).
+pub const THROTTLED_EVENTS: &str = "hubcast_throttled_events_total";
+/// Counter: publishes whose arguments do not match their event contract. Labels: hub,
+/// target.
+pub const SCHEMA_MISMATCHES: &str = "hubcast_schema_mismatches_total";
+/// Counter: budget alerts sent. Label: threshold (percent).
+pub const BUDGET_ALERTS: &str = "hubcast_budget_alerts_total";
 /// Counter: connection attempts refused (credential, origin, limits). Labels: hub, reason.
 pub const CONNECTIONS_REFUSED: &str = "hubcast_connections_refused_total";
 /// Counter: publish API requests refused before publishing (401, 429). Label: reason.
@@ -75,6 +83,15 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
+    describe_counter!(
+        SCHEMA_MISMATCHES,
+        "Publishes whose arguments do not match their event contract."
+    );
+    describe_counter!(
+        THROTTLED_EVENTS,
+        "Events not sent by the flows' throttles, by rule."
+    );
+    describe_counter!(BUDGET_ALERTS, "Budget alerts sent, by threshold.");
     describe_counter!(
         CONNECTIONS_REFUSED,
         "Connection attempts refused, by reason."

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use super::throttle::MemoryThrottle;
 use super::{ConnectionRecord, Inbound};
 use crate::ids::ConnectionId;
 
@@ -23,6 +24,8 @@ struct BusState {
 #[derive(Debug, Default)]
 pub struct MemoryBus {
     state: Mutex<BusState>,
+    /// Throttle state of the event flows; locked before `state` when both are needed.
+    throttle: Mutex<MemoryThrottle>,
 }
 
 impl MemoryBus {
@@ -52,6 +55,11 @@ impl MemoryBackplane {
             node: node.into(),
             inbound,
         }
+    }
+
+    /// The flows' throttle state (shared by every node on the bus).
+    pub(crate) fn throttle(&self) -> MutexGuard<'_, MemoryThrottle> {
+        self.bus.throttle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn register(&self, id: &ConnectionId, hub: &str) {

@@ -7,6 +7,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -274,6 +275,131 @@ impl Backplane {
         match self {
             Self::Memory(_) => Ok(()),
             Self::Redis(b) => b.resync(local).await,
+        }
+    }
+
+    /// Budget thresholds newly crossed for a key (ascending), atomically cluster-wide; all
+    /// are re-armed when `percent` is below `rearm_below`.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn budget_crossed(
+        &self,
+        key: &str,
+        percent: f64,
+        thresholds: &[u32],
+        rearm_below: f64,
+    ) -> Result<Vec<u32>, BackplaneError> {
+        match self {
+            Self::Memory(b) => Ok(b.throttle().budget(key, percent, thresholds, rearm_below)),
+            Self::Redis(b) => b.budget(key, percent, thresholds, rearm_below).await,
+        }
+    }
+
+    /// Applies a provider health result to its hysteresis.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn health_observed(
+        &self,
+        key: &str,
+        status: &str,
+        needed: u32,
+    ) -> Result<throttle::HealthVerdict, BackplaneError> {
+        match self {
+            Self::Memory(b) => Ok(b.throttle().health(key, status, needed)),
+            Self::Redis(b) => b.health(key, status, needed).await,
+        }
+    }
+
+    /// Applies a webhook delivery outcome to the URL's breaker; returns the state changes.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn breaker_report(
+        &self,
+        key: &str,
+        failures_key: &str,
+        success: bool,
+        settings: throttle::BreakerSettings,
+    ) -> Result<Vec<throttle::BreakerTransition>, BackplaneError> {
+        match self {
+            Self::Memory(b) => Ok(b.throttle().breaker(
+                key,
+                success,
+                crate::envelope::now_micros() / 1000,
+                settings,
+            )),
+            Self::Redis(b) => b.breaker(key, failures_key, success, settings).await,
+        }
+    }
+
+    /// Marks a task done, so that progress still in flight anywhere is dropped.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn mark_done(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), BackplaneError> {
+        match self {
+            Self::Memory(b) => {
+                b.throttle().mark_done(key, ttl);
+                Ok(())
+            }
+            Self::Redis(b) => b.mark_done(key, ttl).await,
+        }
+    }
+
+    /// Publishes unless the task is marked done; `None` when dropped. One command.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn publish_unless_done(
+        &self,
+        done_key: &str,
+        channel: &str,
+        payload: Bytes,
+    ) -> Result<Option<usize>, BackplaneError> {
+        match self {
+            Self::Memory(b) => {
+                let throttle = b.throttle();
+                if throttle.is_done(done_key) {
+                    return Ok(None);
+                }
+                // Publishing under the throttle lock keeps check and publish atomic.
+                let n = b.publish(channel, payload);
+                drop(throttle);
+                Ok(Some(n))
+            }
+            Self::Redis(b) => b.publish_unless_done(done_key, channel, payload).await,
+        }
+    }
+
+    /// Publishes if the bucket has a token; `None` when suppressed. One command.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn publish_rate_limited(
+        &self,
+        bucket: &str,
+        per_second: f64,
+        burst: f64,
+        channel: &str,
+        payload: Bytes,
+    ) -> Result<Option<usize>, BackplaneError> {
+        match self {
+            Self::Memory(b) => {
+                if !b.throttle().take(bucket, per_second, burst) {
+                    return Ok(None);
+                }
+                Ok(Some(b.publish(channel, payload)))
+            }
+            Self::Redis(b) => {
+                b.rate_publish(bucket, per_second, burst, channel, payload)
+                    .await
+            }
         }
     }
 

@@ -32,6 +32,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::hub::SchemaCheck;
 use crate::ids::{ConnectionId, CorrelationId, GroupName, UserId};
 use crate::metrics as m;
 use crate::node::{Audience, Reach};
@@ -130,7 +131,7 @@ fn connection(raw: &str) -> Result<ConnectionId, ApiError> {
         .ok_or_else(|| ApiError::UnknownConnection(raw.chars().take(64).collect()))
 }
 
-fn correlation(headers: &HeaderMap) -> Result<CorrelationId, ApiError> {
+pub(crate) fn correlation(headers: &HeaderMap) -> Result<CorrelationId, ApiError> {
     match headers.get("x-correlation-id") {
         None => Ok(CorrelationId::generate()),
         Some(v) => v
@@ -205,8 +206,12 @@ impl PublishBody {
     }
 }
 
-fn body(body: Result<Bytes, BytesRejection>, state: &AppState) -> Result<PublishBody, ApiError> {
-    let bytes = body.map_err(|e| {
+/// Reads a request body, mapping the size limit to 413 and other failures to 400.
+pub(crate) fn read_body(
+    body: Result<Bytes, BytesRejection>,
+    state: &AppState,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(state.node.limits().max_body_bytes)
         } else {
@@ -215,8 +220,37 @@ fn body(body: Result<Bytes, BytesRejection>, state: &AppState) -> Result<Publish
                 e.body_text()
             ))
         }
-    })?;
-    PublishBody::parse(&bytes).map_err(ApiError::BadRequest)
+    })
+}
+
+fn body(body: Result<Bytes, BytesRejection>, state: &AppState) -> Result<PublishBody, ApiError> {
+    PublishBody::parse(&read_body(body, state)?).map_err(ApiError::BadRequest)
+}
+
+/// Checks a publish against its event contract, per the hub's `schema_check`.
+fn check_contract(state: &AppState, hub: usize, body: &PublishBody) -> Result<(), ApiError> {
+    let hub_def = &state.node.hubs()[hub];
+    if hub_def.spec.schema_check == SchemaCheck::Off {
+        return Ok(());
+    }
+    let Some(contract) = crate::events::contract(hub_def.name(), &body.target) else {
+        return Ok(());
+    };
+    let args: Vec<Value> = serde_json::from_str(&body.arguments_json).unwrap_or_default();
+    let Err(problem) = contract.check(&args) else {
+        return Ok(());
+    };
+    let text = format!(
+        "arguments do not match the {} contract: {problem}",
+        body.target
+    );
+    metrics::counter!(m::SCHEMA_MISMATCHES, "hub" => hub_def.name().to_owned(), "target" => body.target.clone()).increment(1);
+    if hub_def.spec.schema_check == SchemaCheck::Reject {
+        tracing::info!(hub = %hub_def.name(), target = %body.target, problem = %problem, "publish refused: contract mismatch");
+        return Err(ApiError::BadRequest(text));
+    }
+    tracing::warn!(hub = %hub_def.name(), target = %body.target, problem = %problem, "publish does not match its contract (sent anyway)");
+    Ok(())
 }
 
 async fn publish(
@@ -234,6 +268,7 @@ async fn publish(
     if matches!(audience, Audience::Hub) && !state.node.hubs()[hub_index].spec.allow_broadcast {
         return Err(ApiError::BroadcastNotAllowed(hub_name));
     }
+    check_contract(state, hub_index, &body)?;
     let result = state
         .node
         .publish(
@@ -252,26 +287,29 @@ async fn publish(
     metrics::histogram!(m::PUBLISH_DURATION, "hub" => hub_name.clone(), "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
     let reach: Reach = result?;
-    metrics::counter!(m::EVENTS_PUBLISHED, "hub" => hub_name.clone(), "target" => body.target.clone()).increment(1);
+    metrics::counter!(m::EVENTS_PUBLISHED, "hub" => hub_name.clone(), "target" => body.target.clone())
+        .increment(u64::from(!reach.suppressed));
     let to = match &audience {
-        Audience::Group(g) => format!("group {g}"),
-        Audience::User(u) => format!("user {u}"),
-        Audience::Connection(c) => format!("connection {c}"),
-        Audience::Hub => "every connection".to_owned(),
+        Audience::Group(g) => g.to_string(),
+        Audience::User(u) => format!("user:{u}"),
+        Audience::Connection(c) => format!("connection:{c}"),
+        Audience::Hub => "*".to_owned(),
     };
-    tracing::info!(
-        hub = %hub_name,
-        to = %to,
-        nodes = reach.nodes,
-        local_connections = reach.local_connections,
-        correlation_id = %correlation,
-        "[SignalR:{}] published",
-        body.target
-    );
+    if !reach.suppressed {
+        crate::flows::log_send(
+            &body.target,
+            &hub_name,
+            &to,
+            "",
+            correlation.as_str(),
+            reach.nodes,
+        );
+    }
     let mut json = serde_json::json!({
         "correlationId": correlation.as_str(),
         "nodes": reach.nodes,
         "localConnections": reach.local_connections,
+        "suppressed": usize::from(reach.suppressed),
     });
     if let Some(members) = reach.members {
         json["members"] = members.into();

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod flows;
 pub mod gate;
 pub mod hubs;
 
@@ -53,10 +54,14 @@ pub fn router(state: AppState) -> Router {
     }
     let body_limit = state.node.limits().max_body_bytes;
     router
-        .merge(api::routes().layer(middleware::from_fn_with_state(
-            state.clone(),
-            api::authorize,
-        )))
+        .merge(
+            api::routes()
+                .merge(flows::routes())
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    api::authorize,
+                )),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(fallback)

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::backplane::{
     Backplane, BackplaneError, BackplaneEvent, ConnectionSnapshot, InboundItem,
 };
-use crate::config::{Limits, Timeouts};
+use crate::config::{Flows, Limits, RateRule, Timeouts};
 use crate::envelope::{now_micros, Ack, AckOutcome, Envelope, GroupChange, Kind};
 use crate::hub::{Action, CallError, Caller, Hub};
 use crate::ids::{ConnectionId, CorrelationId, GroupName, UserId};
@@ -55,6 +55,19 @@ pub struct Reach {
     pub local_connections: usize,
     /// Cluster-wide members of the audience, where known without extra work.
     pub members: Option<usize>,
+    /// The message was not sent: a storm-protection rule suppressed it, or its task had
+    /// already ended. Counted and logged.
+    pub suppressed: bool,
+}
+
+/// A condition on a publish.
+#[derive(Debug, Clone, Copy)]
+pub enum Guard<'a> {
+    /// Storm protection applies (the per-group, per-target rate limits).
+    Storm,
+    /// Only if the task with this done-marker has not ended (progress after a terminal
+    /// event is dropped).
+    UnlessDone(&'a str),
 }
 
 /// Why a publish or membership change was refused.
@@ -98,6 +111,10 @@ pub struct Node {
     reconcile: mpsc::UnboundedSender<Subscription>,
     limits: Limits,
     timeouts: Timeouts,
+    flows: Flows,
+    suppressions: crate::flows::Suppressions,
+    /// Task progress waiting for its coalescing window, per task.
+    pub(crate) progress: crate::flows::Coalescer,
     draining: AtomicBool,
     /// Set when a cluster-store write failed; the next resync repairs it.
     needs_resync: AtomicBool,
@@ -139,6 +156,8 @@ pub struct NodeParts {
     pub limits: Limits,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Event-flow settings.
+    pub flows: Flows,
 }
 
 impl Node {
@@ -156,6 +175,9 @@ impl Node {
             reconcile: reconcile_tx,
             limits: parts.limits,
             timeouts: parts.timeouts,
+            flows: parts.flows,
+            suppressions: crate::flows::Suppressions::default(),
+            progress: crate::flows::Coalescer::default(),
             draining: AtomicBool::new(false),
             needs_resync: AtomicBool::new(false),
             next_nonce: AtomicU64::new(1),
@@ -197,6 +219,18 @@ impl Node {
     /// Timeouts in force.
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// Event-flow settings in force.
+    pub fn flows(&self) -> &Flows {
+        &self.flows
+    }
+
+    fn storm_rule(&self, hub: &str, target: &str) -> Option<&RateRule> {
+        self.flows
+            .rate_limits
+            .iter()
+            .find(|r| r.target == target && r.hub.as_deref().is_none_or(|h| h == hub))
     }
 
     /// The local index (read-only use by tests and probes).
@@ -658,6 +692,30 @@ impl Node {
         arguments_json: &str,
         correlation: &CorrelationId,
     ) -> Result<Reach, NodeError> {
+        self.publish_guarded(
+            hub,
+            audience,
+            target,
+            arguments_json,
+            correlation,
+            Guard::Storm,
+        )
+        .await
+    }
+
+    /// [`Self::publish`] under a [`Guard`]. Either way the backplane runs one command.
+    ///
+    /// # Errors
+    /// As [`Self::publish`].
+    pub async fn publish_guarded(
+        &self,
+        hub: usize,
+        audience: &Audience,
+        target: &str,
+        arguments_json: &str,
+        correlation: &CorrelationId,
+        guard: Guard<'_>,
+    ) -> Result<Reach, NodeError> {
         let hub_name = self.hubs[hub].name();
         let record = message::invocation(target, arguments_json);
         let published_at = now_micros();
@@ -681,6 +739,7 @@ impl Node {
                         nodes: 1,
                         local_connections: usize::from(delivered),
                         members: Some(1),
+                        suppressed: false,
                     });
                 }
                 let owner = self.remote_owner(hub, c).await?;
@@ -699,7 +758,44 @@ impl Node {
             connection.map_or(&[][..], |c| c.as_str().as_bytes()),
             record.as_bytes(),
         );
-        let nodes = self.backplane.publish(&channel, payload).await?;
+        let rule = match (guard, audience) {
+            (Guard::Storm, Audience::Group(g)) => self.storm_rule(hub_name, target).map(|r| (r, g)),
+            _ => None,
+        };
+        let sent = match (guard, rule) {
+            (Guard::UnlessDone(done), _) => {
+                self.backplane
+                    .publish_unless_done(done, &channel, payload)
+                    .await?
+            }
+            (Guard::Storm, Some((rule, g))) => {
+                let bucket = self.keys.rate(hub_name, g.as_str(), target);
+                self.backplane
+                    .publish_rate_limited(
+                        &bucket,
+                        rule.per_second,
+                        rule.burst.unwrap_or(rule.per_second),
+                        &channel,
+                        payload,
+                    )
+                    .await?
+            }
+            (Guard::Storm, None) => Some(self.backplane.publish(&channel, payload).await?),
+        };
+        let Some(nodes) = sent else {
+            let (rule, group) = match (guard, audience) {
+                (Guard::UnlessDone(_), _) => ("after_terminal", String::new()),
+                (_, Audience::Group(g)) => ("rate_limit", g.to_string()),
+                _ => ("rate_limit", String::new()),
+            };
+            self.suppressions.record(hub_name, &group, target, rule);
+            return Ok(Reach {
+                nodes: 0,
+                local_connections: 0,
+                members: None,
+                suppressed: true,
+            });
+        };
         let members = match audience {
             Audience::Group(g) if self.backplane.counts_are_local() => {
                 self.backplane.member_count(hub_name, g.as_str()).await.ok()
@@ -711,6 +807,7 @@ impl Node {
             nodes,
             local_connections: local,
             members,
+            suppressed: false,
         })
     }
 

@@ -208,6 +208,7 @@ async fn a_hub_that_allows_broadcast_reaches_all_its_connections() {
         allow_broadcast: true,
         auto_join: vec![],
         auth: hubcast::auth::AuthMode::None,
+        schema_check: hubcast::hub::SchemaCheck::Warn,
         allow: vec![],
         methods: vec![],
     };

@@ -584,6 +584,7 @@ fn proxied_config(url: String) -> Config {
         allow_broadcast: false,
         auto_join: vec!["vkey-{vkey}".into()],
         auth: AuthMode::ConnectProxy,
+        schema_check: hubcast::hub::SchemaCheck::Warn,
         allow: vec![],
         methods: vec![],
     };
