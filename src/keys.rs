@@ -8,6 +8,7 @@
 //! | `{p}:node:{n}` | channel | control messages to one node (join/leave/send/close a connection it owns, acks, readiness probes) |
 //! | `{p}:{hub}:members:{g}` | set | connection ids in group `g` (cluster-wide counts) |
 //! | `{p}:{hub}:groups` | set | groups of the hub that have members |
+//! | `{p}:{hub}:memberships` | counter | group memberships of the hub (for the members gauge) |
 //! | `{p}:conn:{c}` | hash | `node`, `hub`, `user` of connection `c`, and one `g:{group}` field per group |
 //! | `{p}:node:{n}:conns` | set | connections owned by node `n` |
 //! | `{p}:node:{n}:alive` | string, TTL | node `n`'s heartbeat; when it expires the node is dead |
@@ -74,6 +75,11 @@ impl Keys {
     /// Set of a hub's groups that have members.
     pub fn groups(&self, hub: &str) -> String {
         format!("{}:{hub}:groups", self.prefix)
+    }
+
+    /// Counter of a hub's group memberships, cluster-wide.
+    pub fn memberships(&self, hub: &str) -> String {
+        format!("{}:{hub}:memberships", self.prefix)
     }
 
     /// Hash describing a connection.

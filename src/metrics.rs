@@ -32,6 +32,12 @@ pub const THROTTLED_EVENTS: &str = "hubcast_throttled_events_total";
 pub const SCHEMA_MISMATCHES: &str = "hubcast_schema_mismatches_total";
 /// Counter: budget alerts sent. Label: threshold (percent).
 pub const BUDGET_ALERTS: &str = "hubcast_budget_alerts_total";
+/// Gauge: groups of a hub that have members, cluster-wide (refreshed every 5 s). Label: hub.
+pub const GROUPS: &str = "hubcast_groups";
+/// Gauge: group memberships of a hub, cluster-wide (refreshed every 5 s). Label: hub.
+pub const GROUP_MEMBERS: &str = "hubcast_group_members";
+/// Gauge: 1 when this node's backplane round trip works and it is not draining.
+pub const READY: &str = "hubcast_ready";
 /// Counter: connection attempts refused (credential, origin, limits). Labels: hub, reason.
 pub const CONNECTIONS_REFUSED: &str = "hubcast_connections_refused_total";
 /// Counter: publish API requests refused before publishing (401, 429). Label: reason.
@@ -82,7 +88,42 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Registers every series with fixed labels at zero, so dashboards and alerts see them
+/// before the first event.
+pub fn init_series(hubs: &[&str]) {
+    for hub in hubs {
+        let h = (*hub).to_owned();
+        metrics::gauge!(CONNECTIONS, "hub" => h.clone()).increment(0.0);
+        metrics::gauge!(LOCAL_GROUPS, "hub" => h.clone()).set(0.0);
+        metrics::gauge!(GROUPS, "hub" => h.clone()).set(0.0);
+        metrics::gauge!(GROUP_MEMBERS, "hub" => h.clone()).set(0.0);
+        metrics::counter!(MESSAGES_DELIVERED, "hub" => h.clone()).increment(0);
+        for reason in [
+            REASON_SLOW_CONSUMER,
+            REASON_WRITE_ERROR,
+            REASON_DISPATCH_QUEUE_FULL,
+            REASON_BAD_ENVELOPE,
+        ] {
+            metrics::counter!(DELIVERY_FAILURES, "hub" => h.clone(), "reason" => reason)
+                .increment(0);
+        }
+    }
+    metrics::gauge!(BACKPLANE_SUBSCRIPTIONS).increment(0.0);
+    metrics::gauge!(READY).increment(0.0);
+    metrics::counter!(REDIS_RECONNECTS).increment(0);
+    metrics::counter!(NODES_REAPED).increment(0);
+    for reason in ["unauthorized", "rate_limited"] {
+        metrics::counter!(PUBLISHES_REFUSED, "reason" => reason).increment(0);
+    }
+}
+
 fn describe() {
+    describe_gauge!(GROUPS, "Groups with members, cluster-wide.");
+    describe_gauge!(GROUP_MEMBERS, "Group memberships, cluster-wide.");
+    describe_gauge!(
+        READY,
+        "1 when the backplane round trip works and the node is not draining."
+    );
     describe_counter!(
         SCHEMA_MISMATCHES,
         "Publishes whose arguments do not match their event contract."

@@ -113,6 +113,16 @@ impl MemoryBackplane {
             .map_or(0, HashSet::len)
     }
 
+    pub(crate) fn membership_count(&self, hub: &str) -> usize {
+        self.bus
+            .state()
+            .members
+            .iter()
+            .filter(|((h, _), _)| h == hub)
+            .map(|(_, m)| m.len())
+            .sum()
+    }
+
     pub(crate) fn group_count(&self, hub: &str) -> usize {
         self.bus
             .state()

@@ -253,6 +253,23 @@ impl Backplane {
         }
     }
 
+    /// Cluster-wide (groups with members, memberships) of each hub.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn cluster_counts(
+        &self,
+        hubs: &[&str],
+    ) -> Result<Vec<(usize, usize)>, BackplaneError> {
+        match self {
+            Self::Memory(b) => Ok(hubs
+                .iter()
+                .map(|h| (b.group_count(h), b.membership_count(h)))
+                .collect()),
+            Self::Redis(b) => b.cluster_counts(hubs).await,
+        }
+    }
+
     /// Where a connection lives, if any node holds it.
     ///
     /// # Errors

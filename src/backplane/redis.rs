@@ -38,7 +38,7 @@ pub struct RedisOptions {
 
 /// Adds a connection to a group: its set, the hub's group set, the connection's hash.
 const JOIN: &str = r"
-redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then redis.call('INCR', KEYS[4]) end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], 'g:' .. ARGV[2], '1')
 return 1
@@ -47,6 +47,7 @@ return 1
 /// Removes a connection from a group; the group leaves the hub's set when it empties.
 const LEAVE: &str = r"
 local removed = redis.call('SREM', KEYS[1], ARGV[1])
+if removed == 1 then redis.call('DECR', KEYS[4]) end
 if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
 redis.call('HDEL', KEYS[3], 'g:' .. ARGV[2])
 return removed
@@ -75,7 +76,9 @@ local function drop(prefix, conn_id)
       if string.sub(f, 1, 2) == 'g:' then
         local g = string.sub(f, 3)
         local members = prefix .. ':' .. hub .. ':members:' .. g
-        redis.call('SREM', members, conn_id)
+        if redis.call('SREM', members, conn_id) == 1 then
+          redis.call('DECR', prefix .. ':' .. hub .. ':memberships')
+        end
         if redis.call('SCARD', members) == 0 then
           redis.call('SREM', prefix .. ':' .. hub .. ':groups', g)
         end
@@ -351,16 +354,18 @@ impl RedisBackplane {
         id: &ConnectionId,
     ) -> Result<(), BackplaneError> {
         let s = self.scripts.clone();
-        let (members, groups, conn) = (
+        let (members, groups, conn, count) = (
             self.keys.members(hub, group),
             self.keys.groups(hub),
             self.keys.connection(id.as_str()),
+            self.keys.memberships(hub),
         );
         self.run("join", |mut c| async move {
             s.join
                 .key(members)
                 .key(groups)
                 .key(conn)
+                .key(count)
                 .arg(id.as_str())
                 .arg(group)
                 .invoke_async::<i64>(&mut c)
@@ -377,16 +382,18 @@ impl RedisBackplane {
         id: &ConnectionId,
     ) -> Result<(), BackplaneError> {
         let s = self.scripts.clone();
-        let (members, groups, conn) = (
+        let (members, groups, conn, count) = (
             self.keys.members(hub, group),
             self.keys.groups(hub),
             self.keys.connection(id.as_str()),
+            self.keys.memberships(hub),
         );
         self.run("leave", |mut c| async move {
             s.leave
                 .key(members)
                 .key(groups)
                 .key(conn)
+                .key(count)
                 .arg(id.as_str())
                 .arg(group)
                 .invoke_async::<i64>(&mut c)
@@ -420,6 +427,33 @@ impl RedisBackplane {
                 .await
         })
         .await
+    }
+
+    /// Groups with members and memberships of each hub, in one round trip.
+    pub(crate) async fn cluster_counts(
+        &self,
+        hubs: &[&str],
+    ) -> Result<Vec<(usize, usize)>, BackplaneError> {
+        let mut pipe = redis::pipe();
+        for hub in hubs {
+            pipe.cmd("SCARD").arg(self.keys.groups(hub));
+            pipe.cmd("GET").arg(self.keys.memberships(hub));
+        }
+        let flat: Vec<Option<i64>> = self
+            .run(
+                "counts",
+                |mut c| async move { pipe.query_async(&mut c).await },
+            )
+            .await?;
+        Ok(flat
+            .chunks(2)
+            .map(|p| {
+                let n = |v: Option<&Option<i64>>| {
+                    usize::try_from(v.copied().flatten().unwrap_or(0)).unwrap_or(0)
+                };
+                (n(p.first()), n(p.get(1)))
+            })
+            .collect())
     }
 
     pub(crate) async fn connection(

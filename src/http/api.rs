@@ -131,9 +131,21 @@ fn connection(raw: &str) -> Result<ConnectionId, ApiError> {
         .ok_or_else(|| ApiError::UnknownConnection(raw.chars().take(64).collect()))
 }
 
+/// The request's correlation id: `X-Correlation-Id`, else the trace id of a W3C
+/// `traceparent`, else a new one.
 pub(crate) fn correlation(headers: &HeaderMap) -> Result<CorrelationId, ApiError> {
     match headers.get("x-correlation-id") {
-        None => Ok(CorrelationId::generate()),
+        None => Ok(headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.split('-').nth(1))
+            .filter(|id| {
+                id.len() == 32
+                    && id.bytes().all(|b| b.is_ascii_hexdigit())
+                    && id.bytes().any(|b| b != b'0')
+            })
+            .and_then(CorrelationId::parse)
+            .unwrap_or_else(CorrelationId::generate)),
         Some(v) => v
             .to_str()
             .ok()

@@ -193,6 +193,7 @@ impl Node {
         node.tasks
             .spawn(subscription_task(node.clone(), reconcile_rx));
         node.tasks.spawn(event_task(node.clone(), parts.events));
+        node.tasks.spawn(gauge_task(node.clone()));
         node
     }
 
@@ -1026,6 +1027,15 @@ async fn dispatch_worker(node: Arc<Node>, mut rx: mpsc::Receiver<InboundItem>) {
         match env.kind {
             Kind::Deliver => {
                 node.received.fetch_add(1, Ordering::Relaxed);
+                // The publish's correlation id, on every node that delivers it. Filter
+                // with `RUST_LOG=hubcast::delivery=warn` when the volume matters.
+                tracing::info!(
+                    target: "hubcast::delivery",
+                    channel = %channel,
+                    correlation_id = %String::from_utf8_lossy(&env.correlation),
+                    local_members = node.registry.member_count(&channel),
+                    "delivering"
+                );
                 match Utf8Bytes::try_from(env.body) {
                     Ok(frame) => node.deliver_local(&channel, frame, env.published_at_micros),
                     Err(_) => bad_envelope(crate::keys::hub_label(&channel), "record is not UTF-8"),
@@ -1128,6 +1138,41 @@ async fn subscription_task(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Subs
                 };
                 let _ = done.send(result);
             }
+        }
+    }
+}
+
+/// Refreshes the gauges that need a look at the registry or the cluster store: groups
+/// and memberships cluster-wide, local groups, and readiness.
+async fn gauge_task(node: Arc<Node>) {
+    let names: Vec<&str> = node.hubs.iter().map(Hub::name).collect();
+    crate::metrics::init_series(&names);
+    loop {
+        let local = node
+            .registry
+            .channel_counts(node.hubs.len(), |hub, channel| {
+                node.keys
+                    .group_of_channel(node.hubs[hub].name(), channel)
+                    .is_some()
+            });
+        for (hub, n) in names.iter().zip(&local) {
+            metrics::gauge!(m::LOCAL_GROUPS, "hub" => (*hub).to_owned()).set(*n as f64);
+        }
+        match node.backplane.cluster_counts(&names).await {
+            Ok(counts) => {
+                for (hub, (groups, members)) in names.iter().zip(counts) {
+                    metrics::gauge!(m::GROUPS, "hub" => (*hub).to_owned()).set(groups as f64);
+                    metrics::gauge!(m::GROUP_MEMBERS, "hub" => (*hub).to_owned())
+                        .set(members as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cluster counts unavailable"),
+        }
+        let ready = !node.is_draining() && node.probe(Duration::from_secs(1)).await;
+        metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
+        tokio::select! {
+            _ = node.stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
 }

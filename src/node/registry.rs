@@ -247,6 +247,22 @@ impl Registry {
             .collect()
     }
 
+    /// Channels with local members, per hub index, counting only channels `is_group`
+    /// accepts.
+    pub fn channel_counts(
+        &self,
+        hubs: usize,
+        is_group: impl Fn(usize, &str) -> bool,
+    ) -> Vec<usize> {
+        let mut counts = vec![0; hubs];
+        for (name, entry) in &self.read().channels {
+            if entry.hub < hubs && is_group(entry.hub, name) {
+                counts[entry.hub] += 1;
+            }
+        }
+        counts
+    }
+
     /// Number of local connections.
     pub fn connection_count(&self) -> usize {
         self.read().connections.len()
