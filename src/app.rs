@@ -42,6 +42,7 @@ pub enum StartError {
 pub struct App {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     node: Arc<Node>,
     sessions: TaskTracker,
     gate: Arc<crate::http::gate::Gate>,
@@ -74,6 +75,11 @@ impl App {
     }
 
     async fn build_with(config: Config, bus: Option<Arc<MemoryBus>>) -> Result<Self, StartError> {
+        // The recorder must exist before the node starts, or the series it registers at
+        // start (zero-valued counters, gauges) are lost.
+        let metrics = config
+            .metrics_listen
+            .and_then(|_| crate::metrics::install());
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -146,6 +152,7 @@ impl App {
         Ok(Self {
             listener,
             metrics_listener,
+            metrics,
             node,
             sessions: TaskTracker::new(),
             gate: Arc::new(crate::http::gate::Gate::new(
@@ -201,7 +208,7 @@ impl App {
         };
         let metrics_server = self
             .metrics_listener
-            .map(|l| tokio::spawn(serve_metrics(l)));
+            .map(|l| tokio::spawn(serve_metrics(l, self.metrics.clone())));
 
         shutdown.await;
         tracing::info!("shutting down: draining connections");
@@ -229,8 +236,11 @@ impl App {
     }
 }
 
-async fn serve_metrics(listener: TcpListener) {
-    let Some(handle) = crate::metrics::install() else {
+async fn serve_metrics(
+    listener: TcpListener,
+    handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) {
+    let Some(handle) = handle else {
         tracing::warn!("a metrics recorder was already installed; /metrics is not served");
         return;
     };
