@@ -532,3 +532,127 @@ async fn a_node_killed_with_sigkill_is_reaped_within_two_ttls_by_one_survivor() 
     drop(doomed);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Spawns the binary with JSON logs, returning the child and a channel of its log lines.
+fn spawn_node(
+    redis: &RedisServer,
+    prefix: &str,
+    port: u16,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hubcast"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--insecure",
+        ])
+        .args(["--redis-url", &redis.url(), "--redis-prefix", prefix])
+        .env("HUBCAST_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+async fn wait_ready_at(base: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node at {base} not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads JSON log lines until one satisfies `f`, within [`WAIT`].
+fn find_line(rx: &std::sync::mpsc::Receiver<String>, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).expect("a matching log line in time");
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if f(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_publishs_correlation_id_is_echoed_and_logged_by_the_publishing_and_delivering_nodes() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (pa, pb) = (free(), free());
+    let (mut a, a_logs) = spawn_node(&redis, &prefix, pa);
+    let (mut b, b_logs) = spawn_node(&redis, &prefix, pb);
+    let (base_a, base_b) = (
+        format!("http://127.0.0.1:{pa}"),
+        format!("http://127.0.0.1:{pb}"),
+    );
+    wait_ready_at(&base_a).await;
+    wait_ready_at(&base_b).await;
+    let mut on_b = Client::open(&format!("ws://127.0.0.1:{pb}/hubs/tasks")).await;
+    on_b.handshake().await;
+    on_b.call("JoinGroup", json!(["traced"])).await;
+
+    let resp = reqwest::Client::new()
+        .post(format!("{base_a}/api/v1/hubs/tasks/groups/traced"))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .json(&json!({"target": "Traced", "arguments": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let body: Value = resp.json().await.unwrap();
+    let corr = "4bf92f3577b34da6a3ce929d0e0e4736";
+    assert_eq!(
+        body["correlationId"], corr,
+        "the trace id of traceparent is the correlation id"
+    );
+    assert_eq!(on_b.next_invocation().await["target"], "Traced");
+
+    let published = find_line(&a_logs, |v| v["fields"]["correlation_id"] == corr);
+    assert!(published["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("[SignalR:Traced] Sent notification"));
+    assert_eq!(published["level"], "INFO");
+    let delivered = find_line(&b_logs, |v| {
+        v["target"] == "hubcast::delivery" && v["fields"]["correlation_id"] == corr
+    });
+    assert_eq!(delivered["fields"]["local_members"], 1);
+    let _ = a.kill();
+    let _ = b.kill();
+    let _ = (a.wait(), b.wait());
+}
