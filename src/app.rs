@@ -201,7 +201,14 @@ impl App {
         let server = {
             let stop = stop_accepting.clone();
             tokio::spawn(async move {
-                axum::serve(self.listener, router)
+                // Responses and WebSocket frames are small writes: without TCP_NODELAY, Nagle's
+                // algorithm and the client's delayed ACK add tens of milliseconds.
+                let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                });
+                axum::serve(listener, router)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await
             })

@@ -1,5 +1,5 @@
 //! The Redis backplane: pub/sub fan-out on one dedicated connection per node, commands and
-//! Lua scripts over a `deadpool-redis` pool, a heartbeat, and the reaper that cleans up
+//! Lua scripts over one multiplexed command connection, a heartbeat, and the reaper that cleans up
 //! after nodes that died without doing it themselves.
 //!
 //! The subscriber connection is supervised: when it drops, the node keeps serving its
@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deadpool_redis::{Pool, Runtime};
 use futures_util::StreamExt as _;
 use redis::aio::PubSubSink;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -139,7 +139,11 @@ struct Shared {
 /// One node's Redis backplane.
 #[derive(Clone)]
 pub struct RedisBackplane {
-    pool: Pool,
+    /// Commands share one pipelined connection that reconnects by itself. A pool would
+    /// add nothing (the connection multiplexes concurrent commands) and deadpool's
+    /// recycle check sends UNWATCH and PING on every checkout: two extra commands and a
+    /// round trip per publish.
+    commands: ConnectionManager,
     keys: Keys,
     node: Arc<str>,
     options: RedisOptions,
@@ -160,7 +164,7 @@ fn unavailable(e: impl std::fmt::Display) -> BackplaneError {
 }
 
 impl RedisBackplane {
-    /// Creates the pool and starts the subscriber supervisor and the heartbeat. Nothing
+    /// Creates the command connection (lazily) and starts the subscriber supervisor and the heartbeat. Nothing
     /// here waits for Redis: a node starts (not ready) while Redis is down.
     ///
     /// # Errors
@@ -174,18 +178,17 @@ impl RedisBackplane {
         stop: CancellationToken,
     ) -> Result<Self, BackplaneError> {
         let client = redis::Client::open(options.url.as_str()).map_err(unavailable)?;
-        let pool = deadpool_redis::Config::from_url(options.url.as_str())
-            .builder()
-            .map_err(unavailable)?
-            .max_size(32)
-            .wait_timeout(Some(options.command_timeout))
-            .create_timeout(Some(options.command_timeout))
-            .recycle_timeout(Some(options.command_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(unavailable)?;
+        let commands = ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(options.command_timeout))
+                .set_response_timeout(Some(options.command_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(1)),
+        )
+        .map_err(unavailable)?;
         let backplane = Self {
-            pool,
+            commands,
             keys,
             node: node.into(),
             options,
@@ -224,15 +227,15 @@ impl RedisBackplane {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BackplaneError> {
-        self.pool.get().await.map_err(unavailable)
+    async fn conn(&self) -> Result<ConnectionManager, BackplaneError> {
+        Ok(self.commands.clone())
     }
 
     /// Runs one command under the command timeout, timing it.
     async fn run<T, F>(
         &self,
         name: &'static str,
-        f: impl FnOnce(deadpool_redis::Connection) -> F,
+        f: impl FnOnce(ConnectionManager) -> F,
     ) -> Result<T, BackplaneError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,

@@ -1,0 +1,617 @@
+//! `hubcast-bench`: starts Redis and two nodes of a system (hubcast, or the Socket.IO
+//! peer), connects WebSocket clients speaking its protocol, spreads them so every group
+//! has members on every node, publishes over HTTP, and reports one JSON line per scenario
+//! plus a table. `all` runs hubcast, the peer and the raw Redis baseline back to back and
+//! writes BENCHMARKS.md.
+
+mod client;
+mod procs;
+mod report;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use client::{Client, ClientResult, Publisher, Shared, System};
+use procs::{CpuMeter, Proc};
+
+#[derive(Parser)]
+#[command(
+    name = "hubcast-bench",
+    about = "Load generator for hubcast and the Socket.IO peer"
+)]
+struct Cli {
+    /// The hubcast binary.
+    #[arg(long, default_value = "target/release/hubcast", global = true)]
+    hubcast: PathBuf,
+    /// The Socket.IO peer's folder (server.js, node_modules).
+    #[arg(long, default_value = "bench/peers/socketio", global = true)]
+    socketio: PathBuf,
+    /// Which system to drive.
+    #[arg(long, value_parser = ["hubcast", "socketio"], default_value = "hubcast", global = true)]
+    system: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Clone)]
+enum Scenario {
+    /// C clients in G groups over N nodes: a paced phase for latency, then a closed loop.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        groups: usize,
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        paced_secs: u64,
+        #[arg(long, default_value_t = 10)]
+        closed_secs: u64,
+    },
+    /// C idle connections on one node: RSS per connection.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+    },
+    /// Deliveries/s and latency for groups of 1, 10, 100 and 1000 members.
+    GroupSize {
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+    },
+    /// Joins and leaves per second; subscription state checked at the end (hubcast).
+    Churn {
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
+    /// Raw Redis: redis-benchmark PUBLISH, and one subscriber's receive rate.
+    Redis,
+    /// Everything, for both systems, then BENCHMARKS.md.
+    All {
+        /// Where to write the report.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Shorter phases (for a quick look; the report says so).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+/// Started processes of one system, with their addresses.
+struct Cluster {
+    redis: Proc,
+    redis_port: u16,
+    nodes: Vec<(Proc, String)>,
+    _dir: PathBuf,
+}
+
+impl Cluster {
+    async fn start(cli: &Cli, system: System, n: usize) -> Self {
+        let dir = std::env::temp_dir().join(format!("hubcast-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (redis, redis_port) = procs::start_redis().await;
+        let config = procs::write_bench_config(&dir);
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            nodes.push(match system {
+                System::Hubcast => {
+                    procs::start_hubcast(
+                        &cli.hubcast,
+                        Some(redis_port),
+                        &config,
+                        &format!("node{i}"),
+                    )
+                    .await
+                }
+                System::SocketIo => {
+                    procs::start_socketio(&cli.socketio, redis_port, &format!("node{i}")).await
+                }
+            });
+        }
+        Self {
+            redis,
+            redis_port,
+            nodes,
+            _dir: dir,
+        }
+    }
+
+    fn pids(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = self
+            .nodes
+            .iter()
+            .map(|(p, _)| (p.name.clone(), p.pid()))
+            .collect();
+        v.push(("redis".into(), self.redis.pid()));
+        v.push(("loadgen".into(), 0));
+        v
+    }
+
+    async fn commandstats(&self) -> (u64, u64) {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.redis_port)).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
+        let mut publish_path = 0;
+        let mut total = 0;
+        for line in info.lines() {
+            let Some((name, rest)) = line.split_once(':') else {
+                continue;
+            };
+            let calls: u64 = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            total += calls;
+            if matches!(name, "cmdstat_publish" | "cmdstat_evalsha" | "cmdstat_eval") {
+                publish_path += calls;
+            }
+        }
+        (publish_path, total)
+    }
+}
+
+/// Source addresses for client sockets: 127.0.0.2, .3, … — each has its own port range.
+fn source(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 2 + (i / 20_000) as u8)
+}
+
+async fn connect_all(system: System, placements: &[(String, usize)]) -> Vec<Client> {
+    let mut out = Vec::with_capacity(placements.len());
+    for chunk in placements.chunks(200) {
+        let base_index = out.len();
+        let tasks: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, (base, group))| {
+                let (base, group) = (base.clone(), *group);
+                tokio::spawn(async move {
+                    Client::connect(system, &base, source(base_index + k), group).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            out.push(t.await.unwrap().expect("client connects"));
+        }
+    }
+    out
+}
+
+fn merge(results: &[ClientResult], phase: usize) -> Histogram<u64> {
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    for r in results {
+        let _ = h.add(&r.hist[phase]);
+    }
+    h
+}
+
+fn quantiles(h: &Histogram<u64>) -> Value {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    json!({"p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": h.max() as f64 / 1000.0, "count": h.len()})
+}
+
+fn cpu_json(cpu: &[(String, f64)]) -> Value {
+    Value::Object(
+        cpu.iter()
+            .map(|(n, s)| (n.clone(), json!((s * 1000.0).round() / 1000.0)))
+            .collect(),
+    )
+}
+
+/// Waits until `expected` deliveries arrived, or the timeout passed.
+async fn drain(shared: &Shared, expected: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while shared.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fanout(
+    cli: &Cli,
+    system: System,
+    clients: usize,
+    groups: usize,
+    nodes: usize,
+    rate: u64,
+    paced_secs: u64,
+    closed_secs: u64,
+) -> Value {
+    let cluster = Cluster::start(cli, system, nodes).await;
+    // Client i joins group i % G on node (i / G) % N: every group has members on every node.
+    let placements: Vec<(String, usize)> = (0..clients)
+        .map(|i| (cluster.nodes[(i / groups) % nodes].1.clone(), i % groups))
+        .collect();
+    let members: Vec<u64> = (0..groups)
+        .map(|g| placements.iter().filter(|(_, pg)| *pg == g).count() as u64)
+        .collect();
+    let conns = connect_all(system, &placements).await;
+    let shared = Arc::new(Shared::default());
+    let readers: Vec<_> = conns
+        .into_iter()
+        .map(|c| tokio::spawn(c.run(shared.clone())))
+        .collect();
+    let publisher = Publisher::new(system);
+    let bases: Vec<String> = cluster.nodes.iter().map(|(_, b)| b.clone()).collect();
+    let mut seq = vec![0u64; groups];
+    let mut expected = 0u64;
+
+    // Paced phase: a fixed rate, for latency.
+    let cpu = CpuMeter::start(&cluster.pids());
+    let mut http_paced = Histogram::<u64>::new(3).unwrap();
+    let total = rate * paced_secs;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut inflight = Vec::with_capacity(total as usize);
+    for k in 0..total {
+        let g = (k as usize) % groups;
+        let s = seq[g];
+        seq[g] += 1;
+        expected += members[g];
+        let (p, base) = (publisher.clone(), bases[k as usize % bases.len()].clone());
+        tokio::time::sleep_until((start + interval * (k as u32)).into()).await;
+        inflight.push(tokio::spawn(async move { p.publish(&base, g, s, 0).await }));
+    }
+    let mut failed = 0u64;
+    for t in inflight {
+        match t.await.unwrap() {
+            Some(us) => {
+                let _ = http_paced.record(us.max(1));
+            }
+            None => failed += 1,
+        }
+    }
+    drain(&shared, expected, Duration::from_secs(10)).await;
+    let paced_cpu = cpu.stop();
+    let paced_delivered = shared.received.load(Ordering::Relaxed);
+
+    // Closed loop: one sequential publisher per group, as fast as they go.
+    let (cmd_publish0, cmd_total0) = if system == System::Hubcast {
+        cluster.commandstats().await
+    } else {
+        (0, 0)
+    };
+    let cpu = CpuMeter::start(&cluster.pids());
+    let before = shared.received.load(Ordering::Relaxed);
+    let stop_at = Instant::now() + Duration::from_secs(closed_secs);
+    let loops: Vec<_> = (0..groups)
+        .map(|g| {
+            let (p, base, first) = (publisher.clone(), bases[g % bases.len()].clone(), seq[g]);
+            tokio::spawn(async move {
+                let mut s = first;
+                let mut h = Histogram::<u64>::new(3).unwrap();
+                let mut failed = 0u64;
+                while Instant::now() < stop_at {
+                    match p.publish(&base, g, s, 1).await {
+                        Some(us) => {
+                            let _ = h.record(us.max(1));
+                        }
+                        None => failed += 1,
+                    }
+                    s += 1;
+                }
+                (g, s, h, failed)
+            })
+        })
+        .collect();
+    let mut http_closed = Histogram::<u64>::new(3).unwrap();
+    let mut published_closed = 0u64;
+    for l in loops {
+        let (g, s, h, f) = l.await.unwrap();
+        published_closed += s - seq[g];
+        expected += (s - seq[g]) * members[g];
+        seq[g] = s;
+        let _ = http_closed.add(&h);
+        failed += f;
+    }
+    let publish_elapsed = closed_secs as f64;
+    drain(&shared, expected, Duration::from_secs(30)).await;
+    let closed_cpu = cpu.stop();
+    let closed_delivered = shared.received.load(Ordering::Relaxed) - before;
+    let (cmd_publish1, cmd_total1) = if system == System::Hubcast {
+        cluster.commandstats().await
+    } else {
+        (0, 0)
+    };
+
+    shared.stop.store(true, Ordering::Relaxed);
+    drop(cluster);
+    let mut results = Vec::new();
+    for r in readers {
+        if let Ok(r) = tokio::time::timeout(Duration::from_secs(15), r).await {
+            results.push(r.unwrap());
+        }
+    }
+    let mut lost = 0u64;
+    let mut dups = 0u64;
+    for r in &results {
+        dups += r.duplicates;
+        lost += r.gaps + seq[r.group].saturating_sub(r.next_expected);
+    }
+    let server_cpu = |cpu: &[(String, f64)]| {
+        cpu.iter()
+            .filter(|(n, _)| n != "loadgen")
+            .map(|(_, s)| s)
+            .sum::<f64>()
+    };
+    json!({
+        "scenario": "fanout",
+        "system": system.name(),
+        "clients": clients, "groups": groups, "nodes": nodes,
+        "paced": {
+            "rate": rate, "secs": paced_secs, "published": total, "delivered": paced_delivered,
+            "latency": quantiles(&merge(&results, 0)),
+            "publish_http": quantiles(&http_paced),
+            "cpu_seconds": cpu_json(&paced_cpu),
+        },
+        "closed": {
+            "secs": closed_secs, "published": published_closed, "delivered": closed_delivered,
+            "publishes_per_sec": published_closed as f64 / publish_elapsed,
+            "deliveries_per_sec": closed_delivered as f64 / publish_elapsed,
+            "latency": quantiles(&merge(&results, 1)),
+            "publish_http": quantiles(&http_closed),
+            "cpu_seconds": cpu_json(&closed_cpu),
+            "server_cpu_us_per_delivery": server_cpu(&closed_cpu) * 1e6 / (closed_delivered.max(1) as f64),
+            "redis_publish_path_commands_per_publish": if system == System::Hubcast { json!((cmd_publish1 - cmd_publish0) as f64 / published_closed.max(1) as f64) } else { Value::Null },
+            "redis_commands_per_publish": if system == System::Hubcast { json!((cmd_total1 - cmd_total0) as f64 / published_closed.max(1) as f64) } else { Value::Null },
+        },
+        "lost": lost, "duplicated": dups, "failed_publishes": failed,
+    })
+}
+
+async fn idle(cli: &Cli, system: System, clients: usize) -> Value {
+    let cluster = Cluster::start(cli, system, 1).await;
+    let (node, base) = &cluster.nodes[0];
+    // Let the node settle before the baseline.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = procs::rss_bytes(node.pid());
+    let placements: Vec<(String, usize)> = (0..clients).map(|i| (base.clone(), i % 100)).collect();
+    let started = Instant::now();
+    let conns = connect_all(system, &placements).await;
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = procs::rss_bytes(node.pid());
+    drop(conns);
+    json!({
+        "scenario": "idle", "system": system.name(), "clients": clients,
+        "rss_before_mib": before as f64 / 1048576.0,
+        "rss_after_mib": after as f64 / 1048576.0,
+        "rss_per_connection_kib": after.saturating_sub(before) as f64 / clients as f64 / 1024.0,
+        "connect_secs": connect_secs,
+    })
+}
+
+async fn group_size(cli: &Cli, system: System, members: usize, secs: u64) -> Value {
+    let mut rows = Vec::new();
+    for size in [1usize, 10, 100, 1000] {
+        let groups = (members / size).max(1);
+        let clients = groups * size;
+        let r = fanout(cli, system, clients, groups, 2, 100, 2, secs).await;
+        rows.push(json!({
+            "group_size": size, "groups": groups, "clients": clients,
+            "deliveries_per_sec": r["closed"]["deliveries_per_sec"],
+            "latency": r["closed"]["latency"],
+            "paced_latency": r["paced"]["latency"],
+            "lost": r["lost"], "duplicated": r["duplicated"],
+        }));
+    }
+    json!({"scenario": "group-size", "system": system.name(), "rows": rows})
+}
+
+async fn churn(cli: &Cli, system: System, clients: usize, secs: u64) -> Value {
+    let cluster = Cluster::start(cli, system, 2).await;
+    let groups = 50usize;
+    let placements: Vec<(String, usize)> = (0..clients)
+        .map(|i| (cluster.nodes[i % 2].1.clone(), i % groups))
+        .collect();
+    let conns = connect_all(system, &placements).await;
+    let stop_at = Instant::now() + Duration::from_secs(secs);
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            tokio::spawn(async move {
+                let mut ops = 0u64;
+                let mut k = i;
+                while Instant::now() < stop_at {
+                    let g = groups + (k % groups);
+                    if c.join(g).await.is_err() || c.leave(g).await.is_err() {
+                        break;
+                    }
+                    ops += 2;
+                    k += 7;
+                }
+                (ops, c)
+            })
+        })
+        .collect();
+    let mut ops = 0u64;
+    let mut kept = Vec::new();
+    for t in tasks {
+        let (n, c) = t.await.unwrap();
+        ops += n;
+        kept.push(c);
+    }
+    // Every client is left in its original group only; check the subscriptions match.
+    let mut mismatches = 0u64;
+    if system == System::Hubcast {
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{}", cluster.redis_port)).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        for g in 0..2 * groups {
+            let channel = format!("bench:tasks:group:g{g}");
+            let (_, subs): (String, u64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let want = if g < groups {
+                (0..2)
+                    .filter(|n| {
+                        placements
+                            .iter()
+                            .enumerate()
+                            .any(|(i, (_, pg))| *pg == g && i % 2 == *n)
+                    })
+                    .count() as u64
+            } else {
+                0
+            };
+            if subs != want {
+                mismatches += 1;
+            }
+        }
+    }
+    drop(kept);
+    json!({
+        "scenario": "churn", "system": system.name(), "clients": clients, "secs": secs,
+        "joins_and_leaves_per_sec": ops as f64 / secs as f64,
+        "subscription_mismatches": if system == System::Hubcast { json!(mismatches) } else { Value::Null },
+    })
+}
+
+async fn redis_baseline() -> Value {
+    let (redis, port) = procs::start_redis().await;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("bench-baseline").await.unwrap();
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c2 = counter.clone();
+    let reader = tokio::spawn(async move {
+        let mut stream = pubsub.into_on_message();
+        while futures_util::StreamExt::next(&mut stream).await.is_some() {
+            c2.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let n = 200_000;
+    let started = Instant::now();
+    let out = tokio::process::Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-n",
+            &n.to_string(),
+            "-q",
+            "PUBLISH",
+            "bench-baseline",
+            "{\"s\":1,\"t\":1,\"p\":1}",
+        ])
+        .output()
+        .await
+        .expect("redis-benchmark on PATH");
+    let elapsed = started.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let rps: f64 = text
+        .split_whitespace()
+        .find_map(|w| w.parse::<f64>().ok().filter(|v| *v > 100.0))
+        .unwrap_or(0.0);
+    drain_counter(&counter, n, Duration::from_secs(10)).await;
+    let received = counter.load(Ordering::Relaxed);
+    reader.abort();
+    drop(redis);
+    json!({
+        "scenario": "redis-baseline",
+        "publish_requests_per_sec": rps,
+        "subscriber_received": received,
+        "subscriber_messages_per_sec": received as f64 / elapsed,
+        "raw": text.trim(),
+    })
+}
+
+async fn drain_counter(c: &std::sync::atomic::AtomicU64, want: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while c.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn emit(v: &Value) {
+    println!("{v}");
+    report::table(v);
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let system = if cli.system == "socketio" {
+        System::SocketIo
+    } else {
+        System::Hubcast
+    };
+    match cli.scenario.clone() {
+        Scenario::Fanout {
+            clients,
+            groups,
+            nodes,
+            rate,
+            paced_secs,
+            closed_secs,
+        } => emit(
+            &fanout(
+                &cli,
+                system,
+                clients,
+                groups,
+                nodes,
+                rate,
+                paced_secs,
+                closed_secs,
+            )
+            .await,
+        ),
+        Scenario::Idle { clients } => emit(&idle(&cli, system, clients).await),
+        Scenario::GroupSize { members, secs } => {
+            emit(&group_size(&cli, system, members, secs).await)
+        }
+        Scenario::Churn { clients, secs } => emit(&churn(&cli, system, clients, secs).await),
+        Scenario::Redis => emit(&redis_baseline().await),
+        Scenario::All { out, quick } => {
+            let (paced, closed, gs) = if quick { (3, 3, 2) } else { (10, 10, 5) };
+            let mut runs = Vec::new();
+            for sys in [System::Hubcast, System::SocketIo] {
+                let v = fanout(&cli, sys, 1000, 100, 2, 500, paced, closed).await;
+                emit(&v);
+                runs.push(v);
+                let v = json!({"scenario": "publish-latency-2000", "system": sys.name(),
+                    "result": fanout(&cli, sys, 1000, 100, 2, 2000, paced, 1).await});
+                emit(&v);
+                runs.push(v);
+                let v = idle(&cli, sys, 10_000).await;
+                emit(&v);
+                runs.push(v);
+                let v = group_size(&cli, sys, 1000, gs).await;
+                emit(&v);
+                runs.push(v);
+                let v = churn(&cli, sys, 200, closed).await;
+                emit(&v);
+                runs.push(v);
+            }
+            let v = redis_baseline().await;
+            emit(&v);
+            runs.push(v);
+            let doc = report::markdown(&runs, quick);
+            std::fs::write(&out, doc).expect("write report");
+            let raw = out.with_extension("json");
+            std::fs::write(&raw, serde_json::to_string_pretty(&runs).unwrap())
+                .expect("write raw results");
+            eprintln!("wrote {} and {}", out.display(), raw.display());
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The processes under test: redis-server, hubcast nodes, Socket.IO nodes; and what
+//! /proc says about their CPU time and memory.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process, killed on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `url` answers 200, or panics after 20 s.
+pub async fn wait_http_ok(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn start_redis() -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server on PATH");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    loop {
+        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            if redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (
+        Proc {
+            name: "redis".into(),
+            child,
+        },
+        port,
+    )
+}
+
+/// Settings that take hubcast's protective limits out of the way of a load test.
+pub fn write_bench_config(dir: &Path) -> PathBuf {
+    let path = dir.join("hubcast-bench.toml");
+    std::fs::write(
+        &path,
+        "[limits]\n\
+         publishes_per_key_per_second = 10000000\n\
+         max_connections_per_node = 1000000\n\
+         max_concurrent_handshakes = 100000\n\
+         outbound_queue = 4096\n\
+         dispatch_queue = 65536\n",
+    )
+    .unwrap();
+    path
+}
+
+pub async fn start_hubcast(
+    bin: &Path,
+    redis_port: Option<u16>,
+    config: &Path,
+    name: &str,
+) -> (Proc, String) {
+    let port = free_port();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--insecure",
+    ])
+    .arg("--config")
+    .arg(config)
+    .args(["--node-id", name])
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null());
+    if let Some(r) = redis_port {
+        cmd.args([
+            "--redis-url",
+            &format!("redis://127.0.0.1:{r}"),
+            "--redis-prefix",
+            "bench",
+        ]);
+    }
+    let child = cmd.spawn().expect("hubcast binary (cargo build --release)");
+    let base = format!("127.0.0.1:{port}");
+    wait_http_ok(&format!("http://{base}/readyz")).await;
+    (
+        Proc {
+            name: name.into(),
+            child,
+        },
+        base,
+    )
+}
+
+pub async fn start_socketio(dir: &Path, redis_port: u16, name: &str) -> (Proc, String) {
+    let port = free_port();
+    let child = Command::new("node")
+        .arg(dir.join("server.js"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--redis",
+            &format!("redis://127.0.0.1:{redis_port}"),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("node on PATH");
+    let base = format!("127.0.0.1:{port}");
+    wait_http_ok(&format!("http://{base}/healthz")).await;
+    (
+        Proc {
+            name: name.into(),
+            child,
+        },
+        base,
+    )
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/{pid}/stat.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let path = if pid == 0 {
+        "/proc/self/stat".to_owned()
+    } else {
+        format!("/proc/{pid}/stat")
+    };
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // The command name may hold spaces: fields start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (utime + stime) / clock_ticks()
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU seconds of a set of processes, sampled at the start of a phase.
+pub struct CpuMeter {
+    start: Vec<(String, u32, f64)>,
+}
+
+impl CpuMeter {
+    pub fn start(procs: &[(String, u32)]) -> Self {
+        Self {
+            start: procs
+                .iter()
+                .map(|(n, p)| (n.clone(), *p, cpu_seconds(*p)))
+                .collect(),
+        }
+    }
+
+    /// CPU seconds each process used since the start.
+    pub fn stop(&self) -> Vec<(String, f64)> {
+        self.start
+            .iter()
+            .map(|(n, p, s)| (n.clone(), cpu_seconds(*p) - s))
+            .collect()
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs hubcast, the Socket.IO peer and the raw Redis baseline back to back on this machine
+# and regenerates BENCHMARKS.md (and BENCHMARKS.json). Pass --quick for short phases.
+#   bash scripts/bench.sh [--quick]
+set -euo pipefail
+cd "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
+  $SUDO apt-get update
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools
+fi
+PEER=bench/peers/socketio
+if [ ! -d "$PEER/node_modules" ] || [ "$PEER/package-lock.json" -nt "$PEER/node_modules/.package-lock.json" ]; then
+  (cd "$PEER" && npm ci --no-audit --no-fund)
+fi
+cargo build --release -p hubcast -p hubcast-bench
+# The load generator opens one socket per client; the node one per connection.
+ulimit -n "$(ulimit -Hn)" || true
+exec target/release/hubcast-bench --hubcast target/release/hubcast --socketio "$PEER" all --out BENCHMARKS.md "$@"
