@@ -538,10 +538,16 @@ impl Config {
         let redis = match cli.redis_url {
             Some(url) if url.trim().is_empty() => None,
             Some(url) => {
-                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                if url.starts_with("rediss://") {
                     return Err(invalid(
                         "--redis-url / HUBCAST_REDIS_URL",
-                        "must start with redis:// or rediss://",
+                        "rediss:// (TLS) is not supported by this build; use redis:// (for example through a TLS sidecar)",
+                    ));
+                }
+                if !url.starts_with("redis://") {
+                    return Err(invalid(
+                        "--redis-url / HUBCAST_REDIS_URL",
+                        "must start with redis://",
                     ));
                 }
                 Some(RedisSettings {
