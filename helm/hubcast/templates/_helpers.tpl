@@ -1,0 +1,216 @@
+{{/*
+Names, labels and the checks every rendering goes through.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "hubcast.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Prefix of every resource name: fullnameOverride, or the release name (plus the chart
+name unless the release name already contains it). 63 characters at most; the longest
+suffix added to it is "-metrics" / "-redis", so it is cut at 55.
+*/}}
+{{- define "hubcast.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 55 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 55 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 55 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart-version, for the helm.sh/chart label. */}}
+{{- define "hubcast.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every resource, without the component. */}}
+{{- define "hubcast.commonLabels" -}}
+helm.sh/chart: {{ include "hubcast.chart" . }}
+app.kubernetes.io/name: {{ include "hubcast.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: hubcast
+{{- end }}
+
+{{/* Labels of the hubcast resources (component "node"). */}}
+{{- define "hubcast.labels" -}}
+{{ include "hubcast.commonLabels" . }}
+app.kubernetes.io/component: node
+{{- end }}
+
+{{/* Labels of the in-chart Redis resources (component "redis"). */}}
+{{- define "hubcast.redisLabels" -}}
+{{ include "hubcast.commonLabels" . }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{/* Labels that select the hubcast pods (never change them: Deployment selectors are immutable). */}}
+{{- define "hubcast.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "hubcast.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: node
+{{- end }}
+
+{{/* Labels that select the in-chart Redis pod. */}}
+{{- define "hubcast.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "hubcast.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{/* The ServiceAccount the pods use. */}}
+{{- define "hubcast.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "hubcast.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image reference: repository@digest, or repository:tag (default appVersion). */}}
+{{- define "hubcast.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret holding the keys: existingSecret, or the chart's own. */}}
+{{- define "hubcast.secretName" -}}
+{{- default (include "hubcast.fullname" .) .Values.auth.existingSecret }}
+{{- end }}
+
+{{/* Name of the in-chart Redis Deployment and Service. */}}
+{{- define "hubcast.redisName" -}}
+{{- printf "%s-redis" (include "hubcast.fullname" .) }}
+{{- end }}
+
+{{/* Name of the metrics Service (also the Prometheus job label the ServiceMonitor gives). */}}
+{{- define "hubcast.metricsName" -}}
+{{- printf "%s-metrics" (include "hubcast.fullname" .) }}
+{{- end }}
+
+{{/* Path of the config file inside the pod. */}}
+{{- define "hubcast.configPath" -}}
+/etc/hubcast/hubcast.toml
+{{- end }}
+
+{{/*
+The auth mode of every hub the node will serve, as a dict name → mode: the seven
+default hubs (unless config.default_hubs is false), replaced or extended by config.hubs
+(whose auth defaults to "token", as in the binary).
+*/}}
+{{- define "hubcast.hubAuthModes" -}}
+{{- $modes := dict }}
+{{- if .Values.config.default_hubs }}
+{{- range $hub := list "spend" "tasks" "video-generation" "image-generation" "webhooks" "notifications" }}
+{{- $_ := set $modes $hub "token" }}
+{{- end }}
+{{- $_ := set $modes "admin-notifications" "master-key" }}
+{{- end }}
+{{- range $hub := .Values.config.hubs }}
+{{- $_ := set $modes $hub.name (default "token" $hub.auth) }}
+{{- end }}
+{{- toJson $modes }}
+{{- end }}
+
+{{/*
+Checks that values.schema.json cannot express. Each failure names the values to change.
+Included once, from the Deployment.
+*/}}
+{{- define "hubcast.validate" -}}
+{{- $v := .Values }}
+{{- /* A Redis is always required: see values.yaml and docs/kubernetes.md. */}}
+{{- $redisSources := 0 }}
+{{- if $v.redis.url }}{{ $redisSources = add1 $redisSources }}{{ end }}
+{{- if $v.redis.existingSecret }}{{ $redisSources = add1 $redisSources }}{{ end }}
+{{- if $v.redis.inChart.enabled }}{{ $redisSources = add1 $redisSources }}{{ end }}
+{{- if eq $redisSources 0 }}
+{{- fail "\n\nhubcast needs a Redis: set redis.url (e.g. --set redis.url=redis://my-redis:6379), redis.existingSecret (a Secret holding the URL), or redis.inChart.enabled=true (a single-replica Redis in this release).\nIt is required even with one replica: a rolling update runs two pods at once, and without a shared backplane each delivers only to its own clients." }}
+{{- end }}
+{{- if gt $redisSources 1 }}
+{{- fail "\n\nset only one of redis.url, redis.existingSecret and redis.inChart.enabled" }}
+{{- end }}
+{{- /* Keys: every key a served hub's auth mode needs. */}}
+{{- if and (not $v.insecure) (not $v.auth.existingSecret) }}
+{{- if not $v.auth.accessKey }}
+{{- fail "\n\nhubcast needs a publish API key: set auth.existingSecret (a Secret with access-key, token-key and master-key; see docs/kubernetes.md) or auth.accessKey" }}
+{{- end }}
+{{- $modes := include "hubcast.hubAuthModes" . | fromJson }}
+{{- $tokenHubs := list }}
+{{- $masterHubs := list }}
+{{- range $hub, $mode := $modes }}
+{{- if eq $mode "token" }}{{ $tokenHubs = append $tokenHubs $hub }}{{ end }}
+{{- if eq $mode "master-key" }}{{ $masterHubs = append $masterHubs $hub }}{{ end }}
+{{- end }}
+{{- if and $tokenHubs (not $v.auth.tokenKey) }}
+{{- fail (printf "\n\nhubs %s authenticate clients with tokens: set auth.tokenKey or auth.existingSecret" (join ", " $tokenHubs)) }}
+{{- end }}
+{{- if and $masterHubs (not $v.auth.masterKey) }}
+{{- fail (printf "\n\nhubs %s authenticate clients with the master key: set auth.masterKey or auth.existingSecret" (join ", " $masterHubs)) }}
+{{- end }}
+{{- end }}
+{{- if not $v.insecure }}
+{{- $modes := include "hubcast.hubAuthModes" . | fromJson }}
+{{- range $hub, $mode := $modes }}
+{{- if and (eq $mode "connect-proxy") (not $v.auth.connectProxyUrl) }}
+{{- fail (printf "\n\nhub '%s' uses auth = \"connect-proxy\": set auth.connectProxyUrl" $hub) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- /* Settings the binary would refuse at start-up, caught at install time instead. */}}
+{{- $t := $v.config.timeouts }}
+{{- if ge (int64 $t.keepalive_ms) (int64 $t.client_timeout_ms) }}
+{{- fail (printf "\n\nconfig.timeouts.keepalive_ms (%d) must be less than config.timeouts.client_timeout_ms (%d)" (int64 $t.keepalive_ms) (int64 $t.client_timeout_ms)) }}
+{{- end }}
+{{- $c := $v.config.cluster }}
+{{- if gt (mul 2 (int64 $c.heartbeat_interval_ms)) (int64 $c.heartbeat_ttl_ms) }}
+{{- fail (printf "\n\nconfig.cluster.heartbeat_interval_ms (%d) must be at most half of config.cluster.heartbeat_ttl_ms (%d)" (int64 $c.heartbeat_interval_ms) (int64 $c.heartbeat_ttl_ms)) }}
+{{- end }}
+{{- $pct := 0 }}
+{{- range $i, $th := $v.config.flows.budget_thresholds }}
+{{- if and (gt $i 0) (le (int64 $th.percent) (int64 $pct)) }}
+{{- fail "\n\nconfig.flows.budget_thresholds: percents must be strictly ascending" }}
+{{- end }}
+{{- $pct = $th.percent }}
+{{- end }}
+{{- if and (not $v.config.default_hubs) (not $v.config.hubs) }}
+{{- fail "\n\nconfig.default_hubs is false and config.hubs is empty: no hub would be served" }}
+{{- end }}
+{{- /* Shutdown: the endpoints controller's delay, then the drain, inside the grace period. */}}
+{{- $drainSeconds := div (add (int64 $t.shutdown_ms) 999) 1000 }}
+{{- $needed := add (int64 $v.lifecycle.preStopSleepSeconds) $drainSeconds }}
+{{- if ge $needed (int64 $v.terminationGracePeriodSeconds) }}
+{{- fail (printf "\n\nterminationGracePeriodSeconds (%d) must exceed lifecycle.preStopSleepSeconds (%d) + config.timeouts.shutdown_ms (%d s), or pods are killed mid-drain" (int64 $v.terminationGracePeriodSeconds) (int64 $v.lifecycle.preStopSleepSeconds) $drainSeconds) }}
+{{- end }}
+{{- if and $v.autoscaling.enabled (gt (int64 $v.autoscaling.minReplicas) (int64 $v.autoscaling.maxReplicas)) }}
+{{- fail "\n\nautoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
+{{- end }}
+{{- if and $v.autoscaling.enabled (eq (int64 $v.autoscaling.targetCPUUtilizationPercentage) 0) (eq (int64 $v.autoscaling.targetMemoryUtilizationPercentage) 0) (not $v.autoscaling.connectionsPerPod.enabled) }}
+{{- fail "\n\nautoscaling.enabled needs a metric: targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or connectionsPerPod.enabled" }}
+{{- end }}
+{{- if and $v.podDisruptionBudget.enabled (eq (toString $v.podDisruptionBudget.maxUnavailable) "") (eq (toString $v.podDisruptionBudget.minAvailable) "") }}
+{{- fail "\n\npodDisruptionBudget.enabled needs maxUnavailable or minAvailable" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Label matchers that pick this release's series in PromQL: the job the ServiceMonitor
+gives (the metrics Service's name) and the namespace, unless metrics.prometheusRule.selector is set.
+*/}}
+{{- define "hubcast.promSelector" -}}
+{{- if .Values.metrics.prometheusRule.selector }}
+{{- .Values.metrics.prometheusRule.selector }}
+{{- else }}
+{{- printf "job=%q, namespace=%q" (include "hubcast.metricsName" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
