@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 STAGE=0
-STAGES=7
+STAGES=8
 stage() {
   STAGE=$((STAGE + 1))
   printf '\n==============================================================\n'
@@ -90,5 +90,8 @@ stage "JS end-to-end tests (node --test, @microsoft/signalr) in tests/js"
 
 stage "Python end-to-end tests (pytest, signalrcore) in tests/python"
 timeout --kill-after=30 600 python3 -m pytest -q tests/python
+
+stage "Helm chart, image and compose checks (scripts/check-chart.sh)"
+timeout --kill-after=30 900 bash scripts/check-chart.sh
 
 printf '\n==> all %d stages passed\n' "$STAGES"
