@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 STAGE=0
-STAGES=8
+STAGES=9
 stage() {
   STAGE=$((STAGE + 1))
   printf '\n==============================================================\n'
@@ -93,5 +93,8 @@ timeout --kill-after=30 600 python3 -m pytest -q tests/python
 
 stage "Helm chart, image and compose checks (scripts/check-chart.sh)"
 timeout --kill-after=30 900 bash scripts/check-chart.sh
+
+stage "Observability: dashboard, PromQL, live scrape, real Prometheus (scripts/check-observability.sh)"
+timeout --kill-after=30 900 bash scripts/check-observability.sh
 
 printf '\n==> all %d stages passed\n' "$STAGES"

@@ -32,7 +32,7 @@ async fn main() -> ExitCode {
     let node = app.node();
     tracing::info!(
         listen = %app.local_addr(),
-        metrics = ?app.metrics_addr(),
+        metrics = %app.metrics_addr().map_or_else(|| "off".to_owned(), |a| a.to_string()),
         node = node.id(),
         hubs = node.hubs().len(),
         "hubcast serving on {}",

@@ -61,6 +61,8 @@ pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";
 pub const REASON_WRITE_ERROR: &str = "write_error";
 /// Failure reason: a dispatch shard's queue was full; the message was dropped on this node.
 pub const REASON_DISPATCH_QUEUE_FULL: &str = "dispatch_queue_full";
+/// Failure reason: a coalesced progress event could not be published (backplane down).
+pub const REASON_PUBLISH_FAILED: &str = "publish_failed";
 /// Failure reason: a backplane payload could not be decoded.
 pub const REASON_BAD_ENVELOPE: &str = "bad_envelope";
 
@@ -103,6 +105,7 @@ pub fn init_series(hubs: &[&str]) {
             REASON_WRITE_ERROR,
             REASON_DISPATCH_QUEUE_FULL,
             REASON_BAD_ENVELOPE,
+            REASON_PUBLISH_FAILED,
         ] {
             metrics::counter!(DELIVERY_FAILURES, "hub" => h.clone(), "reason" => reason)
                 .increment(0);
@@ -118,6 +121,19 @@ pub fn init_series(hubs: &[&str]) {
 }
 
 fn describe() {
+    describe_counter!(
+        REDIS_RECONNECTS,
+        "Times the Redis pub/sub connection was re-established."
+    );
+    describe_counter!(
+        NODES_REAPED,
+        "Dead nodes whose memberships this node removed."
+    );
+    describe_histogram!(
+        REDIS_COMMAND_DURATION,
+        Unit::Seconds,
+        "Redis command duration, by command."
+    );
     describe_gauge!(GROUPS, "Groups with members, cluster-wide.");
     describe_gauge!(GROUP_MEMBERS, "Group memberships, cluster-wide.");
     describe_gauge!(

@@ -1030,7 +1030,7 @@ pub async fn task(
                         )
                         .await
                         {
-                            metrics::counter!(m::DELIVERY_FAILURES, "hub" => *hub, "reason" => "publish_failed").increment(1);
+                            metrics::counter!(m::DELIVERY_FAILURES, "hub" => *hub, "reason" => m::REASON_PUBLISH_FAILED).increment(1);
                             tracing::warn!(error = %e, target = *target, "coalesced progress could not be published");
                         }
                     }

@@ -261,11 +261,11 @@ pub async fn connect(
         // tungstenite zero-fills its whole read buffer before every read attempt, and
         // keeps it per connection: the 128 KiB default cost a third of the CPU under load
         // and 128 KiB of RSS per connection. Records are small; 4 KiB reads suffice.
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .max_message_size(max_record + 64 * 1024)
         .max_frame_size(max_record + 64 * 1024)
         .on_upgrade(move |socket| {
-            sessions.track_future(session::run(
+            let fut = session::run(
                 socket,
                 node,
                 SessionStart {
@@ -274,6 +274,8 @@ pub async fn connect(
                     handshake_permit: Some(permit),
                     user_slot,
                 },
-            ))
+            );
+
+            sessions.track_future(fut)
         })
 }

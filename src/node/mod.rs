@@ -1170,9 +1170,16 @@ async fn gauge_task(node: Arc<Node>) {
         }
         let ready = !node.is_draining() && node.probe(Duration::from_secs(1)).await;
         metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
+        // While not ready (starting, or Redis away), look again soon, so the gauge follows
+        // /readyz within a second.
+        let period = if ready {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(500)
+        };
         tokio::select! {
             _ = node.stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(period) => {}
         }
     }
 }

@@ -1,11 +1,16 @@
 //! What the rest of the node holds of a session: a bounded outbound queue and a way to
 //! close it with a reason.
+//!
+//! One small shared allocation per connection: a `VecDeque` that allocates only while
+//! messages wait, two `Notify`s and the close reason. (A tokio channel allocates a
+//! 32-slot block up front and a cancellation token a tree node: more than 1.5 KiB per
+//! idle connection.)
 
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use super::close::CloseReason;
 
@@ -28,32 +33,56 @@ pub enum QueueError {
     Closed,
 }
 
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Outbound>,
+    reason: Option<CloseReason>,
+    /// The receiving side is gone.
+    ended: bool,
+}
+
 #[derive(Debug)]
-struct Closer {
-    token: CancellationToken,
-    reason: Mutex<Option<CloseReason>>,
+struct Shared {
+    state: Mutex<State>,
+    capacity: usize,
+    /// Wakes the session when a message is queued.
+    queued: Notify,
+    /// Wakes the session when it is asked to close.
+    closing: Notify,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A cheap, cloneable handle to one session.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
-    tx: mpsc::Sender<Outbound>,
-    closer: Arc<Closer>,
+    shared: Arc<Shared>,
+}
+
+/// The session's end of its queue.
+#[derive(Debug)]
+pub struct Receiver {
+    shared: Arc<Shared>,
 }
 
 impl SessionHandle {
     /// A handle and the receiving end of its queue of `capacity` messages.
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    pub fn new(capacity: usize) -> (Self, Receiver) {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            capacity,
+            queued: Notify::new(),
+            closing: Notify::new(),
+        });
         (
             Self {
-                tx,
-                closer: Arc::new(Closer {
-                    token: CancellationToken::new(),
-                    reason: Mutex::new(None),
-                }),
+                shared: shared.clone(),
             },
-            rx,
+            Receiver { shared },
         )
     }
 
@@ -61,46 +90,172 @@ impl SessionHandle {
     ///
     /// # Errors
     /// [`QueueError::Full`] when the client is not keeping up, [`QueueError::Closed`] when
-    /// the session is gone.
+    /// the session is gone or closing.
     pub fn try_send(&self, item: Outbound) -> Result<(), QueueError> {
-        self.tx.try_send(item).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => QueueError::Full,
-            mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
-        })
+        {
+            let mut state = self.shared.state();
+            if state.ended || state.reason.is_some() {
+                return Err(QueueError::Closed);
+            }
+            if state.queue.len() >= self.shared.capacity {
+                return Err(QueueError::Full);
+            }
+            state.queue.push_back(item);
+        }
+        // A stored permit if the session is not waiting right now: no wake-up is lost.
+        self.shared.queued.notify_one();
+        Ok(())
     }
 
     /// Asks the session to close. The first reason given wins; returns whether this call
     /// was the first.
     pub fn close(&self, reason: CloseReason) -> bool {
         let first = {
-            let mut slot = self.closer.reason.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                *slot = Some(reason);
+            let mut state = self.shared.state();
+            if state.reason.is_none() {
+                state.reason = Some(reason);
                 true
             } else {
                 false
             }
         };
-        self.closer.token.cancel();
+        self.shared.closing.notify_waiters();
         first
     }
 
     /// Completes once [`Self::close`] was called.
     pub async fn closed(&self) {
-        self.closer.token.cancelled().await;
+        loop {
+            let notified = self.shared.closing.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a close between the two is not missed.
+            notified.as_mut().enable();
+            if self.shared.state().reason.is_some() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The reason given to [`Self::close`], if any.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.closer
-            .reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.state().reason.clone()
     }
 
     /// Whether both handles lead to the same session.
     pub fn same_session(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.closer, &other.closer)
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Receiver {
+    /// Waits for messages and moves up to `max` of them into `batch`.
+    pub async fn recv_batch(&mut self, batch: &mut Vec<Outbound>, max: usize) {
+        loop {
+            {
+                let mut state = self.shared.state();
+                if !state.queue.is_empty() {
+                    let n = state.queue.len().min(max);
+                    batch.extend(state.queue.drain(..n));
+                    // Give back what a burst grew, so an idle connection holds nothing.
+                    if state.queue.is_empty() && state.queue.capacity() > 64 {
+                        state.queue = VecDeque::new();
+                    }
+                    return;
+                }
+            }
+            self.shared.queued.notified().await;
+        }
+    }
+}
+
+impl Receiver {
+    /// Waits for the next message (one at a time; the session itself uses batches).
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let mut one = Vec::with_capacity(1);
+        self.recv_batch(&mut one, 1).await;
+        one.pop()
+    }
+
+    /// The next message, if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.shared.state().queue.pop_front()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut state = self.shared.state();
+        state.ended = true;
+        state.queue.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(n: u64) -> Outbound {
+        Outbound {
+            frame: Utf8Bytes::from_static("x"),
+            published_at_micros: n,
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_come_out_in_order_in_batches() {
+        let (h, mut rx) = SessionHandle::new(10);
+        for n in 1..=5 {
+            h.try_send(item(n)).unwrap();
+        }
+        let mut batch = Vec::new();
+        rx.recv_batch(&mut batch, 3).await;
+        assert_eq!(
+            batch
+                .iter()
+                .map(|o| o.published_at_micros)
+                .collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        batch.clear();
+        rx.recv_batch(&mut batch, 3).await;
+        assert_eq!(batch.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_a_closed_session_refuses() {
+        let (h, rx) = SessionHandle::new(1);
+        h.try_send(item(1)).unwrap();
+        assert_eq!(h.try_send(item(2)), Err(QueueError::Full));
+        drop(rx);
+        assert_eq!(h.try_send(item(3)), Err(QueueError::Closed));
+    }
+
+    #[tokio::test]
+    async fn close_wakes_a_waiter_and_the_first_reason_wins() {
+        let (h, _rx) = SessionHandle::new(1);
+        let waiter = {
+            let h = h.clone();
+            tokio::spawn(async move { h.closed().await })
+        };
+        assert!(h.close(CloseReason::SlowConsumer));
+        assert!(!h.close(CloseReason::Shutdown));
+        waiter.await.unwrap();
+        assert_eq!(h.close_reason(), Some(CloseReason::SlowConsumer));
+        assert_eq!(h.try_send(item(1)), Err(QueueError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_message_queued_before_waiting_is_not_missed() {
+        let (h, mut rx) = SessionHandle::new(4);
+        h.try_send(item(7)).unwrap();
+        let mut batch = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            rx.recv_batch(&mut batch, 8),
+        )
+        .await
+        .unwrap();
+        assert_eq!(batch[0].published_at_micros, 7);
     }
 }

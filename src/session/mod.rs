@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt as _;
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, timeout_at, Duration, Instant};
 
 use crate::envelope::now_micros;
@@ -53,12 +52,9 @@ pub struct SessionStart {
 pub async fn run(mut socket: WebSocket, node: Arc<Node>, mut start: SessionStart) {
     let id = start.caller.connection_id.clone();
     let hub_name = node.hubs()[start.hub].name().to_owned();
-    let span = tracing::info_span!("session", connection = %id, hub = %hub_name);
-    let _enter = span.enter();
-    drop(_enter);
 
     let mut reader = RecordReader::new(node.limits().max_record_bytes);
-    let handshake = do_handshake(&mut socket, &mut reader, &node).await;
+    let handshake = Box::pin(do_handshake(&mut socket, &mut reader, &node)).await;
     drop(start.handshake_permit.take());
     match handshake {
         Ok(()) => {}
@@ -82,7 +78,7 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, mut start: SessionStart
     let registered = if node.is_draining() {
         Err("The server is shutting down.")
     } else {
-        node.connect(start.hub, start.caller.clone(), handle.clone())
+        Box::pin(node.connect(start.hub, start.caller.clone(), handle.clone()))
             .await
             .map_err(|e| {
                 tracing::warn!(connection = %id, error = %e, "connection could not be registered");
@@ -103,7 +99,7 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, mut start: SessionStart
         .await
         .is_err()
     {
-        node.disconnect(&id).await;
+        Box::pin(node.disconnect(&id)).await;
         return;
     }
     tracing::debug!(connection = %id, hub = %hub_name, "connected");
@@ -130,8 +126,8 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, mut start: SessionStart
     }
     tracing::debug!(connection = %id, reason = reason.label(), "disconnected");
     // Leave the groups first, so nothing more is queued for a connection that is going.
-    node.disconnect(&id).await;
-    finish(&mut socket, &reason).await;
+    Box::pin(node.disconnect(&id)).await;
+    Box::pin(finish(&mut socket, &reason)).await;
     drop(start.user_slot);
 }
 
@@ -198,7 +194,7 @@ struct Session<'a> {
     hub_name: &'a str,
     caller: &'a Caller,
     handle: &'a SessionHandle,
-    rx: mpsc::Receiver<Outbound>,
+    rx: handle::Receiver,
     reader: RecordReader,
     invocations: crate::auth::RateLimiter,
 }
@@ -211,9 +207,11 @@ impl Session<'_> {
         let mut last_received = Instant::now();
         let delivered = metrics::counter!(m::MESSAGES_DELIVERED, "hub" => self.hub_name.to_owned());
         let lag = metrics::histogram!(m::DELIVERY_LAG, "hub" => self.hub_name.to_owned());
+        // Reused across batches; dropped after a burst so an idle connection holds no buffer.
+        let mut batch: Vec<Outbound> = Vec::new();
 
         // Records that arrived in the handshake's frame.
-        if let Some(reason) = self.process_records().await {
+        if let Some(reason) = Box::pin(self.process_records()).await {
             return reason;
         }
         loop {
@@ -222,17 +220,8 @@ impl Session<'_> {
                 _ = self.handle.closed() => {
                     return self.handle.close_reason().unwrap_or(CloseReason::Shutdown);
                 }
-                item = self.rx.recv() => {
-                    let Some(first) = item else { return CloseReason::Shutdown };
-                    let mut batch = Vec::with_capacity(8);
-                    batch.push(first);
-                    while batch.len() < MAX_BATCH {
-                        match self.rx.try_recv() {
-                            Ok(more) => batch.push(more),
-                            Err(_) => break,
-                        }
-                    }
-                    if let Err(reason) = self.write_batch(&batch).await {
+                () = self.rx.recv_batch(&mut batch, MAX_BATCH) => {
+                    if let Err(reason) = Box::pin(self.write_batch(&batch)).await {
                         return reason;
                     }
                     last_sent = Instant::now();
@@ -243,6 +232,10 @@ impl Session<'_> {
                             lag.record(now.saturating_sub(o.published_at_micros) as f64 / 1e6);
                         }
                     }
+                    batch.clear();
+                    if batch.capacity() > 4 {
+                        batch = Vec::new();
+                    }
                 }
                 msg = self.socket.recv() => {
                     last_received = Instant::now();
@@ -252,12 +245,12 @@ impl Session<'_> {
                         Some(Ok(Message::Binary(b))) => self.reader.push(&b),
                         Some(Ok(_)) => continue,
                     }
-                    if let Some(reason) = self.process_records().await {
+                    if let Some(reason) = Box::pin(self.process_records()).await {
                         return reason;
                     }
                 }
                 _ = sleep_until(last_sent + keepalive) => {
-                    if let Err(reason) = self.write_now(Utf8Bytes::from_static(message::PING)).await {
+                    if let Err(reason) = Box::pin(self.write_now(Utf8Bytes::from_static(message::PING))).await {
                         return reason;
                     }
                     last_sent = Instant::now();
@@ -341,7 +334,7 @@ impl Session<'_> {
                 let outcome = if self.invocations.take().is_err() {
                     Err(CallError::RateLimited)
                 } else if stream_ids.is_empty() {
-                    self.node.invoke(self.hub, self.caller, &target, &arguments).await
+                    Box::pin(self.node.invoke(self.hub, self.caller, &target, &arguments)).await
                 } else {
                     Err(CallError::ArgumentCount {
                         given: arguments.len() + stream_ids.len(),
