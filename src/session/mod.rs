@@ -214,6 +214,11 @@ impl Session<'_> {
         if let Some(reason) = Box::pin(self.process_records()).await {
             return reason;
         }
+        // One timer, moved only when it fires: arming a timer per message (the simple
+        // `sleep_until(last_sent + keepalive)` in the select) costs two timer-wheel updates
+        // per write on a busy connection.
+        let timer = sleep_until(Instant::now() + keepalive.min(client_timeout));
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 biased;
@@ -249,15 +254,19 @@ impl Session<'_> {
                         return reason;
                     }
                 }
-                _ = sleep_until(last_sent + keepalive) => {
-                    if let Err(reason) = Box::pin(self.write_now(Utf8Bytes::from_static(message::PING))).await {
-                        return reason;
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= last_received + client_timeout {
+                        tracing::info!(connection = %self.caller.connection_id, "client timeout: nothing received");
+                        return CloseReason::ClientTimeout;
                     }
-                    last_sent = Instant::now();
-                }
-                _ = sleep_until(last_received + client_timeout) => {
-                    tracing::info!(connection = %self.caller.connection_id, "client timeout: nothing received");
-                    return CloseReason::ClientTimeout;
+                    if now >= last_sent + keepalive {
+                        if let Err(reason) = Box::pin(self.write_now(Utf8Bytes::from_static(message::PING))).await {
+                            return reason;
+                        }
+                        last_sent = Instant::now();
+                    }
+                    timer.as_mut().reset((last_sent + keepalive).min(last_received + client_timeout));
                 }
             }
         }
