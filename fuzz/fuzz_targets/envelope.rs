@@ -1,0 +1,71 @@
+//! Backplane envelope decoding: arbitrary payloads never panic; whatever decodes encodes
+//! back to the same bytes; and envelopes built from fields taken from the input decode to
+//! those fields.
+
+#![no_main]
+
+use bytes::Bytes;
+use hubcast::envelope::{Envelope, EnvelopeError, Kind};
+use libfuzzer_sys::fuzz_target;
+
+const KINDS: [Kind; 7] = [
+    Kind::Deliver,
+    Kind::Send,
+    Kind::Join,
+    Kind::Leave,
+    Kind::Close,
+    Kind::Probe,
+    Kind::Ack,
+];
+
+fuzz_target!(|data: &[u8]| {
+    // 1. Decode the raw bytes.
+    let payload = Bytes::copy_from_slice(data);
+    match Envelope::decode(&payload) {
+        Ok(e) => {
+            assert!(e.correlation.len() <= 255 && e.connection.len() <= 255);
+            let again = Envelope::encode(
+                e.kind,
+                e.published_at_micros,
+                &e.correlation,
+                &e.connection,
+                &e.body,
+            );
+            assert_eq!(&again[..], data, "decode then encode changed the bytes");
+        }
+        Err(EnvelopeError::Truncated) => {
+            assert!(
+                data.len() < 12
+                    || data.len() < 12 + usize::from(data[10])
+                    || data.len()
+                        < 12 + usize::from(data[10])
+                            + usize::from(data[11 + usize::from(data[10])]),
+                "refused as truncated but long enough: {data:?}"
+            );
+        }
+        Err(EnvelopeError::Version(v)) => assert_eq!(Some(&v), data.first()),
+        Err(EnvelopeError::Kind(k)) => {
+            assert_eq!(Some(&k), data.get(1));
+            assert!(k == 0 || k > 7);
+        }
+    }
+
+    // 2. Build an envelope from fields cut out of the input and decode it again.
+    if data.len() < 11 {
+        return;
+    }
+    let kind = KINDS[usize::from(data[0]) % KINDS.len()];
+    let micros = u64::from_le_bytes(data[1..9].try_into().unwrap());
+    let rest = &data[11..];
+    let corr_len = usize::from(data[9]).min(rest.len());
+    let (correlation, rest) = rest.split_at(corr_len);
+    let conn_len = usize::from(data[10]).min(rest.len());
+    let (connection, body) = rest.split_at(conn_len);
+    let encoded = Envelope::encode(kind, micros, correlation, connection, body);
+    let e = Envelope::decode(&encoded).expect("an encoded envelope does not decode");
+    assert_eq!(e.kind, kind);
+    assert_eq!(e.published_at_micros, micros);
+    assert_eq!(&e.correlation[..], correlation);
+    assert_eq!(&e.connection[..], connection);
+    assert_eq!(&e.body[..], body);
+});
