@@ -95,6 +95,7 @@ pub fn write_bench_config(dir: &Path) -> PathBuf {
         &path,
         "[limits]\n\
          publishes_per_key_per_second = 10000000\n\
+         invocations_per_second = 1000000\n\
          max_connections_per_node = 1000000\n\
          max_concurrent_handshakes = 100000\n\
          outbound_queue = 4096\n\
@@ -180,20 +181,26 @@ fn clock_ticks() -> f64 {
 
 /// CPU seconds (user + system) a process has used, from /proc/{pid}/stat.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// CPU seconds a process has used in user space and in the kernel.
+pub fn cpu_split(pid: u32) -> (f64, f64) {
     let path = if pid == 0 {
         "/proc/self/stat".to_owned()
     } else {
         format!("/proc/{pid}/stat")
     };
     let Ok(stat) = std::fs::read_to_string(path) else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     // The command name may hold spaces: fields start after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (utime + stime) / clock_ticks()
+    (utime / clock_ticks(), stime / clock_ticks())
 }
 
 /// Resident memory of a process, in bytes.
@@ -211,6 +218,7 @@ pub fn rss_bytes(pid: u32) -> u64 {
 /// CPU seconds of a set of processes, sampled at the start of a phase.
 pub struct CpuMeter {
     start: Vec<(String, u32, f64)>,
+    kernel_start: Vec<f64>,
 }
 
 impl CpuMeter {
@@ -220,7 +228,17 @@ impl CpuMeter {
                 .iter()
                 .map(|(n, p)| (n.clone(), *p, cpu_seconds(*p)))
                 .collect(),
+            kernel_start: procs.iter().map(|(_, p)| cpu_split(*p).1).collect(),
         }
+    }
+
+    /// Kernel CPU seconds each process used since the start.
+    pub fn kernel(&self) -> Vec<(String, f64)> {
+        self.start
+            .iter()
+            .zip(&self.kernel_start)
+            .map(|((n, p, _), k)| (n.clone(), cpu_split(*p).1 - k))
+            .collect()
     }
 
     /// CPU seconds each process used since the start.
