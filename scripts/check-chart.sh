@@ -15,27 +15,8 @@ cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 HELM_PYTHON_VERSION="0.2.2"
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
-fi
-APT_UPDATED=0
-apt_install() {
-  if [ "$APT_UPDATED" -eq 0 ]; then
-    $SUDO apt-get update
-    APT_UPDATED=1
-  fi
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
-}
-
-pip_install() {
-  # A Debian-managed Python refuses plain `pip install` (PEP 668); retry with
-  # --break-system-packages there, as the project's other scripts do.
-  if ! "$PYTHON" -m pip install --quiet "$@"; then
-    echo "pip refused; retrying with --break-system-packages"
-    "$PYTHON" -m pip install --quiet --break-system-packages "$@"
-  fi
-}
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 echo "==> tools"
 if ! command -v "$PYTHON" >/dev/null 2>&1; then

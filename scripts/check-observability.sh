@@ -18,18 +18,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OBS="tests/observability"
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
-fi
-APT_UPDATED=0
-apt_install() {
-  if [ "$APT_UPDATED" -eq 0 ]; then
-    $SUDO apt-get update
-    APT_UPDATED=1
-  fi
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
-}
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 WORK="$(mktemp -d -t hubcast-obs.XXXXXX)"
 export OBS_WORKDIR="$WORK"
@@ -77,7 +67,7 @@ trap 'exit 130' INT TERM
 echo "==> tools"
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
   echo "promtool/prometheus not found: installing prometheus"
-  apt_install prometheus
+  apt_install --no-install-recommends prometheus
 fi
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "redis-server not found: installing redis-server"

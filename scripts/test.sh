@@ -20,18 +20,8 @@ stage() {
 }
 trap 'rc=$?; if [ "$rc" -ne 0 ]; then printf "\n!!! stage %d/%d failed (exit %d)\n" "$STAGE" "$STAGES" "$rc" >&2; fi' EXIT
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
-fi
-APT_UPDATED=0
-apt_install() {
-  if [ "$APT_UPDATED" -eq 0 ]; then
-    $SUDO apt-get update
-    APT_UPDATED=1
-  fi
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
-}
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 stage "system packages (redis-server, node, python3)"
 if command -v redis-server >/dev/null 2>&1; then

@@ -361,30 +361,22 @@ impl RedisBackplane {
         group: &str,
         id: &ConnectionId,
     ) -> Result<(), BackplaneError> {
-        let s = self.scripts.clone();
-        let (members, groups, conn, count) = (
-            self.keys.members(hub, group),
-            self.keys.groups(hub),
-            self.keys.connection(id.as_str()),
-            self.keys.memberships(hub),
-        );
-        self.run("join", |mut c| async move {
-            s.join
-                .key(members)
-                .key(groups)
-                .key(conn)
-                .key(count)
-                .arg(id.as_str())
-                .arg(group)
-                .invoke_async::<i64>(&mut c)
-                .await
-        })
-        .await
-        .map(drop)
+        self.membership(true, hub, group, id).await
     }
 
     pub(crate) async fn remove_member(
         &self,
+        hub: &str,
+        group: &str,
+        id: &ConnectionId,
+    ) -> Result<(), BackplaneError> {
+        self.membership(false, hub, group, id).await
+    }
+
+    /// Runs the join or leave script: both take the same keys and arguments.
+    async fn membership(
+        &self,
+        join: bool,
         hub: &str,
         group: &str,
         id: &ConnectionId,
@@ -396,8 +388,10 @@ impl RedisBackplane {
             self.keys.connection(id.as_str()),
             self.keys.memberships(hub),
         );
-        self.run("leave", |mut c| async move {
-            s.leave
+        let name = if join { "join" } else { "leave" };
+        self.run(name, |mut c| async move {
+            let script = if join { &s.join } else { &s.leave };
+            script
                 .key(members)
                 .key(groups)
                 .key(conn)

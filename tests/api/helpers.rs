@@ -200,19 +200,7 @@ impl TestApp {
 
     /// Waits until `/readyz` answers 200 (the backplane round trip works).
     pub async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(r) = reqwest::get(self.url("/readyz")).await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "node not ready in time"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_ready_at(&self.url("")).await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -253,6 +241,24 @@ impl TestApp {
             .await
             .unwrap();
         v["members"].as_u64().unwrap()
+    }
+}
+
+/// Waits until `{base}/readyz` answers 200 (the backplane round trip works), or fails
+/// after [`WAIT`].
+pub async fn wait_ready_at(base: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node at {base} not ready in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -7,7 +7,8 @@ mod helpers;
 use std::time::Duration;
 
 use helpers::{
-    eventually, test_config, unique_prefix, use_redis, Client, RedisServer, TestApp, WAIT,
+    eventually, test_config, unique_prefix, use_redis, wait_ready_at, Client, RedisServer, TestApp,
+    WAIT,
 };
 use hubcast::hub::Caller;
 use hubcast::ids::{ConnectionId, UserId};
@@ -483,19 +484,7 @@ async fn a_node_killed_with_sigkill_is_reaped_within_two_ttls_by_one_survivor() 
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "child node not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ready_at(&base).await;
     let mut doomed = Vec::new();
     for _ in 0..3 {
         let mut c = Client::open(&format!("ws://127.0.0.1:{port}/hubs/tasks")).await;
@@ -567,22 +556,6 @@ fn spawn_node(
         }
     });
     (child, rx)
-}
-
-async fn wait_ready_at(base: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node at {base} not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Reads JSON log lines until one satisfies `f`, within [`WAIT`].
