@@ -625,7 +625,19 @@ def drive_traffic(node: Node) -> list[str]:
     return problems
 
 
+def wait_scrape_complete(node: Node, names: set[str], exempt: set[str], seconds: float = 10) -> None:
+    """Waits (polling, with a deadline) until every expected series is in the scrape: the
+    lag histogram and coalesced progress are recorded asynchronously after the traffic."""
+    deadline = Deadline(seconds)
+    while not deadline.over():
+        _, samples = parse_scrape(node.scrape())
+        if all(n in samples for n in names if base_name(n) not in exempt):
+            return
+        time.sleep(0.1)
+
+
 def check_scrape(label: str, node: Node, names: set[str], exempt: set[str]) -> None:
+    wait_scrape_complete(node, names, exempt)
     text = node.scrape()
     path = WORK / f"scrape-{node.name}.txt"
     path.write_text(text)
@@ -663,7 +675,6 @@ def check_c(d: dict) -> None:
     problems = drive_traffic(node)
     check("c: traffic against the in-process node behaves (3 deliveries, refusals, flows)",
           not problems, "\n".join(problems))
-    time.sleep(0.5)  # coalescing and the lag histogram are asynchronous
     check_scrape("in-process", node, names, REDIS_ONLY)
     node.stop()
 
@@ -688,7 +699,6 @@ def check_c(d: dict) -> None:
         return
     problems = drive_traffic(rnode)
     check("c: traffic against the Redis-backed node behaves", not problems, "\n".join(problems))
-    time.sleep(0.5)
     check_scrape("Redis-backed", rnode, names, set())
     rnode.stop()
     stop(redis)
@@ -831,8 +841,12 @@ def check_d(d: dict) -> None:
         ok, v = prom.wait_value('sum(hubcast_events_published_total{target="ObsEvent"})', na + nb, 20)
         check(f"d: sum(hubcast_events_published_total{{target=\"ObsEvent\"}}) == {na + nb}", ok, *both(f"last value {v}"))
 
-        # Every dashboard expression evaluates on real data, scoped to the test namespace.
-        time.sleep(1.5)
+        # Every dashboard expression evaluates on real data, scoped to the test namespace:
+        # wait for two more scrapes, so that rate() over the traffic has two points.
+        seen = prom.scalar("min(count_over_time(hubcast_ready[5m]))") or 0
+        more = Deadline(15)
+        while not more.over() and (prom.scalar("min(count_over_time(hubcast_ready[5m]))") or 0) < seen + 2:
+            time.sleep(0.2)
         errors, empty = [], []
         for where, e in dashboard_exprs(d):
             q = substitute(e, namespace=NAMESPACE)
