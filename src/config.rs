@@ -54,7 +54,7 @@ pub struct Cli {
     #[arg(long, env = "HUBCAST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Redis URL (redis://host:port/db). Without it the node runs on an in-process
+    /// Redis URL (redis://host:port/db, or rediss:// for TLS). Without it the node runs on an in-process
     /// backplane: a single node, no Redis needed. Default: none.
     #[arg(
         long,
@@ -538,16 +538,10 @@ impl Config {
         let redis = match cli.redis_url {
             Some(url) if url.trim().is_empty() => None,
             Some(url) => {
-                if url.starts_with("rediss://") {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                     return Err(invalid(
                         "--redis-url / HUBCAST_REDIS_URL",
-                        "rediss:// (TLS) is not supported by this build; use redis:// (for example through a TLS sidecar)",
-                    ));
-                }
-                if !url.starts_with("redis://") {
-                    return Err(invalid(
-                        "--redis-url / HUBCAST_REDIS_URL",
-                        "must start with redis://",
+                        "must start with redis:// or rediss:// (TLS)",
                     ));
                 }
                 Some(RedisSettings {

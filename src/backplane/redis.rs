@@ -177,6 +177,9 @@ impl RedisBackplane {
         events: mpsc::UnboundedSender<BackplaneEvent>,
         stop: CancellationToken,
     ) -> Result<Self, BackplaneError> {
+        // rediss:// needs a rustls crypto provider; installing it twice (several nodes in
+        // one process) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // redis-rs leaves Nagle's algorithm on: pipelined PUBLISHes then wait for the
         // server's delayed ACK, milliseconds per publish under load.
         let info = redis::IntoConnectionInfo::into_connection_info(options.url.as_str())

@@ -629,3 +629,74 @@ async fn a_publishs_correlation_id_is_echoed_and_logged_by_the_publishing_and_de
     let _ = b.kill();
     let _ = (a.wait(), b.wait());
 }
+
+#[tokio::test]
+async fn a_node_reaches_redis_over_tls() {
+    let dir = std::env::temp_dir().join(format!("hubcast-tls-{}", unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("redis.crt"), dir.join("redis.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed");
+    assert!(made.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&cert)
+        .args(["--tls-auth-clients", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut config = test_config();
+    // `#insecure`: the test's certificate is self-signed; production verifies against the
+    // system's roots.
+    config.redis = Some(hubcast::config::RedisSettings {
+        url: format!("rediss://127.0.0.1:{port}/#insecure"),
+        prefix: unique_prefix(),
+    });
+    let app = TestApp::start(config, None).await;
+    let mut c = Client::connect(&app, "/hubs/tasks").await;
+    c.call("JoinGroup", json!(["secure"])).await;
+    let reach = app.publish("tasks", "secure", "OverTls", json!([1])).await;
+    assert_eq!(reach["nodes"], 1, "the PUBLISH went through Redis over TLS");
+    assert_eq!(c.next_invocation().await["target"], "OverTls");
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
