@@ -209,6 +209,20 @@ impl Template {
         Ok(Self(segments))
     }
 
+    /// Whether `group` is what this pattern admits for `caller`: its rendering exactly, or
+    /// any group starting with it when the pattern's own text ends in `*`.
+    fn matches_literally(&self, group: &str, caller: &Caller) -> bool {
+        let wildcard = matches!(self.0.last(), Some(Segment::Literal(l)) if l.ends_with('*'));
+        let Ok(rendered) = self.render(&[], caller) else {
+            return false;
+        };
+        if wildcard {
+            group.starts_with(&rendered[..rendered.len() - 1])
+        } else {
+            group == rendered
+        }
+    }
+
     fn max_arg(&self) -> Option<usize> {
         self.0
             .iter()
@@ -569,12 +583,10 @@ impl Hub {
         if matches_any(group, &caller.granted) {
             return true;
         }
-        let allowed: Vec<String> = self
-            .allow
+        // Claims are inserted literally: a `*` inside a user id must not become a wildcard.
+        self.allow
             .iter()
-            .filter_map(|t| t.render(&[], caller).ok())
-            .collect();
-        matches_any(group, &allowed)
+            .any(|t| t.matches_literally(group, caller))
     }
 
     /// The hub's API name.
@@ -892,6 +904,17 @@ mod tests {
         let admin = hub_named("admin-notifications");
         assert!(admin.may_join("admin-vkey-3", &c));
         assert!(!hub_named("video-generation").may_join("admin-x", &c));
+        let mut sneaky = c.clone();
+        sneaky.user = Some(UserId::parse("*").unwrap());
+        let mut chat = hub("chat", vec![]);
+        chat.allow = vec!["user-{user}".into(), "room-*".into()];
+        let chat = Hub::new(chat).unwrap();
+        assert!(
+            !chat.may_join("user-bob", &sneaky),
+            "a claim's * is not a wildcard"
+        );
+        assert!(chat.may_join("user-*", &sneaky));
+        assert!(chat.may_join("room-blue", &sneaky));
         let mut keyless = c.clone();
         keyless.virtual_key = None;
         assert!(

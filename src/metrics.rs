@@ -61,6 +61,9 @@ pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";
 pub const REASON_WRITE_ERROR: &str = "write_error";
 /// Failure reason: a dispatch shard's queue was full; the message was dropped on this node.
 pub const REASON_DISPATCH_QUEUE_FULL: &str = "dispatch_queue_full";
+/// Failure reason: the connection was closing or had gone when the message arrived, or
+/// the message was still queued when it closed.
+pub const REASON_CONNECTION_CLOSED: &str = "connection_closed";
 /// Failure reason: a coalesced progress event could not be published (backplane down).
 pub const REASON_PUBLISH_FAILED: &str = "publish_failed";
 /// Failure reason: a backplane payload could not be decoded.
@@ -106,6 +109,7 @@ pub fn init_series(hubs: &[&str]) {
             REASON_DISPATCH_QUEUE_FULL,
             REASON_BAD_ENVELOPE,
             REASON_PUBLISH_FAILED,
+            REASON_CONNECTION_CLOSED,
         ] {
             metrics::counter!(DELIVERY_FAILURES, "hub" => h.clone(), "reason" => reason)
                 .increment(0);

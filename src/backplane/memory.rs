@@ -62,14 +62,23 @@ impl MemoryBackplane {
         self.bus.throttle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn register(&self, id: &ConnectionId, hub: &str) {
-        self.bus.state().connections.insert(
+    pub(crate) fn register(&self, id: &ConnectionId, hub: &str) -> bool {
+        let mut state = self.bus.state();
+        if state
+            .connections
+            .get(id)
+            .is_some_and(|r| *r.node != *self.node)
+        {
+            return false;
+        }
+        state.connections.insert(
             id.clone(),
             ConnectionRecord {
                 node: self.node.to_string(),
                 hub: hub.to_owned(),
             },
         );
+        true
     }
 
     pub(crate) fn unregister(&self, id: &ConnectionId) {

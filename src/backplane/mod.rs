@@ -160,7 +160,8 @@ impl Backplane {
         }
     }
 
-    /// Records a connection of this node, cluster-wide.
+    /// Records a connection of this node, cluster-wide. Returns false, changing nothing,
+    /// when another node already holds that id.
     ///
     /// # Errors
     /// [`BackplaneError::Unavailable`].
@@ -169,12 +170,9 @@ impl Backplane {
         id: &ConnectionId,
         hub: &str,
         user: Option<&str>,
-    ) -> Result<(), BackplaneError> {
+    ) -> Result<bool, BackplaneError> {
         match self {
-            Self::Memory(b) => {
-                b.register(id, hub);
-                Ok(())
-            }
+            Self::Memory(b) => Ok(b.register(id, hub)),
             Self::Redis(b) => b.register_connection(id, hub, user).await,
         }
     }

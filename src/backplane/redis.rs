@@ -38,6 +38,7 @@ pub struct RedisOptions {
 
 /// Adds a connection to a group: its set, the hub's group set, the connection's hash.
 const JOIN: &str = r"
+if redis.call('HEXISTS', KEYS[3], 'node') == 0 then return 0 end
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then redis.call('INCR', KEYS[4]) end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], 'g:' .. ARGV[2], '1')
@@ -55,6 +56,8 @@ return removed
 
 /// Records a connection: its hash and its node's set.
 const REGISTER: &str = r"
+local owner = redis.call('HGET', KEYS[1], 'node')
+if owner and owner ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'node', ARGV[1], 'hub', ARGV[2], 'user', ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[4])
 return 1
@@ -313,7 +316,7 @@ impl RedisBackplane {
         id: &ConnectionId,
         hub: &str,
         user: Option<&str>,
-    ) -> Result<(), BackplaneError> {
+    ) -> Result<bool, BackplaneError> {
         let s = self.scripts.clone();
         let conn_key = self.keys.connection(id.as_str());
         let node_conns = self.keys.node_connections(&self.node);
@@ -329,7 +332,7 @@ impl RedisBackplane {
                 .await
         })
         .await
-        .map(drop)
+        .map(|registered| registered == 1)
     }
 
     pub(crate) async fn unregister_connection(
@@ -405,7 +408,15 @@ impl RedisBackplane {
                 .await
         })
         .await
-        .map(drop)
+        .and_then(|applied| {
+            // The join script refuses a connection with no record (removed meanwhile, or
+            // Redis restarted empty): the next resync writes both.
+            if join && applied == 0 {
+                Err(unavailable("connection record missing"))
+            } else {
+                Ok(())
+            }
+        })
     }
 
     pub(crate) async fn member_count(

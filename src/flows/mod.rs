@@ -1002,8 +1002,9 @@ pub async fn task(
         }
         ProgressStep::Held => {
             if schedule {
-                let node = node.clone();
-                tokio::spawn(async move {
+                let node2 = node.clone();
+                node.spawn_tracked(async move {
+                    let node = node2;
                     if let Some(due) = node.progress.due(&slot_key, interval) {
                         tokio::time::sleep_until(due.into()).await;
                     }
@@ -1104,8 +1105,17 @@ pub async fn webhook_delivery(
     let group = webhook_group(&fact.url, style)
         .filter(|g| g.len() <= crate::ids::MAX_GROUP_BYTES)
         .ok_or_else(|| FlowError::Invalid("url: not an absolute URL with a host".into()))?;
-    if fact.attempt < 1 {
-        return Err(FlowError::Invalid("attempt: must be 1 or more".into()));
+    if !(1..=1_000_000).contains(&fact.attempt) {
+        return Err(FlowError::Invalid(
+            "attempt: must be between 1 and 1000000".into(),
+        ));
+    }
+    if let Some(d) = fact.next_retry_in_seconds {
+        if !d.is_finite() || !(0.0..=2_592_000.0).contains(&d) {
+            return Err(FlowError::Invalid(
+                "nextRetryInSeconds: must be between 0 and 2592000 (30 days)".into(),
+            ));
+        }
     }
     let success = match fact.outcome.as_str() {
         "succeeded" => true,

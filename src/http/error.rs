@@ -69,6 +69,9 @@ impl From<NodeError> for ApiError {
         match e {
             NodeError::UnknownConnection(id) => Self::UnknownConnection(id),
             NodeError::TooManyGroups(n) => Self::TooManyGroups(n),
+            NodeError::DuplicateConnection(id) => {
+                Self::BadRequest(format!("connection '{id}' is already connected"))
+            }
             NodeError::OwnerTimeout => {
                 tracing::warn!("the node holding a connection did not acknowledge a group change");
                 Self::Unavailable

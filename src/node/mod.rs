@@ -82,6 +82,9 @@ pub enum NodeError {
     /// The backplane refused.
     #[error(transparent)]
     Backplane(#[from] BackplaneError),
+    /// The connection id is already connected (a negotiate token used twice).
+    #[error("connection '{0}' is already connected")]
+    DuplicateConnection(String),
     /// The node owning the connection did not answer in time.
     #[error("the node holding the connection did not answer")]
     OwnerTimeout,
@@ -222,6 +225,14 @@ impl Node {
         &self.timeouts
     }
 
+    /// Spawns a task the node waits for when it stops.
+    pub(crate) fn spawn_tracked(
+        &self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.tasks.spawn(task);
+    }
+
     /// Event-flow settings in force.
     pub fn flows(&self) -> &Flows {
         &self.flows
@@ -291,17 +302,33 @@ impl Node {
             channels.push((self.keys.hub_channel(hub_def.name()), None));
         }
         let user = caller.user.as_ref().map(|u| u.as_str().to_owned());
-        self.registry.insert(id.clone(), hub, handle, caller);
+        if !self.registry.insert(id.clone(), hub, handle, caller) {
+            return Err(NodeError::DuplicateConnection(id.to_string()));
+        }
         metrics::gauge!(m::CONNECTIONS, "hub" => hub_def.name().to_owned()).increment(1.0);
-        if let Err(e) = self
+        match self
             .backplane
             .register_connection(&id, hub_def.name(), user.as_deref())
             .await
         {
-            self.store_failed("register connection", &e);
+            Ok(true) => {}
+            Ok(false) => {
+                // Held by another node: take back the local entry without touching the
+                // other node's cluster-wide record.
+                if self.registry.remove(&id).is_some() {
+                    metrics::gauge!(m::CONNECTIONS, "hub" => hub_def.name().to_owned())
+                        .decrement(1.0);
+                }
+                return Err(NodeError::DuplicateConnection(id.to_string()));
+            }
+            Err(e) => self.store_failed("register connection", &e),
         }
         for (channel, group) in channels {
-            if let Err(e) = self.join_channel(&id, hub, &channel, group.as_ref()).await {
+            if let Err(e) = self
+                .join_channel(&id, hub, &channel, group.as_ref())
+                .await
+                .map(drop)
+            {
                 self.disconnect(&id).await;
                 return Err(e);
             }
@@ -348,16 +375,31 @@ impl Node {
             }
         }
         let mut replies = Vec::new();
+        // Groups this call added, taken back if a later join fails, so a refused call
+        // changes nothing.
+        let mut added: Vec<(String, GroupName)> = Vec::new();
         for action in actions {
             match action {
                 Action::Join(g) => {
                     let channel = self.keys.group_channel(hub_def.name(), g.as_str());
-                    self.join_channel(&caller.connection_id, hub, &channel, Some(&g))
+                    match self
+                        .join_channel(&caller.connection_id, hub, &channel, Some(&g))
                         .await
-                        .map_err(|e| match e {
-                            NodeError::TooManyGroups(n) => CallError::TooManyGroups(n),
-                            _ => CallError::Unavailable,
-                        })?;
+                    {
+                        Ok(true) => added.push((channel, g)),
+                        Ok(false) => {}
+                        Err(e) => {
+                            for (channel, g) in &added {
+                                let _ = self
+                                    .leave_channel(&caller.connection_id, hub, channel, Some(g))
+                                    .await;
+                            }
+                            return Err(match e {
+                                NodeError::TooManyGroups(n) => CallError::TooManyGroups(n),
+                                _ => CallError::Unavailable,
+                            });
+                        }
+                    }
                 }
                 Action::Leave(g) => {
                     let channel = self.keys.group_channel(hub_def.name(), g.as_str());
@@ -382,7 +424,7 @@ impl Node {
         hub: usize,
         channel: &str,
         group: Option<&GroupName>,
-    ) -> Result<(), NodeError> {
+    ) -> Result<bool, NodeError> {
         let joined = self
             .registry
             .join(
@@ -396,7 +438,7 @@ impl Node {
                 Err(n) => NodeError::TooManyGroups(n),
             })?;
         if !joined.added {
-            return Ok(());
+            return Ok(false);
         }
         if let Some(g) = group {
             if let Err(e) = self
@@ -430,7 +472,7 @@ impl Node {
             }
             return Err(e.into());
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn leave_channel(
@@ -579,7 +621,7 @@ impl Node {
             return if join {
                 self.join_channel(id, hub, &channel, Some(group))
                     .await
-                    .map(|()| true)
+                    .map(|_| true)
             } else {
                 self.leave_channel(id, hub, &channel, Some(group)).await
             };
@@ -818,18 +860,30 @@ impl Node {
     /// queue is full is closed as a slow consumer.
     fn deliver_local(&self, channel: &str, frame: Utf8Bytes, published_at: u64) {
         let mut slow: Vec<(ConnectionId, SessionHandle)> = Vec::new();
+        let mut closing = 0u64;
         let hub = self.registry.for_each_member(channel, |member| {
             match member.handle.try_send(Outbound {
                 frame: frame.clone(),
                 published_at_micros: published_at,
             }) {
-                Ok(()) | Err(QueueError::Closed) => {}
+                Ok(()) => {}
+                Err(QueueError::Closed) => closing += 1,
                 Err(QueueError::Full) => slow.push((member.id.clone(), member.handle.clone())),
             }
         });
         if let Some(hub) = hub {
+            let name = self.hubs[hub].name();
             for (id, handle) in slow {
-                evict_slow(&handle, &id, self.hubs[hub].name());
+                evict_slow(&handle, &id, name);
+            }
+            if closing > 0 {
+                metrics::counter!(m::DELIVERY_FAILURES, "hub" => name.to_owned(), "reason" => m::REASON_CONNECTION_CLOSED)
+                    .increment(closing);
+                tracing::debug!(
+                    channel,
+                    connections = closing,
+                    "message not queued: connections closing"
+                );
             }
         }
     }
@@ -889,6 +943,10 @@ impl Node {
                         frame,
                         env.published_at_micros,
                     );
+                } else {
+                    // Published with a 202 while the connection was leaving this node.
+                    metrics::counter!(m::DELIVERY_FAILURES, "hub" => "node", "reason" => m::REASON_CONNECTION_CLOSED).increment(1);
+                    tracing::info!(connection = %id, "message for a connection that has left this node dropped");
                 }
             }
             Kind::Close => {
@@ -937,7 +995,9 @@ impl Node {
         }
         let channel = self.keys.group_channel(&change.hub, group.as_str());
         let result = if join {
-            self.join_channel(id, hub, &channel, Some(&group)).await
+            self.join_channel(id, hub, &channel, Some(&group))
+                .await
+                .map(drop)
         } else {
             self.leave_channel(id, hub, &channel, Some(&group))
                 .await
@@ -985,7 +1045,11 @@ fn deliver_to(
         published_at_micros: published_at,
     }) {
         Ok(()) => true,
-        Err(QueueError::Closed) => false,
+        Err(QueueError::Closed) => {
+            metrics::counter!(m::DELIVERY_FAILURES, "hub" => hub.to_owned(), "reason" => m::REASON_CONNECTION_CLOSED).increment(1);
+            tracing::debug!(connection = %id, "message not queued: connection closing");
+            false
+        }
         Err(QueueError::Full) => {
             evict_slow(handle, id, hub);
             false
@@ -1108,6 +1172,11 @@ async fn subscription_task(node: Arc<Node>, mut rx: mpsc::UnboundedReceiver<Subs
                 Err(BackplaneError::Disconnected) => Ok(()),
                 Err(e) => {
                     tracing::warn!(error = %e, channels = to_sub.len(), "backplane subscribe failed");
+                    // A failed resync must be tried again: its channels (and the node's
+                    // own control channel) would otherwise stay unsubscribed.
+                    if batch.iter().any(|r| matches!(r, Subscription::Resync)) {
+                        node.needs_resync.store(true, Ordering::Release);
+                    }
                     Err(e)
                 }
             }

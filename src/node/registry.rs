@@ -85,9 +85,20 @@ impl Registry {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a connection (with no memberships yet).
-    pub fn insert(&self, id: ConnectionId, hub: usize, handle: SessionHandle, caller: Caller) {
-        self.write().connections.insert(
+    /// Adds a connection (with no memberships yet). Returns false, changing nothing, when
+    /// the id is already connected here (a negotiate token used twice).
+    pub fn insert(
+        &self,
+        id: ConnectionId,
+        hub: usize,
+        handle: SessionHandle,
+        caller: Caller,
+    ) -> bool {
+        let mut inner = self.write();
+        if inner.connections.contains_key(&id) {
+            return false;
+        }
+        inner.connections.insert(
             id,
             LocalConnection {
                 hub,
@@ -97,6 +108,7 @@ impl Registry {
                 groups: 0,
             },
         );
+        true
     }
 
     /// Removes a connection and all its memberships; returns it and the channels that

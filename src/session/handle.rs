@@ -67,6 +67,8 @@ pub struct SessionHandle {
 #[derive(Debug)]
 pub struct Receiver {
     shared: Arc<Shared>,
+    /// Counts messages still queued when the session ends.
+    discarded: Option<metrics::Counter>,
 }
 
 impl SessionHandle {
@@ -82,7 +84,10 @@ impl SessionHandle {
             Self {
                 shared: shared.clone(),
             },
-            Receiver { shared },
+            Receiver {
+                shared,
+                discarded: None,
+            },
         )
     }
 
@@ -183,11 +188,31 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Where to count messages still queued when the session ends.
+    pub fn count_discards(&mut self, counter: metrics::Counter) {
+        self.discarded = Some(counter);
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
-        let mut state = self.shared.state();
-        state.ended = true;
-        state.queue.clear();
+        let left = {
+            let mut state = self.shared.state();
+            state.ended = true;
+            let left = state.queue.len();
+            state.queue.clear();
+            left
+        };
+        if left > 0 {
+            if let Some(c) = &self.discarded {
+                c.increment(left as u64);
+            }
+            tracing::info!(
+                messages = left,
+                "connection closed with messages still queued"
+            );
+        }
     }
 }
 

@@ -74,7 +74,12 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, mut start: SessionStart
 
     // Register and join the automatic groups before answering the handshake, so that a
     // publish made once the client's start() resolved reaches it.
-    let (handle, rx) = SessionHandle::new(node.limits().outbound_queue);
+    let (handle, mut rx) = SessionHandle::new(node.limits().outbound_queue);
+    rx.count_discards(metrics::counter!(
+        m::DELIVERY_FAILURES,
+        "hub" => hub_name.clone(),
+        "reason" => m::REASON_CONNECTION_CLOSED
+    ));
     let registered = if node.is_draining() {
         Err("The server is shutting down.")
     } else {

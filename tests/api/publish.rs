@@ -226,3 +226,27 @@ async fn a_hub_that_allows_broadcast_reaches_all_its_connections() {
     assert_eq!(a.next_invocation().await["target"], "Everyone");
     assert_eq!(b.next_invocation().await["target"], "Everyone");
 }
+
+#[tokio::test]
+async fn flow_bodies_with_absurd_numbers_are_refused_not_panicked_on() {
+    let app = TestApp::spawn().await;
+    let http = reqwest::Client::new();
+    for body in [
+        json!({"url": "https://a.io/b", "outcome": "retrying", "attempt": 1, "nextRetryInSeconds": 1e300}),
+        json!({"url": "https://a.io/b", "outcome": "retrying", "attempt": 1, "nextRetryInSeconds": -5}),
+        json!({"url": "https://a.io/b", "outcome": "failed", "attempt": i64::MAX}),
+    ] {
+        let r = http
+            .post(app.url("/api/v1/webhooks/deliveries"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 400, "must be between").await;
+    }
+    // The node is still serving.
+    assert_eq!(
+        reqwest::get(app.url("/healthz")).await.unwrap().status(),
+        200
+    );
+}
