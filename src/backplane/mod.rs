@@ -311,6 +311,23 @@ impl Backplane {
         }
     }
 
+    /// Takes back thresholds whose alerts could not be sent, so a retry sends them.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn budget_unmark(&self, key: &str, thresholds: &[u32]) -> Result<(), BackplaneError> {
+        if thresholds.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::Memory(b) => {
+                b.throttle().unmark_budget(key, thresholds);
+                Ok(())
+            }
+            Self::Redis(b) => b.budget_unmark(key, thresholds).await,
+        }
+    }
+
     /// Applies a provider health result to its hysteresis.
     ///
     /// # Errors

@@ -514,6 +514,22 @@ impl RedisBackplane {
         Ok(fired)
     }
 
+    pub(crate) async fn budget_unmark(
+        &self,
+        key: &str,
+        thresholds: &[u32],
+    ) -> Result<(), BackplaneError> {
+        self.run("budget_unmark", |mut c| async move {
+            redis::cmd("SREM")
+                .arg(key)
+                .arg(thresholds)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
     pub(crate) async fn health(
         &self,
         key: &str,

@@ -86,6 +86,15 @@ impl MemoryThrottle {
         fired
     }
 
+    /// Takes back announced thresholds.
+    pub fn unmark_budget(&mut self, key: &str, thresholds: &[u32]) {
+        if let Some(set) = self.budget.get_mut(key) {
+            for t in thresholds {
+                set.remove(t);
+            }
+        }
+    }
+
     /// Applies one health result.
     pub fn health(&mut self, key: &str, status: &str, needed: u32) -> HealthVerdict {
         let h = self.health.entry(key.to_owned()).or_default();
@@ -327,6 +336,18 @@ mod tests {
         assert_eq!(m.budget("k", 100.0, &t, 50.0), vec![100]);
         assert!(m.budget("k", 10.0, &t, 50.0).is_empty());
         assert_eq!(m.budget("k", 60.0, &t, 50.0), vec![50]);
+    }
+
+    #[test]
+    fn an_unmarked_threshold_fires_again() {
+        let mut m = MemoryThrottle::default();
+        assert_eq!(m.budget("k", 80.0, &[50, 75], 50.0), vec![50, 75]);
+        m.unmark_budget("k", &[75]);
+        assert_eq!(
+            m.budget("k", 80.0, &[50, 75], 50.0),
+            vec![75],
+            "only the unsent one"
+        );
     }
 
     #[test]

@@ -313,78 +313,97 @@ pub async fn spend(
                 flows.rearm_below_percent,
             )
             .await?;
-        for t in &crossed {
-            let severity = flows
-                .budget_thresholds
-                .iter()
-                .find(|x| x.percent == *t)
-                .map_or("warning", |x| x.severity.as_str());
-            let (alert_type, message, recommendations) = budget_alert_text(*t);
-            let alert = BudgetAlertNotification {
-                timestamp: Utc::now(),
-                correlation_id: correlation.to_string(),
-                alert_type,
-                message,
-                current_spend: total,
-                budget_limit: b,
-                percentage_used: pct,
-                percentage: pct,
-                remaining: b - total,
-                severity: severity.to_owned(),
-                recommendations,
-                budget_period_end: None,
-                virtual_key_id: vkey.to_owned(),
-                threshold: *t,
-            };
-            metrics::counter!(m::BUDGET_ALERTS, "threshold" => t.to_string()).increment(1);
-            let detail = format!("VirtualKey: {vkey}, Threshold: {t}%");
-            send(
-                node,
-                &mut report,
-                "spend",
-                &vgroup,
-                "BudgetAlert",
-                &[to_value(&alert)],
-                correlation,
-                Guard::Storm,
-                &detail,
-            )
-            .await?;
-            let high = BudgetAlertNotification {
-                alert_type: if *t >= 100 {
-                    "BudgetExceeded".into()
-                } else {
-                    "HighSpend".into()
-                },
-                severity: if *t >= 100 {
-                    "critical".into()
-                } else {
-                    "warning".into()
-                },
-                message: format!("Virtual Key {vkey} has used {pct:.1}% of its budget"),
-                recommendations: vec![
-                    "Review the key's recent usage".into(),
-                    "Adjust the key's budget or rate limits".into(),
-                    "Contact the key's owner".into(),
-                ],
-                ..alert
-            };
-            for group in ["admin".to_owned(), format!("admin-vkey-{vkey}")] {
-                if node.hub_index("admin-notifications").is_some() {
-                    send(
-                        node,
-                        &mut report,
-                        "admin-notifications",
-                        &group,
-                        "HighSpendAlert",
-                        &[to_value(&high)],
-                        correlation,
-                        Guard::Storm,
-                        &detail,
-                    )
-                    .await?;
+        // The thresholds are marked before the alerts go out; if an alert cannot be
+        // published, its mark (and those after it) is taken back, so a retry sends it.
+        let mut sent = 0usize;
+        let alerts: Result<(), FlowError> = async {
+            for t in &crossed {
+                let severity = flows
+                    .budget_thresholds
+                    .iter()
+                    .find(|x| x.percent == *t)
+                    .map_or("warning", |x| x.severity.as_str());
+                let (alert_type, message, recommendations) = budget_alert_text(*t);
+                let alert = BudgetAlertNotification {
+                    timestamp: Utc::now(),
+                    correlation_id: correlation.to_string(),
+                    alert_type,
+                    message,
+                    current_spend: total,
+                    budget_limit: b,
+                    percentage_used: pct,
+                    percentage: pct,
+                    remaining: b - total,
+                    severity: severity.to_owned(),
+                    recommendations,
+                    budget_period_end: None,
+                    virtual_key_id: vkey.to_owned(),
+                    threshold: *t,
+                };
+                metrics::counter!(m::BUDGET_ALERTS, "threshold" => t.to_string()).increment(1);
+                let detail = format!("VirtualKey: {vkey}, Threshold: {t}%");
+                send(
+                    node,
+                    &mut report,
+                    "spend",
+                    &vgroup,
+                    "BudgetAlert",
+                    &[to_value(&alert)],
+                    correlation,
+                    Guard::Storm,
+                    &detail,
+                )
+                .await?;
+                let high = BudgetAlertNotification {
+                    alert_type: if *t >= 100 {
+                        "BudgetExceeded".into()
+                    } else {
+                        "HighSpend".into()
+                    },
+                    severity: if *t >= 100 {
+                        "critical".into()
+                    } else {
+                        "warning".into()
+                    },
+                    message: format!("Virtual Key {vkey} has used {pct:.1}% of its budget"),
+                    recommendations: vec![
+                        "Review the key's recent usage".into(),
+                        "Adjust the key's budget or rate limits".into(),
+                        "Contact the key's owner".into(),
+                    ],
+                    ..alert
+                };
+                for group in ["admin".to_owned(), format!("admin-vkey-{vkey}")] {
+                    if node.hub_index("admin-notifications").is_some() {
+                        send(
+                            node,
+                            &mut report,
+                            "admin-notifications",
+                            &group,
+                            "HighSpendAlert",
+                            &[to_value(&high)],
+                            correlation,
+                            Guard::Storm,
+                            &detail,
+                        )
+                        .await?;
+                    }
                 }
+                sent += 1;
             }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = alerts {
+            let unsent = &crossed[sent..];
+            if let Err(undo) = node
+                .backplane()
+                .budget_unmark(&node.keys().budget(vkey), unsent)
+                .await
+            {
+                tracing::warn!(error = %undo, thresholds = ?unsent, "could not re-arm unsent budget thresholds");
+            }
+            return Err(e);
         }
     }
     let update = SpendUpdateNotification {
