@@ -15,7 +15,8 @@
 //! | [`app`] | binds listeners, builds the node, runs until shutdown and owns the drain order |
 //! | [`hub`] | hub definitions: paths and the client methods (as data), the gateway's seven defaults |
 //! | [`http`] | negotiate, WebSocket upgrade, the publish API, probes; [`http::error::ApiError`] |
-//! | [`session`] | one connection: handshake, the read/write/keep-alive loop, close reasons |
+//! | [`session`] | one connection's task: handshake, the read/write/keep-alive loop |
+//! | [`connection`] | what the node holds of a connection: its bounded outbound queue, close reasons, the per-user slot |
 //! | [`protocol`] | the SignalR wire protocol: framing, handshake, messages, negotiate (pure) |
 //! | [`node`] | the coordinator: local registry, dispatch workers, subscription reconciler |
 //! | [`backplane`] | channels and cluster membership: the in-process bus, and Redis (pub/sub, sets, Lua, heartbeat, reaper) |
@@ -77,6 +78,7 @@ pub mod app;
 pub mod auth;
 pub mod backplane;
 pub mod config;
+pub mod connection;
 pub mod envelope;
 pub mod events;
 pub mod flows;

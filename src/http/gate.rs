@@ -14,6 +14,7 @@ use crate::auth::{
     RateLimiter,
 };
 use crate::config::{Limits, Security};
+use crate::connection::slot::{UserSlot, UserSlots};
 use crate::hub::Hub;
 
 /// Which publisher a request authenticated as: the index of the access key, for the
@@ -31,26 +32,7 @@ pub struct Gate {
     pub tokens: ConnectionTokens,
     publish_buckets: Mutex<HashMap<Publisher, RateLimiter>>,
     handshakes: Arc<Semaphore>,
-    users: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-/// Holds one of a user's connection slots on this node; released when dropped.
-#[derive(Debug)]
-pub struct UserSlot {
-    users: Arc<Mutex<HashMap<String, usize>>>,
-    user: String,
-}
-
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = users.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
-                users.remove(&self.user);
-            }
-        }
-    }
+    users: UserSlots,
 }
 
 /// The credential a request carries: the `access_token` query parameter (browsers cannot
@@ -131,12 +113,12 @@ impl Gate {
         });
         Self {
             handshakes: Arc::new(Semaphore::new(limits.max_concurrent_handshakes)),
+            users: UserSlots::new(limits.max_connections_per_user),
             security,
             limits,
             proxy,
             tokens,
             publish_buckets: Mutex::new(HashMap::new()),
-            users: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -262,16 +244,7 @@ impl Gate {
 
     /// One of `user`'s connection slots; `None` when the user holds the most allowed.
     pub fn user_slot(&self, user: &str) -> Option<UserSlot> {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        let n = users.entry(user.to_owned()).or_insert(0);
-        if *n >= self.limits.max_connections_per_user {
-            return None;
-        }
-        *n += 1;
-        Some(UserSlot {
-            users: self.users.clone(),
-            user: user.to_owned(),
-        })
+        self.users.take(user)
     }
 }
 

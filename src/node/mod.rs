@@ -20,14 +20,14 @@ use crate::backplane::{
     Backplane, BackplaneError, BackplaneEvent, ConnectionSnapshot, InboundItem,
 };
 use crate::config::{Flows, Limits, RateRule, Timeouts};
+use crate::connection::close::CloseReason;
+use crate::connection::handle::{Outbound, QueueError, SessionHandle};
 use crate::envelope::{now_micros, Ack, AckOutcome, Envelope, GroupChange, Kind};
 use crate::hub::{Action, CallError, Caller, Hub};
 use crate::ids::{ConnectionId, CorrelationId, GroupName, UserId};
 use crate::keys::Keys;
 use crate::metrics as m;
 use crate::protocol::message;
-use crate::session::close::CloseReason;
-use crate::session::handle::{Outbound, QueueError, SessionHandle};
 use registry::{NotHere, Registry};
 
 /// How long a join waits for the backplane subscription before failing.

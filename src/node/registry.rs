@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::connection::handle::SessionHandle;
 use crate::hub::Caller;
 use crate::ids::ConnectionId;
-use crate::session::handle::SessionHandle;
 
 /// A connection held by this node.
 #[derive(Debug, Clone)]

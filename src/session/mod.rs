@@ -10,15 +10,15 @@
 //! the JS client starts counting messages only after the handshake resolves, so records
 //! sharing that frame would throw its numbering off.
 
-pub mod close;
-pub mod handle;
-
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt as _;
 use tokio::time::{sleep_until, timeout, timeout_at, Duration, Instant};
 
+use crate::connection::close::CloseReason;
+use crate::connection::handle::{self, Outbound, SessionHandle};
+use crate::connection::slot::UserSlot;
 use crate::envelope::now_micros;
 use crate::hub::{CallError, Caller};
 use crate::metrics as m;
@@ -26,8 +26,6 @@ use crate::node::Node;
 use crate::protocol::framing::RecordReader;
 use crate::protocol::handshake;
 use crate::protocol::message::{self, ClientMessage};
-use close::CloseReason;
-use handle::{Outbound, SessionHandle};
 
 /// Most queued messages written before one flush.
 const MAX_BATCH: usize = 64;
@@ -45,7 +43,7 @@ pub struct SessionStart {
     /// A slot of the node's concurrent-handshake limit, released after the handshake.
     pub handshake_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// A slot of the user's connection limit, released when the session ends.
-    pub user_slot: Option<crate::http::gate::UserSlot>,
+    pub user_slot: Option<UserSlot>,
 }
 
 /// Runs a connection to its end.

@@ -10,9 +10,9 @@ use helpers::{
     eventually, test_config, unique_prefix, use_redis, wait_ready_at, Client, RedisServer, TestApp,
     WAIT,
 };
+use hubcast::connection::handle::SessionHandle;
 use hubcast::hub::Caller;
 use hubcast::ids::{ConnectionId, UserId};
-use hubcast::session::handle::SessionHandle;
 use serde_json::{json, Value};
 
 struct Cluster {
@@ -388,8 +388,8 @@ async fn a_redis_outage_gives_503_and_not_ready_then_delivery_resumes_without_re
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "readiness did not flip within 5 s"
+            started.elapsed() < WAIT,
+            "readiness did not flip within {WAIT:?}"
         );
     }
     // Clients stay connected through the outage and may even join meanwhile.
@@ -401,8 +401,8 @@ async fn a_redis_outage_gives_503_and_not_ready_then_delivery_resumes_without_re
     let mut n = 0u64;
     let delivered = loop {
         assert!(
-            back.elapsed() < Duration::from_secs(5),
-            "delivery did not resume within 5 s"
+            back.elapsed() < WAIT,
+            "delivery did not resume within {WAIT:?}"
         );
         let (status, _) = publish_status(&cluster.nodes[0], "tasks", "o", "Back", json!([n])).await;
         if status == 202 {
@@ -423,7 +423,6 @@ async fn a_redis_outage_gives_503_and_not_ready_then_delivery_resumes_without_re
     };
     assert_eq!(delivered.0["target"], "Back");
     assert_eq!(delivered.1["target"], "Back");
-    assert!(back.elapsed() < Duration::from_secs(5));
     cluster.nodes[0].wait_ready().await;
     cluster.nodes[1].wait_ready().await;
     let deadline = tokio::time::Instant::now() + WAIT;
