@@ -1,7 +1,5 @@
 //! A client that stops reading is evicted; everyone else keeps receiving.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::helpers::{eventually, test_config, Client, TestApp};
@@ -10,6 +8,10 @@ use crate::helpers::{eventually, test_config, Client, TestApp};
 async fn a_non_reading_client_is_evicted_while_a_healthy_one_receives_everything() {
     let mut config = test_config();
     config.limits.outbound_queue = 16;
+    // A write to the stuck client never times out within the test: if its blocked socket
+    // could hold up anyone else's delivery, the healthy client would stall and the test
+    // would fail on its receive deadline instead of finishing.
+    config.timeouts.write_timeout_ms = 3_600_000;
     let app = TestApp::spawn_with(config).await;
     let mut healthy = Client::connect(&app, "/hubs/tasks").await;
     let mut stuck = Client::connect(&app, "/hubs/tasks").await;
@@ -36,7 +38,6 @@ async fn a_non_reading_client_is_evicted_while_a_healthy_one_receives_everything
             }
         })
     };
-    let started = tokio::time::Instant::now();
     for i in 0..2000 {
         let inv = healthy.next_invocation().await;
         assert_eq!(
@@ -45,13 +46,6 @@ async fn a_non_reading_client_is_evicted_while_a_healthy_one_receives_everything
         );
     }
     publisher.await.unwrap();
-    // The healthy client was never held up by the stuck one's blocked socket (the write
-    // timeout is 10 s; the whole run takes far less).
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
     eventually("stuck client evicted", || {
         node.registry().connection_count() == 1
     })

@@ -1,18 +1,19 @@
-//! SIGTERM-style drain: clients get Close with allowReconnect and the node stops quickly.
-
-use std::time::Duration;
+//! SIGTERM-style drain: clients get Close with allowReconnect and the node stops as soon as they are gone.
 
 use serde_json::json;
 
-use crate::helpers::{Client, TestApp};
+use crate::helpers::{test_config, Client, TestApp, WAIT};
 
 #[tokio::test]
-async fn shutdown_closes_every_client_with_allow_reconnect_and_returns_quickly() {
-    let mut app = TestApp::spawn().await;
+async fn shutdown_closes_every_client_with_allow_reconnect_and_returns_once_they_are_gone() {
+    let mut config = test_config();
+    // The drain must end as soon as every client is gone, not when its timer runs out: with
+    // an hour-long drain timer, returning at all proves it.
+    config.timeouts.shutdown_ms = 3_600_000;
+    let mut app = TestApp::spawn_with(config).await;
     let mut a = Client::connect(&app, "/hubs/tasks").await;
     let mut b = Client::connect_direct(&app, "/hubs/spend").await;
     a.call("JoinGroup", json!(["g"])).await;
-    let started = tokio::time::Instant::now();
     let run = app.shutdown();
     for c in [&mut a, &mut b] {
         assert_eq!(
@@ -21,11 +22,10 @@ async fn shutdown_closes_every_client_with_allow_reconnect_and_returns_quickly()
         );
         assert_eq!(c.recv().await, None, "socket closed after the Close record");
     }
-    let result = tokio::time::timeout(Duration::from_secs(5), run)
+    let result = tokio::time::timeout(WAIT, run)
         .await
-        .expect("run returns within 5 s");
+        .expect("run returns once every client is closed");
     result.unwrap().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(app.node.registry().connection_count(), 0);
     // The listener is gone: new connections are refused.
     assert!(reqwest::get(app.url("/healthz")).await.is_err());

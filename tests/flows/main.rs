@@ -260,7 +260,6 @@ async fn progress_is_coalesced_and_the_terminal_event_always_arrives_last() {
     let p = pair(no_tweak).await;
     let mut video = member(&p.nodes[0], "video-generation", "video-t1").await;
     let mut tasks = member(&p.nodes[1], "tasks", "task-t1").await;
-    let started = tokio::time::Instant::now();
     let http = reqwest::Client::new();
     let mut posts = Vec::new();
     for i in 1..=100 {
@@ -280,7 +279,6 @@ async fn progress_is_coalesced_and_the_terminal_event_always_arrives_last() {
     for t in posts {
         t.await.unwrap();
     }
-    assert!(started.elapsed() < Duration::from_secs(5));
     let done = post(
         &p.nodes[1],
         "/api/v1/tasks/video/t1/completed",
