@@ -15,6 +15,7 @@ if [ ! -d "$PEER/node_modules" ] || [ "$PEER/package-lock.json" -nt "$PEER/node_
   (cd "$PEER" && npm ci --no-audit --no-fund)
 fi
 cargo build --release -p hubcast -p hubcast-bench
+TARGET="$(cargo_target_dir)"
 # The load generator opens one socket per client; the node one per connection.
 ulimit -n "$(ulimit -Hn)" || true
-exec target/release/hubcast-bench --hubcast target/release/hubcast --socketio "$PEER" all --out BENCHMARKS.md "$@"
+exec "$TARGET/release/hubcast-bench" --hubcast "$TARGET/release/hubcast" --socketio "$PEER" all --out BENCHMARKS.md "$@"

@@ -12,19 +12,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-PYTHON="${PYTHON:-python3}"
 HELM_PYTHON_VERSION="0.2.2"
 
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
 echo "==> tools"
-if ! command -v "$PYTHON" >/dev/null 2>&1; then
-  apt_install python3 python3-pip
-fi
-if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
-  apt_install python3-pip
-fi
+ensure_venv
 
 installed_helm_python="$("$PYTHON" -c 'import helm_python; print(helm_python.__version__)' 2>/dev/null || true)"
 if [ "$installed_helm_python" != "$HELM_PYTHON_VERSION" ]; then
@@ -55,7 +49,7 @@ echo "helm-python-sdk $("$PYTHON" -c 'import helm_python; print(helm_python.__ve
   "$(yamllint --version), $(promtool --version 2>&1 | head -n1 | cut -d' ' -f1-3)," \
   "$(redis-server --version | cut -d' ' -f1-3)"
 
-BIN="${CARGO_TARGET_DIR:-target}/debug/hubcast"
+BIN="$(cargo_target_dir)/debug/hubcast"
 if [ ! -x "$BIN" ] && [ -z "${CHECK_CHART_BIN:-}" ]; then
   echo "==> cargo build --bin hubcast ($BIN is missing)"
   cargo build --bin hubcast

@@ -10,7 +10,7 @@
 #     deliveries the test made, and every dashboard expression evaluates on it.
 # It installs what is missing first (prometheus/promtool and redis-server from Debian,
 # npm ci in tests/observability, pip for tests/observability/requirements.txt) and builds
-# target/debug/hubcast if absent. Traffic stays on 127.0.0.1; every process it starts is
+# the hubcast binary (in cargo's target directory) if absent. Traffic stays on 127.0.0.1; every process it starts is
 # stopped by PID on exit. Ends with "N passed, M failed"; exits non-zero on any failure.
 set -euo pipefail
 
@@ -77,13 +77,10 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "node/npm not found: installing nodejs npm"
   apt_install nodejs npm
 fi
-if ! command -v python3 >/dev/null 2>&1; then
-  echo "python3 not found: installing python3 python3-pip"
-  apt_install python3 python3-pip
-fi
+ensure_venv
 echo "$(promtool --version 2>&1 | head -n1)"
 echo "$(redis-server --version | head -n1)"
-echo "node $(node --version), npm $(npm --version), $(python3 --version)"
+echo "node $(node --version), npm $(npm --version), $("$PYTHON" --version)"
 
 echo "==> dependencies"
 MARKER="$OBS/node_modules/.package-lock.json"
@@ -93,18 +90,15 @@ if [ ! -d "$OBS/node_modules" ] || [ ! -f "$MARKER" ] || [ "$OBS/package-lock.js
 else
   echo "$OBS/node_modules is up to date"
 fi
-if python3 -c 'import websocket; websocket.create_connection' >/dev/null 2>&1; then
+if "$PYTHON" -c 'import websocket; websocket.create_connection' >/dev/null 2>&1; then
   echo "python package websocket-client present"
 else
   echo "installing $OBS/requirements.txt"
-  if ! python3 -m pip install -r "$OBS/requirements.txt"; then
-    # A Debian-managed python3 refuses plain pip installs (PEP 668).
-    python3 -m pip install --break-system-packages -r "$OBS/requirements.txt"
-  fi
+  pip_install -r "$OBS/requirements.txt"
 fi
 
 echo "==> hubcast binary"
-HUBCAST_BIN="$ROOT/target/debug/hubcast"
+HUBCAST_BIN="$(cargo_target_dir)/debug/hubcast"
 if [ ! -x "$HUBCAST_BIN" ]; then
   echo "$HUBCAST_BIN missing: cargo build"
   cargo build
@@ -117,6 +111,6 @@ export HUBCAST_BIN
 
 echo "==> checks"
 # In the background and waited for, so that INT/TERM reach the trap at once.
-timeout --kill-after=10 300 python3 "$OBS/check_observability.py" &
+timeout --kill-after=10 300 "$PYTHON" "$OBS/check_observability.py" &
 CHECK_PID=$!
 wait "$CHECK_PID"

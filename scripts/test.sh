@@ -2,8 +2,9 @@
 # The one command that runs every hubcast test on a fresh machine:
 #   bash scripts/test.sh
 # It installs what is missing (redis-server, the JS client's node modules, the
-# Python test packages), builds the server, then runs the Rust tests, the JS
-# suite (official @microsoft/signalr client) and the Python suite (signalrcore).
+# Python test packages in .venv inside the repository), builds the server, then
+# runs the Rust tests, the JS suite (official @microsoft/signalr client) and the
+# Python suite (signalrcore).
 # Stops at the first failing stage.
 set -euo pipefail
 
@@ -35,13 +36,10 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt_install nodejs npm
 fi
 echo "node $(node --version), npm $(npm --version)"
-if ! command -v python3 >/dev/null 2>&1; then
-  echo "python3 not found: installing python3 python3-pip"
-  apt_install python3 python3-pip
-fi
-echo "$(python3 --version)"
+ensure_venv
+echo "$("$PYTHON" --version) in $VENV"
 
-stage "test dependencies (npm ci in tests/js, pip for tests/python)"
+stage "test dependencies (npm ci in tests/js, pip into .venv for tests/python)"
 JS_MARKER="tests/js/node_modules/.package-lock.json"
 if [ ! -d tests/js/node_modules ] || [ ! -f "$JS_MARKER" ] \
   || [ tests/js/package-lock.json -nt "$JS_MARKER" ]; then
@@ -50,19 +48,16 @@ if [ ! -d tests/js/node_modules ] || [ ! -f "$JS_MARKER" ] \
 else
   echo "tests/js/node_modules is up to date"
 fi
-if python3 -c 'import signalrcore, pytest, requests' >/dev/null 2>&1; then
+if "$PYTHON" -c 'import signalrcore, pytest, requests' >/dev/null 2>&1; then
   echo "python packages present (signalrcore, pytest, requests)"
 else
   echo "installing tests/python/requirements.txt"
-  if ! python3 -m pip install -r tests/python/requirements.txt; then
-    # A Debian-managed python3 refuses plain pip installs (PEP 668).
-    python3 -m pip install --break-system-packages -r tests/python/requirements.txt
-  fi
+  pip_install -r tests/python/requirements.txt
 fi
 
 stage "cargo build"
 cargo build
-HUBCAST_BIN="$ROOT/target/debug/hubcast"
+HUBCAST_BIN="$(cargo_target_dir)/debug/hubcast"
 if [ ! -x "$HUBCAST_BIN" ]; then
   echo "cargo build did not produce $HUBCAST_BIN" >&2
   exit 1
@@ -79,7 +74,7 @@ stage "JS end-to-end tests (node --test, @microsoft/signalr) in tests/js"
 (cd tests/js && timeout --kill-after=30 600 node --test --test-reporter=spec)
 
 stage "Python end-to-end tests (pytest, signalrcore) in tests/python"
-timeout --kill-after=30 600 python3 -m pytest -q tests/python
+timeout --kill-after=30 600 "$PYTHON" -m pytest -q tests/python
 
 stage "Helm chart, image and compose checks (scripts/check-chart.sh)"
 timeout --kill-after=30 900 bash scripts/check-chart.sh

@@ -272,14 +272,16 @@ def clean_env() -> dict[str, str]:
 
 @functools.cache
 def binary() -> Path:
-    """target/debug/hubcast, built with `cargo build --bin hubcast` when missing."""
-    override = os.environ.get("CHECK_CHART_BIN")
+    """HUBCAST_BIN, else the debug build in cargo's target directory (built with
+    `cargo build --bin hubcast` when missing)."""
+    override = os.environ.get("CHECK_CHART_BIN") or os.environ.get("HUBCAST_BIN")
     if override:
         return Path(override)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    path = target / "debug" / "hubcast"
+    meta = run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=ROOT)
+    assert meta.returncode == 0, meta.stderr
+    path = Path(json.loads(meta.stdout)["target_directory"]) / "debug" / "hubcast"
     if not path.exists():
-        print("  (building target/debug/hubcast: cargo build --bin hubcast)", flush=True)
+        print(f"  (building {path}: cargo build --bin hubcast)", flush=True)
         r = subprocess.run(["cargo", "build", "--bin", "hubcast"], cwd=ROOT,
                            capture_output=True, text=True, timeout=1800)
         assert r.returncode == 0, f"cargo build failed:\n{r.stderr[-3000:]}"

@@ -5,7 +5,7 @@
 // Every wait in these helpers polls a condition with a deadline; nothing
 // sleeps to synchronise.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { createConnection, createServer } from "node:net";
 import { existsSync } from "node:fs";
@@ -22,12 +22,21 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 /**
  * Absolute path of the hubcast binary: env HUBCAST_BIN (a relative value is
- * taken from the current directory), else ../../target/debug/hubcast from
- * this file, i.e. the repository's debug build.
+ * taken from the current directory), else the debug build in cargo's target
+ * directory (which `cargo metadata` knows, CARGO_TARGET_DIR included).
  */
 export const HUBCAST_BIN = process.env.HUBCAST_BIN
   ? path.resolve(process.env.HUBCAST_BIN)
-  : path.resolve(HERE, "../../target/debug/hubcast");
+  : path.join(
+      JSON.parse(
+        execFileSync("cargo", ["metadata", "--format-version", "1", "--no-deps"], {
+          cwd: path.resolve(HERE, "../.."),
+          encoding: "utf8",
+        }),
+      ).target_directory,
+      "debug",
+      "hubcast",
+    );
 
 const VERBOSE = process.env.HUBCAST_TEST_VERBOSE === "1";
 const LOG_TAIL_LINES = 200;

@@ -15,7 +15,7 @@ Run through scripts/check-observability.sh, which installs what is missing first
      count and readiness it reports are exactly what the test did, and every dashboard
      expression evaluates on it.
 
-Environment: HUBCAST_BIN (default target/debug/hubcast), OBS_PIDFILE (file to which the PID
+Environment: HUBCAST_BIN (default: the debug build in cargo's target directory), OBS_PIDFILE (file to which the PID
 of every process started here is appended, so the calling script can stop them),
 OBS_WORKDIR (scratch directory; default: a new temp dir).
 
@@ -46,7 +46,14 @@ import websocket  # websocket-client
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DASHBOARD = ROOT / "grafana" / "hubcast.json"
-HUBCAST_BIN = os.environ.get("HUBCAST_BIN", str(ROOT / "target" / "debug" / "hubcast"))
+def cargo_target_dir() -> Path:
+    """cargo's target directory (CARGO_TARGET_DIR and .cargo/config included)."""
+    out = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return Path(json.loads(out)["target_directory"])
+
+
+HUBCAST_BIN = os.environ.get("HUBCAST_BIN") or str(cargo_target_dir() / "debug" / "hubcast")
 PROMETHEUS_BIN = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL_BIN = shutil.which("promtool") or "/usr/bin/promtool"
 REDIS_BIN = shutil.which("redis-server")

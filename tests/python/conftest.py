@@ -1,7 +1,7 @@
 """Fixtures for the hubcast end-to-end tests with the Python signalrcore client.
 
 The ``server`` fixture spawns the hubcast binary (env HUBCAST_BIN, else
-target/debug/hubcast in the repository) on a free port, waits for
+the debug build in cargo's target directory) on a free port, waits for
 GET /healthz to answer 200 and kills it at the end. Every wait here polls a
 condition against a deadline; nothing sleeps to synchronise.
 """
@@ -23,8 +23,15 @@ import requests
 from signalrcore.hub_connection_builder import HubConnectionBuilder
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+def cargo_target_dir() -> pathlib.Path:
+    """cargo's target directory (CARGO_TARGET_DIR and .cargo/config included)."""
+    out = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return pathlib.Path(json.loads(out)["target_directory"])
+
+
 HUBCAST_BIN = pathlib.Path(
-    os.environ.get("HUBCAST_BIN") or ROOT / "target" / "debug" / "hubcast"
+    os.environ.get("HUBCAST_BIN") or cargo_target_dir() / "debug" / "hubcast"
 ).resolve()
 VERBOSE = os.environ.get("HUBCAST_TEST_VERBOSE") == "1"
 
