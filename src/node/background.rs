@@ -1,0 +1,138 @@
+//! The node's background work: the readiness probe, the gauge task, reacting to
+//! backplane events, and shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Node;
+use crate::backplane::BackplaneEvent;
+use crate::connection::close::CloseReason;
+use crate::envelope::{now_micros, Envelope, Kind};
+use crate::hub::Hub;
+use crate::metrics as m;
+
+impl Node {
+    /// A pub/sub round trip through the backplane: publishes a probe to this node's own
+    /// control channel and waits for it to come back.
+    pub async fn probe(&self, within: Duration) -> bool {
+        let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(nonce, tx);
+        let payload = Envelope::encode(
+            Kind::Probe,
+            now_micros(),
+            b"",
+            b"",
+            nonce.to_string().as_bytes(),
+        );
+        let channel = self.keys.node_channel(&self.id);
+        let ok = tokio::time::timeout(within, async {
+            self.backplane
+                .publish(&channel, payload)
+                .await
+                .ok()
+                .filter(|n| *n > 0)?;
+            rx.await.ok()
+        })
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+        self.probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&nonce);
+        ok
+    }
+
+    // ---- shutdown --------------------------------------------------------------------
+
+    /// Starts draining: new connections are refused and every session is told to close
+    /// with `allowReconnect`.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        for handle in self.registry.handles() {
+            handle.close(CloseReason::Shutdown);
+        }
+    }
+
+    /// Stops background tasks and waits for them (bounded).
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
+    }
+}
+
+pub(super) async fn gauge_task(node: Arc<Node>) {
+    let names: Vec<&str> = node.hubs.iter().map(Hub::name).collect();
+    crate::metrics::init_series(&names);
+    loop {
+        let local = node
+            .registry
+            .channel_counts(node.hubs.len(), |hub, channel| {
+                node.keys
+                    .group_of_channel(node.hubs[hub].name(), channel)
+                    .is_some()
+            });
+        for (hub, n) in names.iter().zip(&local) {
+            metrics::gauge!(m::LOCAL_GROUPS, "hub" => (*hub).to_owned()).set(*n as f64);
+        }
+        match node.backplane.cluster_counts(&names).await {
+            Ok(counts) => {
+                for (hub, (groups, members)) in names.iter().zip(counts) {
+                    metrics::gauge!(m::GROUPS, "hub" => (*hub).to_owned()).set(groups as f64);
+                    metrics::gauge!(m::GROUP_MEMBERS, "hub" => (*hub).to_owned())
+                        .set(members as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cluster counts unavailable"),
+        }
+        let ready = !node.is_draining() && node.probe(Duration::from_secs(1)).await;
+        metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
+        // While not ready (starting, or Redis away), look again soon, so the gauge follows
+        // /readyz within a second.
+        let period = if ready {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(500)
+        };
+        tokio::select! {
+            _ = node.stop.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// Reacts to the backplane: a (re)connected subscriber or lost cluster state means
+/// writing this node's state again.
+pub(super) async fn event_task(
+    node: Arc<Node>,
+    mut events: mpsc::UnboundedReceiver<BackplaneEvent>,
+) {
+    let mut repair = tokio::time::interval(Duration::from_secs(5));
+    repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            _ = node.stop.cancelled() => return,
+            e = events.recv() => e,
+            _ = repair.tick() => {
+                if node.needs_resync.load(Ordering::Acquire) {
+                    node.resync().await;
+                }
+                continue;
+            }
+        };
+        match event {
+            None => return,
+            Some(BackplaneEvent::Connected | BackplaneEvent::ResyncNeeded) => node.resync().await,
+            Some(BackplaneEvent::Disconnected) => {}
+        }
+    }
+}

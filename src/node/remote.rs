@@ -1,0 +1,293 @@
+//! Operations on a connection held by another node: group changes, closes and sends go
+//! to the owner over its control channel and wait for its acknowledgement; and the
+//! control messages this node applies for others.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::oneshot;
+
+use super::dispatch::{bad_envelope, deliver_to};
+use super::{Node, NodeError};
+use crate::connection::close::CloseReason;
+use crate::envelope::{now_micros, Ack, AckOutcome, Envelope, GroupChange, Kind};
+use crate::ids::{ConnectionId, GroupName};
+use crate::metrics as m;
+
+/// How long a remote group change waits for the owning node's ack.
+pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Node {
+    /// Adds a connection to a group from the API, on whichever node holds it.
+    ///
+    /// # Errors
+    /// Unknown connection, too many groups, the backplane, or an owner that does not
+    /// answer.
+    pub async fn add_to_group(
+        &self,
+        hub: usize,
+        id: &ConnectionId,
+        group: &GroupName,
+    ) -> Result<(), NodeError> {
+        self.change_group(hub, id, group, true).await.map(drop)
+    }
+
+    /// Removes a connection from a group from the API, on whichever node holds it.
+    /// Returns whether it was a member (always true for a remote connection).
+    ///
+    /// # Errors
+    /// As [`Self::add_to_group`].
+    pub async fn remove_from_group(
+        &self,
+        hub: usize,
+        id: &ConnectionId,
+        group: &GroupName,
+    ) -> Result<bool, NodeError> {
+        self.change_group(hub, id, group, false).await
+    }
+
+    pub(super) async fn change_group(
+        &self,
+        hub: usize,
+        id: &ConnectionId,
+        group: &GroupName,
+        join: bool,
+    ) -> Result<bool, NodeError> {
+        let channel = self
+            .keys
+            .group_channel(self.hubs[hub].name(), group.as_str());
+        if self.registry.connection(id).is_some_and(|c| c.hub == hub) {
+            return if join {
+                self.join_channel(id, hub, &channel, Some(group))
+                    .await
+                    .map(|_| true)
+            } else {
+                self.leave_channel(id, hub, &channel, Some(group)).await
+            };
+        }
+        let owner = self.remote_owner(hub, id).await?;
+        let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::to_vec(&GroupChange {
+            hub: self.hubs[hub].name().to_owned(),
+            group: group.as_str().to_owned(),
+            reply_to: self.id.clone(),
+            nonce,
+        })
+        .unwrap_or_default();
+        let (tx, rx) = oneshot::channel();
+        self.acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(nonce, tx);
+        let kind = if join { Kind::Join } else { Kind::Leave };
+        let payload = Envelope::encode(kind, now_micros(), b"", id.as_str().as_bytes(), &body);
+        let sent = self
+            .backplane
+            .publish(&self.keys.node_channel(&owner), payload)
+            .await;
+        let outcome = match sent {
+            Ok(0) => Err(NodeError::UnknownConnection(id.to_string())),
+            Ok(_) => match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+                Ok(Ok(AckOutcome::Done)) => Ok(true),
+                Ok(Ok(AckOutcome::UnknownConnection)) => {
+                    Err(NodeError::UnknownConnection(id.to_string()))
+                }
+                Ok(Ok(AckOutcome::TooManyGroups(n))) => Err(NodeError::TooManyGroups(n)),
+                Ok(Err(_)) | Err(_) => Err(NodeError::OwnerTimeout),
+            },
+            Err(e) => Err(e.into()),
+        };
+        self.acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&nonce);
+        outcome
+    }
+
+    /// The node holding a connection of this hub elsewhere in the cluster.
+    pub(super) async fn remote_owner(
+        &self,
+        hub: usize,
+        id: &ConnectionId,
+    ) -> Result<String, NodeError> {
+        match self.backplane.connection(id).await? {
+            Some(rec) if rec.hub == self.hubs[hub].name() && rec.node != self.id => Ok(rec.node),
+            _ => Err(NodeError::UnknownConnection(id.to_string())),
+        }
+    }
+
+    /// Closes a connection from the API (the client may reconnect), wherever it is.
+    ///
+    /// # Errors
+    /// Unknown connection, or the backplane.
+    pub async fn close_connection(&self, hub: usize, id: &ConnectionId) -> Result<(), NodeError> {
+        if let Some(conn) = self.registry.connection(id).filter(|c| c.hub == hub) {
+            conn.handle.close(CloseReason::ClosedByServer);
+            return Ok(());
+        }
+        let owner = self.remote_owner(hub, id).await?;
+        let payload = Envelope::encode(Kind::Close, now_micros(), b"", id.as_str().as_bytes(), b"");
+        match self
+            .backplane
+            .publish(&self.keys.node_channel(&owner), payload)
+            .await?
+        {
+            0 => Err(NodeError::UnknownConnection(id.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a connection of this hub is connected to any node.
+    ///
+    /// # Errors
+    /// The backplane.
+    pub async fn has_connection(&self, hub: usize, id: &ConnectionId) -> Result<bool, NodeError> {
+        if self.registry.connection(id).is_some_and(|c| c.hub == hub) {
+            return Ok(true);
+        }
+        Ok(self
+            .backplane
+            .connection(id)
+            .await?
+            .is_some_and(|r| r.hub == self.hubs[hub].name()))
+    }
+
+    /// Cluster-wide member count of a group.
+    ///
+    /// # Errors
+    /// The backplane.
+    pub async fn group_size(&self, hub: usize, group: &GroupName) -> Result<usize, NodeError> {
+        Ok(self
+            .backplane
+            .member_count(self.hubs[hub].name(), group.as_str())
+            .await?)
+    }
+
+    pub(super) async fn apply_control(self: &Arc<Self>, env: Envelope) {
+        match env.kind {
+            Kind::Probe => {
+                let nonce = std::str::from_utf8(&env.body)
+                    .ok()
+                    .and_then(|b| b.parse::<u64>().ok());
+                if let Some(tx) = nonce.and_then(|n| {
+                    self.probes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&n)
+                }) {
+                    let _ = tx.send(());
+                }
+                return;
+            }
+            Kind::Ack => {
+                match serde_json::from_slice::<Ack>(&env.body) {
+                    Ok(ack) => {
+                        if let Some(tx) = self
+                            .acks
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&ack.nonce)
+                        {
+                            let _ = tx.send(ack.outcome);
+                        }
+                    }
+                    Err(_) => bad_envelope("node", "ack body is not valid"),
+                }
+                return;
+            }
+            _ => {}
+        }
+        let Some(id) = std::str::from_utf8(&env.connection)
+            .ok()
+            .and_then(ConnectionId::parse)
+        else {
+            bad_envelope("node", "control message without a valid connection id");
+            return;
+        };
+        match env.kind {
+            Kind::Send => {
+                let Ok(frame) = Utf8Bytes::try_from(env.body) else {
+                    bad_envelope("node", "record is not UTF-8");
+                    return;
+                };
+                if let Some(conn) = self.registry.connection(&id) {
+                    deliver_to(
+                        &conn.handle,
+                        &id,
+                        self.hubs[conn.hub].name(),
+                        frame,
+                        env.published_at_micros,
+                    );
+                } else {
+                    // Published with a 202 while the connection was leaving this node.
+                    metrics::counter!(m::DELIVERY_FAILURES, "hub" => "node", "reason" => m::REASON_CONNECTION_CLOSED).increment(1);
+                    tracing::info!(connection = %id, "message for a connection that has left this node dropped");
+                }
+            }
+            Kind::Close => {
+                if let Some(conn) = self.registry.connection(&id) {
+                    conn.handle.close(CloseReason::ClosedByServer);
+                }
+            }
+            Kind::Join | Kind::Leave => {
+                let Ok(change) = serde_json::from_slice::<GroupChange>(&env.body) else {
+                    bad_envelope("node", "group change body is not valid");
+                    return;
+                };
+                let outcome = self
+                    .apply_group_change(&id, &change, env.kind == Kind::Join)
+                    .await;
+                let ack = serde_json::to_vec(&Ack {
+                    nonce: change.nonce,
+                    outcome,
+                })
+                .unwrap_or_default();
+                let payload = Envelope::encode(Kind::Ack, now_micros(), b"", b"", &ack);
+                if let Err(e) = self
+                    .backplane
+                    .publish(&self.keys.node_channel(&change.reply_to), payload)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not acknowledge a remote group change");
+                }
+            }
+            Kind::Deliver | Kind::Probe | Kind::Ack => {}
+        }
+    }
+
+    pub(super) async fn apply_group_change(
+        &self,
+        id: &ConnectionId,
+        change: &GroupChange,
+        join: bool,
+    ) -> AckOutcome {
+        let (Some(hub), Ok(group)) = (self.hub_index(&change.hub), GroupName::parse(&change.group))
+        else {
+            return AckOutcome::UnknownConnection;
+        };
+        if self.registry.connection(id).is_none_or(|c| c.hub != hub) {
+            return AckOutcome::UnknownConnection;
+        }
+        let channel = self.keys.group_channel(&change.hub, group.as_str());
+        let result = if join {
+            self.join_channel(id, hub, &channel, Some(&group))
+                .await
+                .map(drop)
+        } else {
+            self.leave_channel(id, hub, &channel, Some(&group))
+                .await
+                .map(drop)
+        };
+        match result {
+            Ok(()) => AckOutcome::Done,
+            Err(NodeError::TooManyGroups(n)) => AckOutcome::TooManyGroups(n),
+            Err(NodeError::UnknownConnection(_)) => AckOutcome::UnknownConnection,
+            Err(e) => {
+                tracing::warn!(connection = %id, error = %e, "remote group change failed");
+                AckOutcome::UnknownConnection
+            }
+        }
+    }
+}
