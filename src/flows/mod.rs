@@ -4,9 +4,8 @@
 //! circuit breakers, storm protection — with their state in the backplane, so every node
 //! agrees and a restart loses nothing.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,6 +20,7 @@ use crate::events::{
     VideoGenerationProgress, VideoGenerationStarted, WebhookCircuitBreakerState,
     WebhookDeliveryFailure, WebhookDeliverySuccess, WebhookRetryInfo,
 };
+use crate::guard::{PlannedEvent, ProgressStep};
 use crate::hub::{webhook_group, WebhookStyle};
 use crate::ids::{CorrelationId, GroupName};
 use crate::metrics as m;
@@ -638,8 +638,6 @@ pub struct TaskFact {
     pub image_urls: Option<Vec<String>>,
 }
 
-type PlannedEvent = (&'static str, String, &'static str, Vec<Value>);
-
 fn plan_task(
     kind: &str,
     id: &str,
@@ -840,89 +838,6 @@ fn plan_task(
     };
     events.push(("tasks", format!("task-{id}"), target, args));
     Ok(events)
-}
-
-/// Progress waiting for its coalescing window, per task on this node.
-#[derive(Debug, Default)]
-pub struct Coalescer {
-    slots: Mutex<HashMap<String, Slot>>,
-}
-
-#[derive(Debug)]
-struct Slot {
-    last_sent: Instant,
-    pending: Option<(Vec<PlannedEvent>, CorrelationId)>,
-    flush_scheduled: bool,
-    coalesced: u64,
-}
-
-/// Slots idle this long are forgotten.
-const SLOT_IDLE: Duration = Duration::from_secs(600);
-
-enum ProgressStep {
-    SendNow,
-    Held,
-}
-
-impl Coalescer {
-    fn offer(
-        &self,
-        key: &str,
-        events: Vec<PlannedEvent>,
-        correlation: &CorrelationId,
-        interval: Duration,
-    ) -> (ProgressStep, bool, Option<Vec<PlannedEvent>>) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if slots.len() > 10_000 {
-            slots.retain(|_, s| s.flush_scheduled || s.last_sent.elapsed() < SLOT_IDLE);
-        }
-        let now = Instant::now();
-        let slot = slots.entry(key.to_owned()).or_insert_with(|| Slot {
-            last_sent: now.checked_sub(interval).unwrap_or(now),
-            pending: None,
-            flush_scheduled: false,
-            coalesced: 0,
-        });
-        if slot.pending.is_none()
-            && !slot.flush_scheduled
-            && now.duration_since(slot.last_sent) >= interval
-        {
-            slot.last_sent = now;
-            return (ProgressStep::SendNow, false, Some(events));
-        }
-        let superseded = slot.pending.is_some();
-        if superseded {
-            slot.coalesced += 1;
-        }
-        slot.pending = Some((events, correlation.clone()));
-        let schedule = !slot.flush_scheduled;
-        slot.flush_scheduled = true;
-        (ProgressStep::Held, schedule, None)
-    }
-
-    fn due(&self, key: &str, interval: Duration) -> Option<Instant> {
-        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.get(key).map(|s| s.last_sent + interval)
-    }
-
-    fn take(&self, key: &str) -> Option<(Vec<PlannedEvent>, CorrelationId, u64)> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = slots.get_mut(key)?;
-        slot.flush_scheduled = false;
-        let (events, corr) = slot.pending.take()?;
-        slot.last_sent = Instant::now();
-        let coalesced = std::mem::take(&mut slot.coalesced);
-        Some((events, corr, coalesced))
-    }
-
-    /// Forgets a task's pending progress (its terminal event supersedes it); returns how
-    /// many progress events that drops.
-    fn finish(&self, key: &str) -> u64 {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots
-            .remove(key)
-            .map_or(0, |s| s.coalesced + u64::from(s.pending.is_some()))
-    }
 }
 
 fn count_coalesced(events: &[PlannedEvent], n: u64, rule: &'static str) {
@@ -1288,40 +1203,4 @@ pub async fn webhook_delivery(
             .collect::<Vec<_>>()),
     );
     Ok(report)
-}
-
-// ---- storm-protection bookkeeping ---------------------------------------------------------
-
-/// Counts suppressed events and logs them at most once per second per (hub, group,
-/// target), with how many were suppressed since the last line.
-#[derive(Debug, Default)]
-pub struct Suppressions {
-    windows: Mutex<HashMap<String, (Instant, u64)>>,
-}
-
-impl Suppressions {
-    /// Records one suppressed event.
-    pub fn record(&self, hub: &str, group: &str, target: &str, rule: &'static str) {
-        metrics::counter!(m::THROTTLED_EVENTS, "hub" => hub.to_owned(), "target" => target.to_owned(), "rule" => rule).increment(1);
-        let key = format!("{hub}\u{0}{group}\u{0}{target}\u{0}{rule}");
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if windows.len() > 10_000 {
-            windows.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(60));
-        }
-        let entry = windows
-            .entry(key)
-            .or_insert((Instant::now() - Duration::from_secs(2), 0));
-        entry.1 += 1;
-        if entry.0.elapsed() >= Duration::from_secs(1) {
-            tracing::warn!(
-                hub,
-                group,
-                target,
-                rule,
-                suppressed = entry.1,
-                "[SignalR:{target}] events suppressed"
-            );
-            *entry = (Instant::now(), 0);
-        }
-    }
 }
