@@ -5,7 +5,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{finite, path_id, send, to_value, FlowError, FlowReport};
+use super::{finite, path_id, send, send_to_admins, to_value, FlowError, FlowReport};
 use crate::events::{BudgetAlertNotification, SpendUpdateNotification};
 use crate::ids::CorrelationId;
 use crate::metrics as m;
@@ -156,21 +156,18 @@ pub async fn spend(
                     ],
                     ..alert
                 };
-                for group in ["admin".to_owned(), format!("admin-vkey-{vkey}")] {
-                    if node.hub_index("admin-notifications").is_some() {
-                        send(
-                            node,
-                            &mut report,
-                            "admin-notifications",
-                            &group,
-                            "HighSpendAlert",
-                            &[to_value(&high)],
-                            correlation,
-                            Guard::Storm,
-                            &detail,
-                        )
-                        .await?;
-                    }
+                // Admin alerts are optional: a node without the admin hub skips them.
+                if node.hub_index("admin-notifications").is_some() {
+                    send_to_admins(
+                        node,
+                        &mut report,
+                        &vgroup,
+                        "HighSpendAlert",
+                        to_value(&high),
+                        correlation,
+                        &detail,
+                    )
+                    .await?;
                 }
                 sent += 1;
             }

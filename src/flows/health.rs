@@ -5,10 +5,10 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{finite, path_id, send, to_value, FlowError, FlowReport};
+use super::{finite, path_id, send_to_admins, to_value, FlowError, FlowReport};
 use crate::events::ProviderHealthNotification;
 use crate::ids::CorrelationId;
-use crate::node::{Guard, Node};
+use crate::node::Node;
 
 /// `POST /api/v1/providers/{provider}/health`.
 #[derive(Debug, Deserialize)]
@@ -78,20 +78,16 @@ pub async fn provider_health(
             "Provider: {provider}, Status: {status}, Previous: {}",
             verdict.previous.as_deref().unwrap_or("none")
         );
-        for group in ["admin".to_owned(), format!("admin-provider-{provider}")] {
-            send(
-                node,
-                &mut report,
-                "admin-notifications",
-                &group,
-                "ProviderHealthUpdate",
-                &[to_value(&note)],
-                correlation,
-                Guard::Storm,
-                &detail,
-            )
-            .await?;
-        }
+        send_to_admins(
+            node,
+            &mut report,
+            &format!("provider-{provider}"),
+            "ProviderHealthUpdate",
+            to_value(&note),
+            correlation,
+            &detail,
+        )
+        .await?;
     }
     report
         .details

@@ -180,6 +180,34 @@ async fn send(
     Ok(())
 }
 
+/// Sends to every admin who watches `entity` (`vkey-7`, `provider-openai`): the `admin`
+/// group and the entity's own `admin-{entity}` group, under storm protection.
+async fn send_to_admins(
+    node: &Node,
+    report: &mut FlowReport,
+    entity: &str,
+    target: &str,
+    argument: Value,
+    correlation: &CorrelationId,
+    detail: &str,
+) -> Result<(), FlowError> {
+    for group in ["admin".to_owned(), format!("admin-{entity}")] {
+        send(
+            node,
+            report,
+            "admin-notifications",
+            &group,
+            target,
+            std::slice::from_ref(&argument),
+            correlation,
+            Guard::Storm,
+            detail,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 fn to_value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }

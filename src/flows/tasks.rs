@@ -134,6 +134,16 @@ fn plan_task(
         f.progress
             .ok_or_else(|| FlowError::Invalid("progress: missing field `progress`".into()))
     };
+    // Video and image cancellations carry the same body under their own target.
+    let cancelled = || {
+        to_value(&GenerationCancelled {
+            task_id: id.into(),
+            reason: f.reason.clone(),
+            cancelled_at: now,
+            timestamp: now,
+            correlation_id: corr.clone(),
+        })
+    };
     let mut events: Vec<PlannedEvent> = Vec::new();
     match kind {
         "video" => {
@@ -198,16 +208,7 @@ fn plan_task(
                         correlation_id: corr.clone(),
                     }),
                 ),
-                TaskAction::Cancelled => (
-                    "VideoGenerationCancelled",
-                    to_value(&GenerationCancelled {
-                        task_id: id.into(),
-                        reason: f.reason.clone(),
-                        cancelled_at: now,
-                        timestamp: now,
-                        correlation_id: corr.clone(),
-                    }),
-                ),
+                TaskAction::Cancelled => ("VideoGenerationCancelled", cancelled()),
             };
             events.push(("video-generation", group, target, vec![v]));
         }
@@ -263,16 +264,7 @@ fn plan_task(
                         correlation_id: corr.clone(),
                     }),
                 ),
-                TaskAction::Cancelled => (
-                    "ImageGenerationCancelled",
-                    to_value(&GenerationCancelled {
-                        task_id: id.into(),
-                        reason: f.reason.clone(),
-                        cancelled_at: now,
-                        timestamp: now,
-                        correlation_id: corr.clone(),
-                    }),
-                ),
+                TaskAction::Cancelled => ("ImageGenerationCancelled", cancelled()),
             };
             events.push(("image-generation", group, target, vec![v]));
         }
@@ -332,6 +324,32 @@ fn count_coalesced(events: &[PlannedEvent], n: u64, rule: &'static str) {
     }
 }
 
+/// Sends a post's events in order, stopping at the first that fails.
+async fn send_all(
+    node: &Node,
+    report: &mut FlowReport,
+    events: &[PlannedEvent],
+    correlation: &CorrelationId,
+    guard: Guard<'_>,
+    detail: &str,
+) -> Result<(), FlowError> {
+    for (hub, group, target, args) in events {
+        send(
+            node,
+            report,
+            hub,
+            group,
+            target,
+            args,
+            correlation,
+            guard,
+            detail,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Runs a task post: progress is coalesced per task (latest wins, at most
 /// `flows.progress_per_second`); terminal events always go out, after any progress.
 ///
@@ -361,37 +379,27 @@ pub async fn task(
         count_coalesced(&events, dropped, "coalesce");
         let ttl = Duration::from_millis(node.flows().task_done_ttl_ms);
         node.backplane().mark_done(&done_key, ttl).await?;
-        for (hub, group, target, args) in &events {
-            send(
-                node,
-                &mut report,
-                hub,
-                group,
-                target,
-                args,
-                correlation,
-                Guard::Storm,
-                &detail,
-            )
-            .await?;
-        }
+        send_all(
+            node,
+            &mut report,
+            &events,
+            correlation,
+            Guard::Storm,
+            &detail,
+        )
+        .await?;
         return Ok(report);
     }
     if action == TaskAction::Started {
-        for (hub, group, target, args) in &events {
-            send(
-                node,
-                &mut report,
-                hub,
-                group,
-                target,
-                args,
-                correlation,
-                Guard::UnlessDone(&done_key),
-                &detail,
-            )
-            .await?;
-        }
+        send_all(
+            node,
+            &mut report,
+            &events,
+            correlation,
+            Guard::UnlessDone(&done_key),
+            &detail,
+        )
+        .await?;
         return Ok(report);
     }
     let interval = Duration::from_secs_f64(1.0 / f64::from(node.flows().progress_per_second));
@@ -400,20 +408,16 @@ pub async fn task(
             .offer(&slot_key, events.clone(), correlation, interval);
     match step {
         ProgressStep::SendNow => {
-            for (hub, group, target, args) in now.unwrap_or_default() {
-                send(
-                    node,
-                    &mut report,
-                    hub,
-                    &group,
-                    target,
-                    &args,
-                    correlation,
-                    Guard::UnlessDone(&done_key),
-                    &detail,
-                )
-                .await?;
-            }
+            let now = now.unwrap_or_default();
+            send_all(
+                node,
+                &mut report,
+                &now,
+                correlation,
+                Guard::UnlessDone(&done_key),
+                &detail,
+            )
+            .await?;
             report.details.insert("coalesced".into(), json!(false));
         }
         ProgressStep::Held => {
