@@ -22,6 +22,7 @@
 //! | [`backplane`] | channels and cluster membership: the in-process bus, and Redis (pub/sub, sets, Lua, heartbeat, reaper) |
 //! | [`events`] | typed event contracts (the gateway's DTOs), their JSON Schemas and the publish check |
 //! | [`flows`] | budget alerts, provider-health hysteresis, task progress coalescing, webhook breakers, storm protection |
+//! | [`guard`] | the publish guards below node and flows: progress coalescing, storm-protection suppression records |
 //! | [`envelope`] | the binary envelope carried on backplane channels |
 //! | [`keys`] | every channel and key name |
 //! | [`metrics`] | every metric name and help text |
@@ -82,6 +83,7 @@ pub mod connection;
 pub mod envelope;
 pub mod events;
 pub mod flows;
+pub mod guard;
 pub mod http;
 pub mod hub;
 pub mod ids;

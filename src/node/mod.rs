@@ -103,9 +103,9 @@ pub struct Node {
     limits: Limits,
     timeouts: Timeouts,
     flows: Flows,
-    suppressions: crate::flows::Suppressions,
+    suppressions: crate::guard::Suppressions,
     /// Task progress waiting for its coalescing window, per task.
-    pub(crate) progress: crate::flows::Coalescer,
+    pub(crate) progress: crate::guard::Coalescer,
     draining: AtomicBool,
     /// Set when a cluster-store write failed; the next resync repairs it.
     needs_resync: AtomicBool,
@@ -167,8 +167,8 @@ impl Node {
             limits: parts.limits,
             timeouts: parts.timeouts,
             flows: parts.flows,
-            suppressions: crate::flows::Suppressions::default(),
-            progress: crate::flows::Coalescer::default(),
+            suppressions: crate::guard::Suppressions::default(),
+            progress: crate::guard::Coalescer::default(),
             draining: AtomicBool::new(false),
             needs_resync: AtomicBool::new(false),
             next_nonce: AtomicU64::new(1),
