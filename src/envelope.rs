@@ -1,23 +1,29 @@
 //! The backplane envelope: what travels on a channel between nodes.
 //!
-//! A small binary header (version, kind, publish time, correlation id, target connection)
-//! followed by the SignalR record already encoded for clients, so a receiving node never
-//! parses JSON on the fan-out path.
+//! A small binary header (version, kind, publish time, correlation id, target connection,
+//! delivery position) followed by the SignalR record already encoded for clients, so a
+//! receiving node never parses JSON on the fan-out path.
 //!
 //! ```text
-//! [0]      version (1)
+//! [0]      version (2)
 //! [1]      kind
 //! [2..10]  published at, microseconds since the Unix epoch, big-endian
 //! [10]     correlation id length n, then n bytes
 //! [..]     connection id length m, then m bytes (0 when the kind targets a channel)
+//! [..]     position length p, then p ASCII bytes `{epoch}:{seq}` (0: no position)
 //! [..]     body: the client record (Deliver, Send) or the group channel (Join, Leave)
 //! ```
+//!
+//! The position is the channel's delivery position, assigned by the backplane in the same
+//! step as the publish: the part before it (the [`Envelope::head`]) and the body are built
+//! here, and the backplane puts the position between them (Redis does it in Lua), so the
+//! message is still encoded once.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// What an envelope asks the receiving node to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +93,47 @@ impl Kind {
     }
 }
 
+/// A message's place in its channel's stream: the stream's epoch (a new one whenever the
+/// backplane starts the channel's sequence again, e.g. after Redis lost its data) and the
+/// sequence number in it, 1, 2, 3… without holes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The stream's epoch.
+    pub epoch: Bytes,
+    /// The message's number in the stream.
+    pub seq: u64,
+}
+
+impl Position {
+    /// Parses `{epoch}:{seq}`.
+    pub fn parse(raw: &Bytes) -> Option<Self> {
+        let colon = raw.iter().rposition(|b| *b == b':')?;
+        let digits = &raw[colon + 1..];
+        // Canonical only (no leading zero, no 0), so a position renders back to its bytes.
+        if colon == 0 || digits.first().is_none_or(|d| *d == b'0') {
+            return None;
+        }
+        let seq = digits.iter().try_fold(0u64, |n, d| {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        Some(Self {
+            epoch: raw.slice(..colon),
+            seq,
+        })
+    }
+
+    /// `{epoch}:{seq}`, as it travels.
+    pub fn render(epoch: &[u8], seq: u64) -> Vec<u8> {
+        let mut out = epoch.to_vec();
+        out.push(b':');
+        out.extend_from_slice(seq.to_string().as_bytes());
+        out
+    }
+}
+
 /// A decoded envelope; the byte fields borrow the payload without copying.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
@@ -98,6 +145,8 @@ pub struct Envelope {
     pub correlation: Bytes,
     /// The target connection (empty for channel deliveries).
     pub connection: Bytes,
+    /// The delivery position, for messages published on a positioned channel.
+    pub position: Option<Position>,
     /// The client record or group channel.
     pub body: Bytes,
 }
@@ -114,6 +163,9 @@ pub enum EnvelopeError {
     /// An unknown kind.
     #[error("unknown envelope kind {0}")]
     Kind(u8),
+    /// A position that is not `{epoch}:{seq}`.
+    #[error("malformed delivery position")]
+    Position,
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -124,7 +176,8 @@ pub fn now_micros() -> u64 {
 }
 
 impl Envelope {
-    /// Encodes an envelope. Ids longer than 255 bytes are cut (ours never are).
+    /// Encodes an envelope without a position. Ids longer than 255 bytes are cut (ours
+    /// never are).
     pub fn encode(
         kind: Kind,
         published_at_micros: u64,
@@ -132,10 +185,24 @@ impl Envelope {
         connection: &[u8],
         body: &[u8],
     ) -> Bytes {
+        Self::assemble(
+            &Self::head(kind, published_at_micros, correlation, connection),
+            b"",
+            body,
+        )
+    }
+
+    /// Everything before the position: what a positioned publish hands the backplane
+    /// together with the body.
+    pub fn head(
+        kind: Kind,
+        published_at_micros: u64,
+        correlation: &[u8],
+        connection: &[u8],
+    ) -> Bytes {
         let correlation = &correlation[..correlation.len().min(255)];
         let connection = &connection[..connection.len().min(255)];
-        let mut out =
-            BytesMut::with_capacity(12 + correlation.len() + connection.len() + body.len());
+        let mut out = BytesMut::with_capacity(12 + correlation.len() + connection.len());
         out.put_u8(VERSION);
         out.put_u8(kind as u8);
         out.put_u64(published_at_micros);
@@ -143,6 +210,17 @@ impl Envelope {
         out.put_slice(correlation);
         out.put_u8(connection.len() as u8);
         out.put_slice(connection);
+        out.freeze()
+    }
+
+    /// Head, position (rendered `{epoch}:{seq}`, or empty) and body as one payload: what
+    /// the Redis publish script builds in Lua, for the in-process backplane.
+    pub fn assemble(head: &[u8], position: &[u8], body: &[u8]) -> Bytes {
+        let position = &position[..position.len().min(255)];
+        let mut out = BytesMut::with_capacity(head.len() + 1 + position.len() + body.len());
+        out.put_slice(head);
+        out.put_u8(position.len() as u8);
+        out.put_slice(position);
         out.put_slice(body);
         out.freeze()
     }
@@ -169,15 +247,29 @@ impl Envelope {
         }
         let conn_len = usize::from(p[corr_end]);
         let conn_end = corr_end + 1 + conn_len;
-        if p.len() < conn_end {
+        if p.len() < conn_end + 1 {
             return Err(EnvelopeError::Truncated);
         }
+        let pos_len = usize::from(p[conn_end]);
+        let pos_end = conn_end + 1 + pos_len;
+        if p.len() < pos_end {
+            return Err(EnvelopeError::Truncated);
+        }
+        let position = if pos_len == 0 {
+            None
+        } else {
+            Some(
+                Position::parse(&payload.slice(conn_end + 1..pos_end))
+                    .ok_or(EnvelopeError::Position)?,
+            )
+        };
         Ok(Self {
             kind,
             published_at_micros,
             correlation: payload.slice(11..corr_end),
             connection: payload.slice(corr_end + 1..conn_end),
-            body: payload.slice(conn_end..),
+            position,
+            body: payload.slice(pos_end..),
         })
     }
 }
@@ -195,12 +287,36 @@ mod tests {
         assert_eq!(&e.correlation[..], b"corr");
         assert_eq!(&e.connection[..], b"conn");
         assert_eq!(&e.body[..], b"{\"type\":1}\x1e");
+        assert_eq!(e.position, None);
+    }
+
+    #[test]
+    fn a_positioned_envelope_round_trips() {
+        let head = Envelope::head(Kind::Deliver, 7, b"c", b"");
+        let bytes = Envelope::assemble(&head, &Position::render(b"e1", 42), b"rec");
+        let e = Envelope::decode(&bytes).unwrap();
+        let pos = e.position.unwrap();
+        assert_eq!((&pos.epoch[..], pos.seq), (&b"e1"[..], 42));
+        assert_eq!(&e.body[..], b"rec");
+    }
+
+    #[test]
+    fn malformed_positions_are_refused() {
+        let head = Envelope::head(Kind::Deliver, 7, b"c", b"");
+        for bad in [&b"e1"[..], b":5", b"e1:", b"e1:5x", b"e1:05", b"e1:0", b"e:99999999999999999999"] {
+            let bytes = Envelope::assemble(&head, bad, b"rec");
+            assert_eq!(
+                Envelope::decode(&bytes),
+                Err(EnvelopeError::Position),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
     fn truncated_and_foreign_payloads_are_refused() {
         let good = Envelope::encode(Kind::Deliver, 1, b"abc", b"", b"x");
-        for cut in 0..13 {
+        for cut in 0..14 {
             assert!(
                 Envelope::decode(&good.slice(..cut)).is_err(),
                 "accepted {cut} bytes"
@@ -212,7 +328,7 @@ mod tests {
             Envelope::decode(&Bytes::from(v.clone())),
             Err(EnvelopeError::Version(9))
         );
-        v[0] = 1;
+        v[0] = VERSION;
         v[1] = 77;
         assert_eq!(
             Envelope::decode(&Bytes::from(v)),

@@ -5,7 +5,7 @@
 //! these properties run in `cargo test` with bounded case counts, so they take seconds.
 
 use bytes::Bytes;
-use hubcast::envelope::{Envelope, EnvelopeError, Kind};
+use hubcast::envelope::{Envelope, EnvelopeError, Kind, Position};
 use hubcast::http::api::{PublishBody, MAX_TARGET_BYTES};
 use hubcast::protocol::framing::{RecordReader, RecordTooLarge, RECORD_SEPARATOR};
 use hubcast::protocol::handshake::{self, HandshakeError, MAX_VERSION};
@@ -548,20 +548,33 @@ proptest! {
         micros in any::<u64>(),
         correlation in prop::collection::vec(any::<u8>(), 0..=255),
         connection in prop::collection::vec(any::<u8>(), 0..=255),
+        position in prop::option::of(("[a-zA-Z0-9]{1,24}", any::<u64>())),
         body in prop::collection::vec(any::<u8>(), 0..512),
     ) {
-        let bytes = Envelope::encode(kind, micros, &correlation, &connection, &body);
-        prop_assert_eq!(bytes.len(), 12 + correlation.len() + connection.len() + body.len());
+        let rendered = position
+            .as_ref()
+            .map(|(e, s)| Position::render(e.as_bytes(), *s))
+            .unwrap_or_default();
+        let head = Envelope::head(kind, micros, &correlation, &connection);
+        let bytes = Envelope::assemble(&head, &rendered, &body);
+        prop_assert_eq!(
+            bytes.len(),
+            13 + correlation.len() + connection.len() + rendered.len() + body.len()
+        );
         let e = Envelope::decode(&bytes).unwrap();
         prop_assert_eq!(e.kind, kind);
         prop_assert_eq!(e.published_at_micros, micros);
         prop_assert_eq!(&e.correlation[..], &correlation[..]);
         prop_assert_eq!(&e.connection[..], &connection[..]);
+        prop_assert_eq!(
+            e.position.as_ref().map(|p| (p.epoch.to_vec(), p.seq)),
+            position.map(|(ep, s)| (ep.into_bytes(), s))
+        );
         prop_assert_eq!(&e.body[..], &body[..]);
-        let again = Envelope::encode(e.kind, e.published_at_micros, &e.correlation, &e.connection, &e.body);
+        let again = reencode(&e);
         prop_assert_eq!(again, bytes.clone());
         // Every cut into the header (before the body starts) is refused.
-        for cut in 0..12 + correlation.len() + connection.len() {
+        for cut in 0..13 + correlation.len() + connection.len() + rendered.len() {
             prop_assert_eq!(Envelope::decode(&bytes.slice(..cut)), Err(EnvelopeError::Truncated));
         }
     }
@@ -572,41 +585,64 @@ proptest! {
     fn envelope_decode_never_panics(
         data in prop_oneof![
             prop::collection::vec(any::<u8>(), 0..64),
-            // Mostly-valid headers: version 1, a known kind, short length bytes.
-            (1u8..=7, prop::collection::vec(any::<u8>(), 9..80), 0u8..40, 0u8..40)
-                .prop_map(|(k, mut rest, corr, conn)| {
+            // Mostly-valid headers: the current version, a known kind, short length bytes.
+            (1u8..=7, prop::collection::vec(any::<u8>(), 10..80), 0u8..40, 0u8..40, 0u8..12)
+                .prop_map(|(k, mut rest, corr, conn, pos)| {
                     rest[8] = corr;
-                    if rest.len() > 9 + usize::from(corr) {
-                        rest[9 + usize::from(corr)] = conn;
+                    let at = 9 + usize::from(corr);
+                    if rest.len() > at {
+                        rest[at] = conn;
                     }
-                    let mut v = vec![1, k];
+                    let at = at + 1 + usize::from(conn);
+                    if rest.len() > at {
+                        rest[at] = pos;
+                    }
+                    let mut v = vec![2, k];
                     v.extend(rest);
                     v
                 }),
         ],
     ) {
         let payload = Bytes::from(data.clone());
+        // Offsets of the three length bytes, where the payload has them.
+        let corr_at = 10;
+        let conn_at = data.get(corr_at).map(|n| corr_at + 1 + usize::from(*n));
+        let pos_at = conn_at.and_then(|c| data.get(c)).map(|n| conn_at.unwrap_or(0) + 1 + usize::from(*n));
+        let body_at = pos_at.and_then(|p| data.get(p)).map(|n| pos_at.unwrap_or(0) + 1 + usize::from(*n));
         match Envelope::decode(&payload) {
             Ok(e) => {
-                let again = Envelope::encode(e.kind, e.published_at_micros, &e.correlation, &e.connection, &e.body);
-                prop_assert_eq!(&again[..], &data[..]);
+                prop_assert_eq!(&reencode(&e)[..], &data[..]);
             }
             Err(EnvelopeError::Truncated) => {
-                let complete = data.len() >= 12
-                    && data.len() >= 12 + usize::from(data[10])
-                    && data.len() >= 12 + usize::from(data[10]) + usize::from(data[11 + usize::from(data[10])]);
+                let complete = data.len() >= 2 && body_at.is_some_and(|b| data.len() >= b);
                 prop_assert!(!complete, "refused a complete header: {:?}", data);
             }
             Err(EnvelopeError::Version(v)) => {
                 prop_assert_eq!(Some(&v), data.first());
-                prop_assert_ne!(v, 1);
+                prop_assert_ne!(v, 2);
             }
             Err(EnvelopeError::Kind(k)) => {
                 prop_assert_eq!(Some(&k), data.get(1));
                 prop_assert!(k == 0 || k > 7);
             }
+            Err(EnvelopeError::Position) => {
+                let (p, b) = (pos_at.unwrap(), body_at.unwrap());
+                let raw = Bytes::copy_from_slice(&data[p + 1..b]);
+                prop_assert!(Position::parse(&raw).is_none(), "refused a valid position: {:?}", raw);
+            }
         }
     }
+}
+
+/// The bytes a decoded envelope came from, built again from its fields.
+fn reencode(e: &Envelope) -> Bytes {
+    let head = Envelope::head(e.kind, e.published_at_micros, &e.correlation, &e.connection);
+    let position = e
+        .position
+        .as_ref()
+        .map(|p| Position::render(&p.epoch, p.seq))
+        .unwrap_or_default();
+    Envelope::assemble(&head, &position, &e.body)
 }
 
 #[test]
