@@ -40,15 +40,7 @@ impl RedisBackplane {
 
     /// Looks for dead nodes and reaps each under a lock, so one node does it.
     async fn reap_dead(&self) -> Result<(), BackplaneError> {
-        let nodes_key = self.keys.nodes();
-        let nodes: Vec<String> = self
-            .run("smembers", |mut c| async move {
-                redis::cmd("SMEMBERS")
-                    .arg(nodes_key)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
+        let nodes = self.smembers(self.keys.nodes()).await?;
         for other in nodes.iter().filter(|n| n.as_str() != &*self.node) {
             let alive = self.keys.node_alive(other);
             let exists: bool = self

@@ -169,24 +169,38 @@ impl RedisBackplane {
     }
 
     pub(crate) async fn subscribe(&self, channels: &[Arc<str>]) -> Result<(), BackplaneError> {
-        let mut sink = self.sink.get()?;
-        for chunk in channels.chunks(1000) {
-            let names: Vec<&str> = chunk.iter().map(|c| &**c).collect();
-            tokio::time::timeout(self.options.command_timeout, sink.subscribe(names))
-                .await
-                .map_err(|_| unavailable("subscribe timed out"))?
-                .map_err(unavailable)?;
-        }
-        Ok(())
+        self.change_subscriptions(true, channels).await
     }
 
     pub(crate) async fn unsubscribe(&self, channels: &[Arc<str>]) -> Result<(), BackplaneError> {
+        self.change_subscriptions(false, channels).await
+    }
+
+    /// Subscribes or unsubscribes in chunks, so a resubscribe of many channels does not
+    /// build one huge command; each chunk gets its own command timeout.
+    async fn change_subscriptions(
+        &self,
+        subscribe: bool,
+        channels: &[Arc<str>],
+    ) -> Result<(), BackplaneError> {
         let mut sink = self.sink.get()?;
+        let name = if subscribe {
+            "subscribe"
+        } else {
+            "unsubscribe"
+        };
         for chunk in channels.chunks(1000) {
             let names: Vec<&str> = chunk.iter().map(|c| &**c).collect();
-            tokio::time::timeout(self.options.command_timeout, sink.unsubscribe(names))
+            let sent = async {
+                if subscribe {
+                    sink.subscribe(names).await
+                } else {
+                    sink.unsubscribe(names).await
+                }
+            };
+            tokio::time::timeout(self.options.command_timeout, sent)
                 .await
-                .map_err(|_| unavailable("unsubscribe timed out"))?
+                .map_err(|_| unavailable(format!("{name} timed out")))?
                 .map_err(unavailable)?;
         }
         Ok(())
@@ -305,7 +319,14 @@ impl RedisBackplane {
         hub: &str,
         group: &str,
     ) -> Result<usize, BackplaneError> {
-        let key = self.keys.members(hub, group);
+        self.scard(self.keys.members(hub, group)).await
+    }
+
+    pub(crate) async fn group_count(&self, hub: &str) -> Result<usize, BackplaneError> {
+        self.scard(self.keys.groups(hub)).await
+    }
+
+    async fn scard(&self, key: String) -> Result<usize, BackplaneError> {
         self.run("scard", |mut c| async move {
             redis::cmd("SCARD")
                 .arg(key)
@@ -315,13 +336,9 @@ impl RedisBackplane {
         .await
     }
 
-    pub(crate) async fn group_count(&self, hub: &str) -> Result<usize, BackplaneError> {
-        let key = self.keys.groups(hub);
-        self.run("scard", |mut c| async move {
-            redis::cmd("SCARD")
-                .arg(key)
-                .query_async::<usize>(&mut c)
-                .await
+    async fn smembers(&self, key: String) -> Result<Vec<String>, BackplaneError> {
+        self.run("smembers", |mut c| async move {
+            redis::cmd("SMEMBERS").arg(key).query_async(&mut c).await
         })
         .await
     }
@@ -379,14 +396,8 @@ impl RedisBackplane {
     /// this node but that are gone, then write every local connection and membership.
     pub(crate) async fn resync(&self, local: &[ConnectionSnapshot]) -> Result<(), BackplaneError> {
         self.beat().await?;
-        let node_conns = self.keys.node_connections(&self.node);
-        let listed: Vec<String> = self
-            .run("smembers", |mut c| async move {
-                redis::cmd("SMEMBERS")
-                    .arg(node_conns)
-                    .query_async(&mut c)
-                    .await
-            })
+        let listed = self
+            .smembers(self.keys.node_connections(&self.node))
             .await?;
         let stale: Vec<&str> = listed
             .iter()
