@@ -126,6 +126,13 @@ fn group(raw: &str) -> Result<GroupName, ApiError> {
     })
 }
 
+fn user(raw: &str) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(|source| ApiError::InvalidName {
+        what: "user id",
+        source,
+    })
+}
+
 fn connection(raw: &str) -> Result<ConnectionId, ApiError> {
     ConnectionId::parse(raw)
         .ok_or_else(|| ApiError::UnknownConnection(raw.chars().take(64).collect()))
@@ -265,15 +272,18 @@ fn check_contract(state: &AppState, hub: usize, body: &PublishBody) -> Result<()
     Ok(())
 }
 
+/// Sends to `audience`, which is parsed from the path only once the hub is known: an
+/// unknown hub answers 404 whatever the name.
 async fn publish(
     state: &AppState,
     hub: &str,
-    audience: Audience,
+    audience: impl FnOnce() -> Result<Audience, ApiError>,
     headers: &HeaderMap,
     raw_body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let hub_index = hub_index(state, hub)?;
+    let audience = audience()?;
     let hub_name = state.node.hubs()[hub_index].name().to_owned();
     let body = body(raw_body, state)?;
     let correlation = correlation(headers)?;
@@ -352,7 +362,7 @@ async fn broadcast(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    publish(&state, &hub, Audience::Hub, &headers, raw).await
+    publish(&state, &hub, || Ok(Audience::Hub), &headers, raw).await
 }
 
 async fn to_group(
@@ -361,23 +371,18 @@ async fn to_group(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    hub_index(&state, &hub)?;
-    let g = group(&g)?;
-    publish(&state, &hub, Audience::Group(g), &headers, raw).await
+    let audience = || group(&g).map(Audience::Group);
+    publish(&state, &hub, audience, &headers, raw).await
 }
 
 async fn to_user(
     State(state): State<AppState>,
-    ApiPath((hub, user)): ApiPath<(String, String)>,
+    ApiPath((hub, user_id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    hub_index(&state, &hub)?;
-    let user = UserId::parse(&user).map_err(|source| ApiError::InvalidName {
-        what: "user id",
-        source,
-    })?;
-    publish(&state, &hub, Audience::User(user), &headers, raw).await
+    let audience = || user(&user_id).map(Audience::User);
+    publish(&state, &hub, audience, &headers, raw).await
 }
 
 async fn to_connection(
@@ -386,9 +391,8 @@ async fn to_connection(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    hub_index(&state, &hub)?;
-    let id = connection(&id)?;
-    publish(&state, &hub, Audience::Connection(id), &headers, raw).await
+    let audience = || connection(&id).map(Audience::Connection);
+    publish(&state, &hub, audience, &headers, raw).await
 }
 
 async fn group_info(
