@@ -1,0 +1,197 @@
+//! The publish API, in the shape of Azure SignalR's data-plane REST API (v1 paths):
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | POST | `/api/v1/hubs/{hub}` | broadcast (only hubs with `allow_broadcast`) |
+//! | POST | `/api/v1/hubs/{hub}/groups/{group}` | send to a group |
+//! | GET | `/api/v1/hubs/{hub}/groups/{group}` | member count |
+//! | PUT / DELETE | `/api/v1/hubs/{hub}/groups/{group}/connections/{id}` | add / remove a connection |
+//! | POST | `/api/v1/hubs/{hub}/users/{user}` | send to a user's connections |
+//! | POST | `/api/v1/hubs/{hub}/connections/{id}` | send to one connection |
+//! | GET / DELETE | `/api/v1/hubs/{hub}/connections/{id}` | exists? / close it |
+//!
+//! Sends take `{"target": "...", "arguments": [...]}` and answer 202 once the backplane
+//! took the message, with its reach and correlation id.
+
+mod members;
+mod send;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::Request;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+use self::members::{
+    add_to_group, close_connection, connection_exists, group_info, remove_from_group,
+};
+use self::send::{broadcast, to_connection, to_group, to_user};
+pub use self::send::{PublishBody, MAX_TARGET_BYTES};
+use super::error::ApiError;
+use super::AppState;
+use crate::ids::{ConnectionId, CorrelationId, GroupName, UserId};
+use crate::metrics as m;
+
+/// The API routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/hubs/{hub}", post(broadcast))
+        .route(
+            "/api/v1/hubs/{hub}/groups/{group}",
+            post(to_group).get(group_info),
+        )
+        .route(
+            "/api/v1/hubs/{hub}/groups/{group}/connections/{connection}",
+            axum::routing::put(add_to_group).delete(remove_from_group),
+        )
+        .route("/api/v1/hubs/{hub}/groups/", axum::routing::any(empty_name))
+        .route("/api/v1/hubs/{hub}/users/", axum::routing::any(empty_name))
+        .route("/api/v1/hubs/{hub}/users/{user}", post(to_user))
+        .route(
+            "/api/v1/hubs/{hub}/connections/{connection}",
+            post(to_connection)
+                .get(connection_exists)
+                .delete(close_connection),
+        )
+}
+
+/// Every API request needs a publisher credential; every send also takes one unit of
+/// that publisher's rate limit. Refusals are 401 or 429 (with `Retry-After`), counted and
+/// logged, and nothing happens.
+pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let publisher = match state.gate.authenticate_publisher(req.headers(), req.uri()) {
+        Ok(p) => p,
+        Err(e) => {
+            metrics::counter!(m::PUBLISHES_REFUSED, "reason" => "unauthorized").increment(1);
+            tracing::info!(path = %req.uri().path(), error = %e, "publish API request refused");
+            let mut resp = (
+                StatusCode::UNAUTHORIZED,
+                Json(serde_json::json!({ "error": e.to_string() })),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    };
+    if req.method() == Method::POST {
+        if let Err(wait) = state.gate.take_publish(publisher) {
+            metrics::counter!(m::PUBLISHES_REFUSED, "reason" => "rate_limited").increment(1);
+            tracing::info!(path = %req.uri().path(), "publish rate limit reached");
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut resp = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(serde_json::json!({ "error": "publish rate limit reached for this key; retry later" })),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+/// Path parameters, with a JSON 400 instead of axum's text rejection.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| Self(t))
+            .map_err(|e| ApiError::BadRequest(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+fn hub_index(state: &AppState, name: &str) -> Result<usize, ApiError> {
+    state
+        .node
+        .hub_index(name)
+        .ok_or_else(|| ApiError::UnknownHub(name.to_owned()))
+}
+
+fn group(raw: &str) -> Result<GroupName, ApiError> {
+    GroupName::parse(raw).map_err(|source| ApiError::InvalidName {
+        what: "group name",
+        source,
+    })
+}
+
+fn user(raw: &str) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(|source| ApiError::InvalidName {
+        what: "user id",
+        source,
+    })
+}
+
+fn connection(raw: &str) -> Result<ConnectionId, ApiError> {
+    ConnectionId::parse(raw)
+        .ok_or_else(|| ApiError::UnknownConnection(raw.chars().take(64).collect()))
+}
+
+/// The request's correlation id: `X-Correlation-Id`, else the trace id of a W3C
+/// `traceparent`, else a new one.
+pub(crate) fn correlation(headers: &HeaderMap) -> Result<CorrelationId, ApiError> {
+    match headers.get("x-correlation-id") {
+        None => Ok(headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.split('-').nth(1))
+            .filter(|id| {
+                id.len() == 32
+                    && id.bytes().all(|b| b.is_ascii_hexdigit())
+                    && id.bytes().any(|b| b != b'0')
+            })
+            .and_then(CorrelationId::parse)
+            .unwrap_or_else(CorrelationId::generate)),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(CorrelationId::parse)
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "invalid X-Correlation-Id: 1 to 128 visible ASCII characters expected".into(),
+                )
+            }),
+    }
+}
+
+/// Reads a request body, mapping the size limit to 413 and other failures to 400.
+pub(crate) fn read_body(
+    body: Result<Bytes, BytesRejection>,
+    state: &AppState,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.node.limits().max_body_bytes)
+        } else {
+            ApiError::BadRequest(format!(
+                "could not read the request body: {}",
+                e.body_text()
+            ))
+        }
+    })
+}
+
+/// A trailing slash where a name belongs: the name is empty.
+async fn empty_name(uri: axum::http::Uri) -> ApiError {
+    let what = if uri.path().ends_with("/users/") {
+        "user id"
+    } else {
+        "group name"
+    };
+    ApiError::InvalidName {
+        what,
+        source: crate::ids::NameError::Empty { what },
+    }
+}
