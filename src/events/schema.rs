@@ -62,7 +62,7 @@ pub fn render_markdown() -> String {
     let doc = schemas();
     let mut out = String::from(
         "# Event contracts\n\n\
-         Generated from `src/events.rs` by `cargo run --bin hubcast-event-docs > docs/events.md`;\n\
+         Generated from `src/events/` by `cargo run --bin hubcast-event-docs > docs/events.md`;\n\
          a test fails when this file is stale. The same schemas are served at `GET /api/v1/schemas`.\n\n\
          Object events carry `timestamp` (UTC, RFC 3339) and `correlationId`. The tasks hub's\n\
          events keep the gateway's positional arguments.\n\n\
