@@ -90,12 +90,8 @@ impl Method {
         let leave = parse(&spec.leave)?;
         let reply_args = spec
             .reply_args
-            .as_ref()
-            .map(|v| {
-                v.iter()
-                    .map(|t| Template::parse(t))
-                    .collect::<Result<Vec<_>, _>>()
-            })
+            .as_deref()
+            .map(Template::parse_all)
             .transpose()?;
         let used = [&join, &leave]
             .into_iter()

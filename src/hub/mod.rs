@@ -198,17 +198,9 @@ impl Hub {
             }
             methods.push(Method::from_spec(m).map_err(|e| format!("hub '{}': {e}", spec.name))?);
         }
-        let auto_join = spec
-            .auto_join
-            .iter()
-            .map(|t| Template::parse(t))
-            .collect::<Result<_, _>>()
+        let auto_join = Template::parse_all(&spec.auto_join)
             .map_err(|e| format!("hub '{}': auto_join: {e}", spec.name))?;
-        let allow = spec
-            .allow
-            .iter()
-            .map(|t| Template::parse(t))
-            .collect::<Result<Vec<_>, _>>()
+        let allow = Template::parse_all(&spec.allow)
             .map_err(|e| format!("hub '{}': allow: {e}", spec.name))?;
         if allow.iter().any(|t| t.max_arg().is_some()) {
             return Err(format!(

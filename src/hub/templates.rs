@@ -28,6 +28,11 @@ impl Template {
         Self(vec![Segment::Arg(index, None)])
     }
 
+    /// Parses a list of templates, stopping at the first bad one.
+    pub(super) fn parse_all(texts: &[String]) -> Result<Vec<Self>, String> {
+        texts.iter().map(|t| Self::parse(t)).collect()
+    }
+
     /// Parses a template.
     ///
     /// # Errors
