@@ -55,16 +55,7 @@ impl Config {
             insecure: true,
             ..Security::default()
         };
-        Self::assemble(
-            listen,
-            None,
-            None,
-            None,
-            FileConfig::default(),
-            security,
-            LogFormat::Human,
-        )
-        .expect("the defaults are valid")
+        Self::with_security(listen, security).expect("the defaults are valid")
     }
 
     /// Defaults for everything with these credentials, listening on `listen`, no metrics
@@ -164,45 +155,72 @@ impl Config {
         log_format: LogFormat,
     ) -> Result<Self, ConfigError> {
         if let Some(r) = &redis {
-            let ok = !r.prefix.is_empty()
-                && r.prefix.len() <= 64
-                && r.prefix
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !ok {
-                return Err(invalid(
-                    "--redis-prefix / HUBCAST_REDIS_PREFIX",
-                    "1 to 64 letters, digits, '-', '_' or '.'",
-                ));
-            }
+            check_name("--redis-prefix / HUBCAST_REDIS_PREFIX", &r.prefix)?;
         }
         if let Some(id) = &node_id {
-            let ok = !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !ok {
-                return Err(invalid(
-                    "--node-id / HUBCAST_NODE_ID",
-                    "1 to 64 letters, digits, '-', '_' or '.'",
-                ));
-            }
+            check_name("--node-id / HUBCAST_NODE_ID", id)?;
         }
-        let l = &file.limits;
-        if l.max_record_bytes < 1024 {
-            return Err(invalid("limits.max_record_bytes", "must be at least 1024"));
-        }
-        if l.max_body_bytes < 1024 {
-            return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
-        }
-        if l.outbound_queue == 0 {
-            return Err(invalid("limits.outbound_queue", "must be at least 1"));
-        }
-        if l.dispatch_queue == 0 {
-            return Err(invalid("limits.dispatch_queue", "must be at least 1"));
-        }
-        for (name, v) in [
+        check_numbers(&file)?;
+        let hubs = served_hubs(file.default_hubs, file.hubs, &security)?;
+        Ok(Self {
+            listen,
+            metrics_listen,
+            redis,
+            node_id,
+            hubs,
+            limits: file.limits,
+            timeouts: file.timeouts,
+            cluster: file.cluster,
+            security,
+            flows: file.flows,
+            log_format,
+        })
+    }
+}
+
+/// Node ids and the Redis prefix become part of key and channel names.
+fn check_name(setting: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(setting, "1 to 64 letters, digits, '-', '_' or '.'"))
+    }
+}
+
+/// The first of `settings` (name and value) below `min` is refused with `message`.
+fn at_least<T: PartialOrd>(
+    min: T,
+    message: &str,
+    settings: impl IntoIterator<Item = (&'static str, T)>,
+) -> Result<(), ConfigError> {
+    match settings.into_iter().find(|(_, v)| *v < min) {
+        Some((name, _)) => Err(invalid(name, message)),
+        None => Ok(()),
+    }
+}
+
+/// Limits, timeouts, flow and cluster settings, in the order their errors are reported.
+fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
+    let l = &file.limits;
+    at_least(
+        1024,
+        "must be at least 1024",
+        [
+            ("limits.max_record_bytes", l.max_record_bytes),
+            ("limits.max_body_bytes", l.max_body_bytes),
+        ],
+    )?;
+    at_least(
+        1,
+        "must be at least 1",
+        [
+            ("limits.outbound_queue", l.outbound_queue),
+            ("limits.dispatch_queue", l.dispatch_queue),
             (
                 "limits.max_groups_per_connection",
                 l.max_groups_per_connection,
@@ -227,48 +245,48 @@ impl Config {
                 "limits.max_concurrent_handshakes",
                 l.max_concurrent_handshakes,
             ),
-        ] {
-            if v == 0 {
-                return Err(invalid(name, "must be at least 1"));
-            }
-        }
-        let t = &file.timeouts;
-        for (name, v) in [
+        ],
+    )?;
+    let t = &file.timeouts;
+    at_least(
+        1,
+        "must be greater than 0",
+        [
             ("timeouts.handshake_ms", t.handshake_ms),
             ("timeouts.keepalive_ms", t.keepalive_ms),
             ("timeouts.client_timeout_ms", t.client_timeout_ms),
             ("timeouts.negotiate_ttl_ms", t.negotiate_ttl_ms),
             ("timeouts.write_timeout_ms", t.write_timeout_ms),
             ("timeouts.shutdown_ms", t.shutdown_ms),
-        ] {
-            if v == 0 {
-                return Err(invalid(name, "must be greater than 0"));
-            }
-        }
-        let f = &file.flows;
-        if f.budget_thresholds.is_empty() {
-            return Err(invalid("flows.budget_thresholds", "at least one threshold"));
-        }
-        if f.budget_thresholds
-            .windows(2)
-            .any(|w| w[0].percent >= w[1].percent)
-        {
-            return Err(invalid(
-                "flows.budget_thresholds",
-                "percents must be strictly ascending",
-            ));
-        }
-        if let Some(t) = f
-            .budget_thresholds
-            .iter()
-            .find(|t| !["info", "warning", "critical"].contains(&t.severity.as_str()))
-        {
-            return Err(invalid(
-                "flows.budget_thresholds",
-                format!("severity '{}' is not info, warning or critical", t.severity),
-            ));
-        }
-        for (name, v) in [
+        ],
+    )?;
+    let f = &file.flows;
+    if f.budget_thresholds.is_empty() {
+        return Err(invalid("flows.budget_thresholds", "at least one threshold"));
+    }
+    if f.budget_thresholds
+        .windows(2)
+        .any(|w| w[0].percent >= w[1].percent)
+    {
+        return Err(invalid(
+            "flows.budget_thresholds",
+            "percents must be strictly ascending",
+        ));
+    }
+    if let Some(t) = f
+        .budget_thresholds
+        .iter()
+        .find(|t| !["info", "warning", "critical"].contains(&t.severity.as_str()))
+    {
+        return Err(invalid(
+            "flows.budget_thresholds",
+            format!("severity '{}' is not info, warning or critical", t.severity),
+        ));
+    }
+    at_least(
+        1,
+        "must be greater than 0",
+        [
             ("flows.health_consecutive", u64::from(f.health_consecutive)),
             (
                 "flows.progress_per_second",
@@ -278,153 +296,143 @@ impl Config {
             ("flows.breaker_window_ms", f.breaker_window_ms),
             ("flows.breaker_half_open_ms", f.breaker_half_open_ms),
             ("flows.task_done_ttl_ms", f.task_done_ttl_ms),
-        ] {
-            if v == 0 {
-                return Err(invalid(name, "must be greater than 0"));
-            }
-        }
-        if let Some(r) = f.rate_limits.iter().find(|r| {
-            r.per_second.is_nan()
-                || r.per_second <= 0.0
-                || r.burst.is_some_and(|b| b.is_nan() || b < 1.0)
-        }) {
-            return Err(invalid(
-                "flows.rate_limits",
-                format!(
-                    "rule for '{}': per_second must be > 0 and burst ≥ 1",
-                    r.target
-                ),
-            ));
-        }
-        let c = &file.cluster;
-        for (name, v) in [
+        ],
+    )?;
+    if let Some(r) = f.rate_limits.iter().find(|r| {
+        r.per_second.is_nan()
+            || r.per_second <= 0.0
+            || r.burst.is_some_and(|b| b.is_nan() || b < 1.0)
+    }) {
+        return Err(invalid(
+            "flows.rate_limits",
+            format!(
+                "rule for '{}': per_second must be > 0 and burst ≥ 1",
+                r.target
+            ),
+        ));
+    }
+    let c = &file.cluster;
+    at_least(
+        1,
+        "must be greater than 0",
+        [
             ("cluster.heartbeat_ttl_ms", c.heartbeat_ttl_ms),
             ("cluster.heartbeat_interval_ms", c.heartbeat_interval_ms),
             (
                 "cluster.redis_command_timeout_ms",
                 c.redis_command_timeout_ms,
             ),
-        ] {
-            if v == 0 {
-                return Err(invalid(name, "must be greater than 0"));
-            }
-        }
-        if c.heartbeat_interval_ms * 2 > c.heartbeat_ttl_ms {
-            return Err(invalid(
-                "cluster.heartbeat_interval_ms",
-                format!(
-                    "({}) must be at most half of cluster.heartbeat_ttl_ms ({})",
-                    c.heartbeat_interval_ms, c.heartbeat_ttl_ms
-                ),
-            ));
-        }
-        if t.keepalive_ms >= t.client_timeout_ms {
-            return Err(invalid(
-                "timeouts.keepalive_ms",
-                format!(
-                    "({}) must be less than timeouts.client_timeout_ms ({})",
-                    t.keepalive_ms, t.client_timeout_ms
-                ),
-            ));
-        }
-
-        let mut specs: Vec<HubSpec> = if file.default_hubs.unwrap_or(true) {
-            default_hubs()
-        } else {
-            Vec::new()
-        };
-        for extra in file.hubs {
-            specs.retain(|h| h.name != extra.name);
-            specs.push(extra);
-        }
-        if security.insecure {
-            // Development mode: anyone connects to any hub and joins any group.
-            for spec in &mut specs {
-                spec.auth = AuthMode::None;
-                spec.allow = vec!["*".into()];
-            }
-        } else {
-            if security.access_keys.is_empty() {
-                return Err(invalid(
-                    "HUBCAST_ACCESS_KEY",
-                    "no publish API key is set; set one (or pass --insecure for local development only)",
-                ));
-            }
-            for spec in &specs {
-                let missing = match spec.auth {
-                    AuthMode::MasterKey if security.master_key.is_none() => {
-                        Some("HUBCAST_MASTER_KEY")
-                    }
-                    AuthMode::Token if security.token_key.is_none() => Some("HUBCAST_TOKEN_KEY"),
-                    AuthMode::ConnectProxy if security.connect_proxy_url.is_none() => {
-                        Some("HUBCAST_CONNECT_PROXY_URL")
-                    }
-                    _ => None,
-                };
-                if let Some(setting) = missing {
-                    return Err(invalid(
-                        setting,
-                        format!(
-                            "hub '{}' authenticates clients with {:?} but it is not set",
-                            spec.name, spec.auth
-                        ),
-                    ));
-                }
-            }
-        }
-        if let Some(url) = &security.connect_proxy_url {
-            if !url.starts_with("http://") {
-                return Err(invalid(
-                    "HUBCAST_CONNECT_PROXY_URL",
-                    "must be an http:// URL (an in-cluster backend)",
-                ));
-            }
-        }
-        if specs.is_empty() {
-            return Err(invalid(
-                "hubs",
-                "no hub is defined (default_hubs = false and no [[hubs]])",
-            ));
-        }
-        let mut hubs: Vec<Hub> = Vec::with_capacity(specs.len());
-        for (i, spec) in specs.into_iter().enumerate() {
-            let hub = Hub::new(spec).map_err(|m| invalid(format!("hubs[{i}]"), m))?;
-            for other in &hubs {
-                let paths = |h: &Hub| -> Vec<String> {
-                    std::iter::once(h.spec.path.clone())
-                        .chain(h.spec.aliases.clone())
-                        .collect()
-                };
-                if other.name() == hub.name() {
-                    return Err(invalid(
-                        format!("hubs[{i}].name"),
-                        format!("'{}' is used twice", hub.name()),
-                    ));
-                }
-                if let Some(p) = paths(&hub).into_iter().find(|p| paths(other).contains(p)) {
-                    return Err(invalid(
-                        format!("hubs[{i}].path"),
-                        format!("'{p}' is used by hub '{}' too", other.name()),
-                    ));
-                }
-            }
-            hubs.push(hub);
-        }
-
-        Ok(Self {
-            listen,
-            metrics_listen,
-            redis,
-            node_id,
-            hubs,
-            limits: file.limits,
-            timeouts: file.timeouts,
-            cluster: file.cluster,
-            security,
-            flows: file.flows,
-            log_format,
-        })
+        ],
+    )?;
+    if c.heartbeat_interval_ms * 2 > c.heartbeat_ttl_ms {
+        return Err(invalid(
+            "cluster.heartbeat_interval_ms",
+            format!(
+                "({}) must be at most half of cluster.heartbeat_ttl_ms ({})",
+                c.heartbeat_interval_ms, c.heartbeat_ttl_ms
+            ),
+        ));
     }
+    if t.keepalive_ms >= t.client_timeout_ms {
+        return Err(invalid(
+            "timeouts.keepalive_ms",
+            format!(
+                "({}) must be less than timeouts.client_timeout_ms ({})",
+                t.keepalive_ms, t.client_timeout_ms
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The hubs served: the defaults (unless turned off) with the file's hubs replacing or
+/// joining them, checked against the credentials that are set.
+fn served_hubs(
+    keep_defaults: Option<bool>,
+    file_hubs: Vec<HubSpec>,
+    security: &Security,
+) -> Result<Vec<Hub>, ConfigError> {
+    let mut specs: Vec<HubSpec> = if keep_defaults.unwrap_or(true) {
+        default_hubs()
+    } else {
+        Vec::new()
+    };
+    for extra in file_hubs {
+        specs.retain(|h| h.name != extra.name);
+        specs.push(extra);
+    }
+    if security.insecure {
+        // Development mode: anyone connects to any hub and joins any group.
+        for spec in &mut specs {
+            spec.auth = AuthMode::None;
+            spec.allow = vec!["*".into()];
+        }
+    } else {
+        if security.access_keys.is_empty() {
+            return Err(invalid(
+                "HUBCAST_ACCESS_KEY",
+                "no publish API key is set; set one (or pass --insecure for local development only)",
+            ));
+        }
+        for spec in &specs {
+            let missing = match spec.auth {
+                AuthMode::MasterKey if security.master_key.is_none() => Some("HUBCAST_MASTER_KEY"),
+                AuthMode::Token if security.token_key.is_none() => Some("HUBCAST_TOKEN_KEY"),
+                AuthMode::ConnectProxy if security.connect_proxy_url.is_none() => {
+                    Some("HUBCAST_CONNECT_PROXY_URL")
+                }
+                _ => None,
+            };
+            if let Some(setting) = missing {
+                return Err(invalid(
+                    setting,
+                    format!(
+                        "hub '{}' authenticates clients with {:?} but it is not set",
+                        spec.name, spec.auth
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(url) = &security.connect_proxy_url {
+        if !url.starts_with("http://") {
+            return Err(invalid(
+                "HUBCAST_CONNECT_PROXY_URL",
+                "must be an http:// URL (an in-cluster backend)",
+            ));
+        }
+    }
+    if specs.is_empty() {
+        return Err(invalid(
+            "hubs",
+            "no hub is defined (default_hubs = false and no [[hubs]])",
+        ));
+    }
+    let mut hubs: Vec<Hub> = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.into_iter().enumerate() {
+        let hub = Hub::new(spec).map_err(|m| invalid(format!("hubs[{i}]"), m))?;
+        for other in &hubs {
+            let paths = |h: &Hub| -> Vec<String> {
+                std::iter::once(h.spec.path.clone())
+                    .chain(h.spec.aliases.clone())
+                    .collect()
+            };
+            if other.name() == hub.name() {
+                return Err(invalid(
+                    format!("hubs[{i}].name"),
+                    format!("'{}' is used twice", hub.name()),
+                ));
+            }
+            if let Some(p) = paths(&hub).into_iter().find(|p| paths(other).contains(p)) {
+                return Err(invalid(
+                    format!("hubs[{i}].path"),
+                    format!("'{p}' is used by hub '{}' too", other.name()),
+                ));
+            }
+        }
+        hubs.push(hub);
+    }
+    Ok(hubs)
 }
 
 #[cfg(test)]
