@@ -1,3 +1,6 @@
+//! (Longer than usual because every check that can refuse a setting is here, in the order
+//! their errors are reported, with the tests that drive them through the flags and the file.)
+//!
 //! Validation: the flags and the file become one [`Config`], or a [`ConfigError`] that
 //! names the setting.
 
@@ -453,6 +456,14 @@ mod tests {
         r
     }
 
+    fn file_error(text: &str) -> String {
+        with_file(text).unwrap_err().to_string()
+    }
+
+    fn cli_error(args: &[&str]) -> String {
+        Config::from_cli(cli(args)).unwrap_err().to_string()
+    }
+
     #[test]
     fn defaults_serve_the_seven_hubs_without_redis() {
         let c = Config::from_cli(cli(&["--insecure"])).unwrap();
@@ -488,35 +499,23 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        let e = with_file("[timeouts]\nkeepalive_ms = 40000\n")
-            .unwrap_err()
-            .to_string();
+        let e = file_error("[timeouts]\nkeepalive_ms = 40000\n");
         assert!(e.contains("timeouts.keepalive_ms"), "{e}");
-        let e = with_file("[limits]\nmax_record_bytes = 10\n")
-            .unwrap_err()
-            .to_string();
+        let e = file_error("[limits]\nmax_record_bytes = 10\n");
         assert!(e.contains("limits.max_record_bytes"), "{e}");
-        let e = with_file("[limits]\nmax_recrd_bytes = 10\n")
-            .unwrap_err()
-            .to_string();
+        let e = file_error("[limits]\nmax_recrd_bytes = 10\n");
         assert!(e.contains("max_recrd_bytes"), "{e}");
-        let e = with_file("[[hubs]]\nname = \"x\"\npath = \"/hubs/spend\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = file_error("[[hubs]]\nname = \"x\"\npath = \"/hubs/spend\"\n");
         assert!(e.contains("/hubs/spend"), "{e}");
-        let e = Config::from_cli(cli(&["--redis-url", "http://x"]))
-            .unwrap_err()
-            .to_string();
+        let e = cli_error(&["--redis-url", "http://x"]);
         assert!(e.contains("--redis-url"), "{e}");
     }
 
     #[test]
     fn without_insecure_every_key_the_hubs_need_must_be_set() {
-        let e = Config::from_cli(cli(&[])).unwrap_err().to_string();
+        let e = cli_error(&[]);
         assert!(e.contains("HUBCAST_ACCESS_KEY"), "{e}");
-        let e = Config::from_cli(cli(&["--access-key", "a"]))
-            .unwrap_err()
-            .to_string();
+        let e = cli_error(&["--access-key", "a"]);
         assert!(
             e.contains("HUBCAST_TOKEN_KEY") || e.contains("HUBCAST_MASTER_KEY"),
             "{e}"
