@@ -1,0 +1,270 @@
+//! The TOML file's schema: hubs, limits, timeouts, cluster, security and flow settings,
+//! each with its default.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::hub::HubSpec;
+
+/// Size and count limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest record a client may send, handshake included, in bytes. Default: 32768.
+    pub max_record_bytes: usize,
+    /// Largest publish API request body, in bytes. Default: 1048576 (1 MiB).
+    pub max_body_bytes: usize,
+    /// Messages queued for one connection before it is closed as a slow consumer.
+    /// Default: 1024.
+    pub outbound_queue: usize,
+    /// Messages queued per dispatch shard before new ones are dropped (and counted).
+    /// Default: 8192.
+    pub dispatch_queue: usize,
+    /// Groups one connection may be in. Default: 100.
+    pub max_groups_per_connection: usize,
+    /// Connections one node accepts. Default: 100000.
+    pub max_connections_per_node: usize,
+    /// Connections one user may hold on one node. Default: 100.
+    pub max_connections_per_user: usize,
+    /// Hub method calls one connection may make per second (bursts of twice that).
+    /// Default: 20.
+    pub invocations_per_second: u32,
+    /// Publishes one API key may make per second on one node (bursts of the same size);
+    /// more get 429 with `Retry-After`. Default: 10000.
+    pub publishes_per_key_per_second: u32,
+    /// WebSocket handshakes in progress at once on one node; more get 503. Default: 1000.
+    pub max_concurrent_handshakes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: 32 * 1024,
+            max_body_bytes: 1024 * 1024,
+            outbound_queue: 1024,
+            dispatch_queue: 8192,
+            max_groups_per_connection: 100,
+            max_connections_per_node: 100_000,
+            max_connections_per_user: 100,
+            invocations_per_second: 20,
+            publishes_per_key_per_second: 10_000,
+            max_concurrent_handshakes: 1000,
+        }
+    }
+}
+
+/// Timeouts, in milliseconds in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// Time a client has to complete the handshake. Default: 15000.
+    pub handshake_ms: u64,
+    /// A Ping is sent when nothing else was sent for this long. Default: 15000.
+    pub keepalive_ms: u64,
+    /// A client that sent nothing (pings included) for this long is closed. Default: 30000.
+    pub client_timeout_ms: u64,
+    /// How long a negotiated connection waits for its WebSocket. Default: 15000.
+    pub negotiate_ttl_ms: u64,
+    /// A write to a client that takes longer closes it. Default: 10000.
+    pub write_timeout_ms: u64,
+    /// On SIGTERM, how long clients get to receive their Close before the process exits.
+    /// Default: 10000.
+    pub shutdown_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake_ms: 15_000,
+            keepalive_ms: 15_000,
+            client_timeout_ms: 30_000,
+            negotiate_ttl_ms: 15_000,
+            write_timeout_ms: 10_000,
+            shutdown_ms: 10_000,
+        }
+    }
+}
+
+impl Timeouts {
+    /// [`Self::handshake_ms`] as a duration.
+    pub fn handshake(&self) -> Duration {
+        Duration::from_millis(self.handshake_ms)
+    }
+    /// [`Self::keepalive_ms`] as a duration.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms)
+    }
+    /// [`Self::client_timeout_ms`] as a duration.
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_timeout_ms)
+    }
+    /// [`Self::negotiate_ttl_ms`] as a duration.
+    pub fn negotiate_ttl(&self) -> Duration {
+        Duration::from_millis(self.negotiate_ttl_ms)
+    }
+    /// [`Self::write_timeout_ms`] as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+    /// [`Self::shutdown_ms`] as a duration.
+    pub fn shutdown(&self) -> Duration {
+        Duration::from_millis(self.shutdown_ms)
+    }
+}
+
+/// Cluster settings (Redis backplane only), in milliseconds in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cluster {
+    /// How long a node's heartbeat lives; a node silent this long is dead and its
+    /// memberships are reaped. Default: 10000.
+    pub heartbeat_ttl_ms: u64,
+    /// How often the heartbeat is renewed and dead nodes are looked for. Default: 3000.
+    pub heartbeat_interval_ms: u64,
+    /// Longest a Redis command may take before it counts as failed. Default: 2000.
+    pub redis_command_timeout_ms: u64,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self {
+            heartbeat_ttl_ms: 10_000,
+            heartbeat_interval_ms: 3_000,
+            redis_command_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// A budget threshold and the severity of its alert.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    /// Percent of the budget.
+    pub percent: u32,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+}
+
+/// A storm-protection rule: at most `per_second` events of `target` to any one group
+/// (bursts of `burst`), cluster-wide; the excess is suppressed, counted and logged.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateRule {
+    /// Hub the rule applies to. Default: every hub.
+    #[serde(default)]
+    pub hub: Option<String>,
+    /// Event (target) name.
+    pub target: String,
+    /// Events per second per group.
+    pub per_second: f64,
+    /// Bucket size. Default: `per_second`.
+    #[serde(default)]
+    pub burst: Option<f64>,
+}
+
+/// How webhook URLs become group names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookGroups {
+    /// `webhook-{host}-{path}` with `-` (the gateway today).
+    #[default]
+    Hyphen,
+    /// `webhook_{host}_{path}` with `_` (older gateway clients).
+    Underscore,
+}
+
+/// Event-flow settings, in the file's `[flows]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Flows {
+    /// Budget thresholds. Default: 50 info, 75 warning, 90 critical, 100 critical.
+    pub budget_thresholds: Vec<Threshold>,
+    /// Every threshold is re-armed when usage drops below this percent. Default: 50.
+    pub rearm_below_percent: f64,
+    /// Identical consecutive health results needed to announce a change. Default: 3.
+    pub health_consecutive: u32,
+    /// Progress events per second per task; more are coalesced (latest wins). Default: 4.
+    pub progress_per_second: u32,
+    /// How long a finished task's marker lives (later progress is dropped). Default: 600000.
+    pub task_done_ttl_ms: u64,
+    /// Failures within the window that open a webhook URL's breaker. Default: 5.
+    pub breaker_failures: u32,
+    /// The breaker's failure window. Default: 900000 (15 minutes).
+    pub breaker_window_ms: u64,
+    /// How long an open breaker waits before half-open. Default: 300000 (5 minutes).
+    pub breaker_half_open_ms: u64,
+    /// Webhook group naming. Default: `hyphen`.
+    pub webhook_groups: WebhookGroups,
+    /// Storm protection rules. Default: none.
+    pub rate_limits: Vec<RateRule>,
+}
+
+impl Default for Flows {
+    fn default() -> Self {
+        let t = |percent, severity: &str| Threshold {
+            percent,
+            severity: severity.to_owned(),
+        };
+        Self {
+            budget_thresholds: vec![
+                t(50, "info"),
+                t(75, "warning"),
+                t(90, "critical"),
+                t(100, "critical"),
+            ],
+            rearm_below_percent: 50.0,
+            health_consecutive: 3,
+            progress_per_second: 4,
+            task_done_ttl_ms: 600_000,
+            breaker_failures: 5,
+            breaker_window_ms: 900_000,
+            breaker_half_open_ms: 300_000,
+            webhook_groups: WebhookGroups::Hyphen,
+            rate_limits: Vec::new(),
+        }
+    }
+}
+
+/// Client-authentication settings in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityFile {
+    /// Longest the connect proxy may take to answer; slower means refused. Default: 2000.
+    pub connect_proxy_timeout_ms: u64,
+    /// How long a connect-proxy answer is reused for the same credential. Default: 30000.
+    pub connect_proxy_cache_ms: u64,
+    /// Browser origins allowed (added to `HUBCAST_ALLOWED_ORIGINS`). Default: none.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for SecurityFile {
+    fn default() -> Self {
+        Self {
+            connect_proxy_timeout_ms: 2_000,
+            connect_proxy_cache_ms: 30_000,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// The config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Keep the seven default hubs. Default: true. A file hub with a default hub's name
+    /// replaces it.
+    pub default_hubs: Option<bool>,
+    /// Extra hubs.
+    pub hubs: Vec<HubSpec>,
+    /// Limits.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Cluster settings.
+    pub cluster: Cluster,
+    /// Client-authentication settings.
+    pub security: SecurityFile,
+    /// Event-flow settings.
+    pub flows: Flows,
+}
