@@ -8,21 +8,25 @@
 //!
 //! ## Layout
 //!
+//! From the top down: a module uses only modules below it (`tests/architecture.rs` checks
+//! that no module imports one that imports it).
+//!
 //! | module | what it is |
 //! |---|---|
-//! | [`auth`] | credentials: access keys and JWTs, client auth modes, signed connection tokens, connect proxy |
-//! | [`config`] | flags, `HUBCAST_*` variables and the TOML file, validated into one [`config::Config`] |
 //! | [`app`] | binds listeners, builds the node, runs until shutdown and owns the drain order |
-//! | [`hub`] | hub definitions: paths and the client methods (as data), the gateway's seven defaults |
-//! | [`http`] | negotiate, WebSocket upgrade, the publish API, probes; [`http::error::ApiError`] |
+//! | [`telemetry`] | logging set-up (human or JSON) |
+//! | [`http`] | negotiate, WebSocket upgrade, the publish API, the flow endpoints, probes; [`http::error::ApiError`] |
 //! | [`session`] | one connection's task: handshake, the read/write/keep-alive loop |
-//! | [`connection`] | what the node holds of a connection: its bounded outbound queue, close reasons, the per-user slot |
-//! | [`protocol`] | the SignalR wire protocol: framing, handshake, messages, negotiate (pure) |
-//! | [`node`] | the coordinator: local registry, dispatch workers, subscription reconciler |
-//! | [`backplane`] | channels and cluster membership: the in-process bus, and Redis (pub/sub, sets, Lua, heartbeat, reaper) |
-//! | [`events`] | typed event contracts (the gateway's DTOs), their JSON Schemas and the publish check |
-//! | [`flows`] | budget alerts, provider-health hysteresis, task progress coalescing, webhook breakers, storm protection |
+//! | [`flows`] | budget alerts, provider-health hysteresis, task progress, webhook breakers (one file each) |
+//! | [`node`] | the coordinator: membership, the publish path, dispatch, subscriptions, remote operations, background tasks |
 //! | [`guard`] | the publish guards below node and flows: progress coalescing, storm-protection suppression records |
+//! | [`backplane`] | channels and cluster state: the in-process bus, and Redis (pub/sub, sets, Lua, heartbeat, reaper) |
+//! | [`connection`] | what the node holds of a connection: its bounded outbound queue, close reasons, the per-user slot |
+//! | [`events`] | typed event contracts (the gateway's DTOs), their JSON Schemas and the publish check |
+//! | [`config`] | flags, `HUBCAST_*` variables and the TOML file (schema, defaults), validated into one [`config::Config`] |
+//! | [`hub`] | hub definitions: group templates, client methods (as data), the gateway's seven defaults |
+//! | [`auth`] | credentials: access keys and JWTs, client auth modes, signed connection tokens, connect proxy |
+//! | [`protocol`] | the SignalR wire protocol: framing, handshake, messages, negotiate (pure) |
 //! | [`envelope`] | the binary envelope carried on backplane channels |
 //! | [`keys`] | every channel and key name |
 //! | [`metrics`] | every metric name and help text |
@@ -31,18 +35,19 @@
 //! ## How a message flows (publish to a group)
 //!
 //! 1. `POST /api/v1/hubs/{hub}/groups/{group}` with `{"target": …, "arguments": […]}`
-//!    ([`http::api`]) validates the hub, group, body and correlation id.
-//! 2. [`node::Node::publish`] encodes the SignalR Invocation record **once**, wraps it in an
+//!    (`http/api/send.rs`) validates the hub, group, body and correlation id.
+//! 2. [`node::Node::publish`] (`node/publish.rs`) encodes the SignalR Invocation record **once**, wraps it in an
 //!    [`envelope::Envelope`] and runs one backplane publish on `{p}:{hub}:group:{group}`.
 //!    The 202 reports how many nodes took it.
 //! 3. The backplane delivers only to nodes subscribed to that channel. Invariant: a node is
 //!    subscribed to a channel iff it holds at least one local member; the node's
-//!    subscription task reconciles every first-join and last-leave against the registry.
+//!    subscription task (`node/subscriptions.rs`) reconciles every first-join and
+//!    last-leave against the registry.
 //! 4. The receiving side hands the payload, without waiting, to a dispatch queue picked by
 //!    hashing the channel (per-channel order kept); a full queue drops and counts.
-//! 5. A dispatch worker looks up local members and `try_send`s the same bytes to each
+//! 5. A dispatch worker (`node/dispatch.rs`) looks up local members and `try_send`s the same bytes to each
 //!    connection's bounded queue; a full queue closes that connection as a slow consumer.
-//! 6. The session drains its queue, writes a batch and flushes once, under a write timeout.
+//! 6. The session (`session/`) drains its queue ([`connection::handle`]), writes a batch and flushes once, under a write timeout.
 //!
 //! ## Redis keys and channels
 //!

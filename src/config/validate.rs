@@ -327,7 +327,7 @@ fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
             ),
         ],
     )?;
-    if c.heartbeat_interval_ms * 2 > c.heartbeat_ttl_ms {
+    if c.heartbeat_interval_ms.saturating_mul(2) > c.heartbeat_ttl_ms {
         return Err(invalid(
             "cluster.heartbeat_interval_ms",
             format!(
