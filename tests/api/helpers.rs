@@ -281,7 +281,14 @@ pub struct Client {
     pub ws: Ws,
     buf: Vec<u8>,
     next_id: u64,
+    /// When this client last sent something (wall clock, so paused-clock tests that
+    /// check the server's client timeout never see a keep-alive from here).
+    last_sent: std::time::Instant,
 }
+
+/// How often a reading client sends a Ping, as the official clients do (every 15 s), so
+/// a long read on a loaded machine is not taken for a dead client.
+const CLIENT_PING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Client {
     /// Opens the WebSocket without negotiating (skipNegotiation).
@@ -293,6 +300,7 @@ impl Client {
             ws,
             buf: Vec::new(),
             next_id: 0,
+            last_sent: std::time::Instant::now(),
         }
     }
 
@@ -328,6 +336,7 @@ impl Client {
 
     pub async fn send_raw(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.expect("send");
+        self.last_sent = std::time::Instant::now();
     }
 
     pub async fn send(&mut self, v: Value) {
@@ -392,6 +401,9 @@ impl Client {
     /// The next Invocation from the server.
     pub async fn next_invocation(&mut self) -> Value {
         loop {
+            if self.last_sent.elapsed() >= CLIENT_PING_EVERY {
+                self.send(json!({"type": 6})).await;
+            }
             let r = self.recv().await.expect("connection open");
             if r["type"] == 1 {
                 return r;
