@@ -3,8 +3,9 @@
 #   bash scripts/test.sh
 # It installs what is missing (redis-server, the JS client's node modules, the
 # Python test packages in .venv inside the repository), builds the server, then
-# runs the Rust tests, the JS suite (official @microsoft/signalr client) and the
-# Python suite (signalrcore).
+# runs the Rust tests, the JS suite (official @microsoft/signalr client), the
+# chaos suite (faults under load on a three-node cluster) and the Python suite
+# (signalrcore).
 # Stops at the first failing stage.
 set -euo pipefail
 
@@ -12,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 STAGE=0
-STAGES=9
+STAGES=10
 stage() {
   STAGE=$((STAGE + 1))
   printf '\n==============================================================\n'
@@ -72,6 +73,17 @@ HUBCAST_TEST_BACKPLANE=redis timeout --kill-after=30 1800 cargo test --test api
 
 stage "JS end-to-end tests (node --test, @microsoft/signalr) in tests/js"
 (cd tests/js && timeout --kill-after=30 600 node --test --test-reporter=spec)
+
+stage "Chaos: Redis restarts, CLIENT PAUSE, partitions, kill -9 and SIGTERM under load (tests/chaos)"
+CHAOS_MARKER="tests/chaos/node_modules/.package-lock.json"
+if [ ! -d tests/chaos/node_modules ] || [ ! -f "$CHAOS_MARKER" ] \
+  || [ tests/chaos/package-lock.json -nt "$CHAOS_MARKER" ]; then
+  echo "tests/chaos/node_modules missing or older than package-lock.json: npm ci"
+  (cd tests/chaos && npm ci --no-audit --no-fund)
+else
+  echo "tests/chaos/node_modules is up to date"
+fi
+(cd tests/chaos && timeout --kill-after=30 600 node --test --test-reporter=spec)
 
 stage "Python end-to-end tests (pytest, signalrcore) in tests/python"
 timeout --kill-after=30 600 "$PYTHON" -m pytest -q tests/python
