@@ -66,7 +66,7 @@ export class Publisher {
       scenario: this.scenario,
       createdAt: Date.now(),
       attempts: [],
-      sendAt: null, // send time of the attempt that got the first 202
+      sendAt: null, // send time of the attempt that got the first 202 (the first attempt's, for a replay)
       acceptAt: null, // time of the first 202
       correlationId: null,
       gaveUp: false,
@@ -105,7 +105,9 @@ export class Publisher {
             attempt.replayed = res.headers.get("idempotent-replayed") === "true";
             if (msg.acceptAt === null) {
               msg.acceptAt = answeredAt;
-              msg.sendAt = attempt.at;
+              // A replay means an earlier attempt (whose answer was lost) published it:
+              // the PUBLISH happened somewhere between the first attempt and now.
+              msg.sendAt = attempt.replayed ? msg.attempts[0].at : attempt.at;
               msg.correlationId = json?.correlationId ?? null;
             }
             return;

@@ -5,7 +5,9 @@
  *
  * A client is expected to receive an accepted message when it was a joined member of the
  * message's group (join acknowledged, not disconnected since) from the send of the
- * attempt that got the first 202 until that 202: the PUBLISH happened in that window.
+ * attempt that got the first 202 until that 202: the PUBLISH happened in that window. For
+ * a 202 that replays an earlier attempt (same Idempotency-Key), the window opens at the
+ * first attempt.
  * `exclusions` (client index -> [from, to]) removes messages accepted in [from, to] for
  * that client (crash scenarios: in flight at the crash, or not yet rejoined).
  */
