@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backplane::{
-    Backplane, BackplaneError, BackplaneEvent, Inbound, MemoryBackplane, MemoryBus, RedisBackplane,
-    RedisOptions,
+    Backplane, BackplaneError, BackplaneEvent, HistorySettings, Inbound, MemoryBackplane,
+    MemoryBus, RedisBackplane, RedisOptions,
 };
 use crate::config::Config;
 use crate::http::{self, AppState};
@@ -111,6 +111,12 @@ impl App {
         );
         let (events_tx, events) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
+        let d = &config.delivery;
+        let history = HistorySettings {
+            messages: d.history_messages,
+            ttl: Duration::from_millis(d.history_ms),
+            position_ttl: Duration::from_millis(d.position_ttl_ms),
+        };
         let backplane = match (&config.redis, bus) {
             (Some(redis), None) => {
                 let c = &config.cluster;
@@ -120,10 +126,11 @@ impl App {
                         heartbeat_ttl: Duration::from_millis(c.heartbeat_ttl_ms),
                         heartbeat_interval: Duration::from_millis(c.heartbeat_interval_ms),
                         command_timeout: Duration::from_millis(c.redis_command_timeout_ms),
+                        history,
                     },
                     keys.clone(),
                     &id,
-                    inbound,
+                    inbound.clone(),
                     events_tx,
                     stop.clone(),
                 )?)
@@ -131,7 +138,12 @@ impl App {
             (_, bus) => {
                 // The in-process bus is connected from the start.
                 let _ = events_tx.send(BackplaneEvent::Connected);
-                Backplane::Memory(MemoryBackplane::new(bus.unwrap_or_default(), &id, inbound))
+                Backplane::Memory(MemoryBackplane::new(
+                    bus.unwrap_or_default(),
+                    &id,
+                    inbound.clone(),
+                    history,
+                ))
             }
         };
         let node = Node::start(NodeParts {
@@ -140,11 +152,13 @@ impl App {
             hubs: config.hubs.clone(),
             backplane,
             inbound: receivers,
+            inbound_tx: inbound,
             events,
             stop,
             limits: config.limits.clone(),
             timeouts: config.timeouts.clone(),
             flows: config.flows.clone(),
+            delivery: config.delivery.clone(),
         });
         if config.security.insecure {
             tracing::warn!("running in development mode (--insecure): the publish API and every hub accept anyone");
@@ -232,6 +246,7 @@ impl App {
                 "shutdown grace elapsed with sessions still open"
             );
         }
+        self.node.leave().await;
         self.node.stop().await;
         if let Some(m) = metrics_server {
             m.abort();

@@ -303,7 +303,15 @@ mod tests {
     #[test]
     fn malformed_positions_are_refused() {
         let head = Envelope::head(Kind::Deliver, 7, b"c", b"");
-        for bad in [&b"e1"[..], b":5", b"e1:", b"e1:5x", b"e1:05", b"e1:0", b"e:99999999999999999999"] {
+        for bad in [
+            &b"e1"[..],
+            b":5",
+            b"e1:",
+            b"e1:5x",
+            b"e1:05",
+            b"e1:0",
+            b"e:99999999999999999999",
+        ] {
             let bytes = Envelope::assemble(&head, bad, b"rec");
             assert_eq!(
                 Envelope::decode(&bytes),

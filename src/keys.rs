@@ -14,6 +14,10 @@
 //! | `{p}:node:{n}:alive` | string, TTL | node `n`'s heartbeat; when it expires the node is dead |
 //! | `{p}:nodes` | set | nodes that registered connections (the reaper's list) |
 //! | `{p}:reap:{n}` | string, TTL | lock: the one node reaping dead node `n` |
+//! | `{p}:node:{n}:gen` | string | the generation under which node `n`'s state is written; deleted when it is reaped |
+//! | `{p}:pos:{c}` | hash, TTL | channel `c`'s delivery position: epoch `e` and last sequence `s` (`c` without the prefix) |
+//! | `{p}:hist:{c}` | stream, TTL | channel `c`'s recent messages, entry id `{seq}-0` |
+//! | `{p}:idem:{scope}:{k}` | string, TTL | what the first publish with idempotency key `k` did, per publisher scope (`k` hashed) |
 //! | `{p}:throttle:budget:{vkey}` | set | budget thresholds already announced for a key |
 //! | `{p}:throttle:health:{provider}` | hash | announced status, candidate status and its streak |
 //! | `{p}:throttle:breaker:{url}` | hash | a webhook URL's breaker state and when it opened |
@@ -107,6 +111,37 @@ impl Keys {
         format!("{}:reap:{node}", self.prefix)
     }
 
+    /// The generation under which a node's state is written.
+    pub fn node_generation(&self, node: &str) -> String {
+        format!("{}:node:{node}:gen", self.prefix)
+    }
+
+    /// Delivery position of a channel.
+    pub fn position(&self, channel: &str) -> String {
+        format!("{}:pos:{}", self.prefix, self.unprefixed(channel))
+    }
+
+    /// History stream of a channel.
+    pub fn history(&self, channel: &str) -> String {
+        format!("{}:hist:{}", self.prefix, self.unprefixed(channel))
+    }
+
+    /// Idempotency record of a publisher's key. The key is hashed: any bytes a client
+    /// sends become a fixed-size name.
+    pub fn idempotency(&self, scope: &str, key: &str) -> String {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:idem:{scope}:{hex}", self.prefix)
+    }
+
+    fn unprefixed<'a>(&self, channel: &'a str) -> &'a str {
+        channel
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|c| c.strip_prefix(':'))
+            .unwrap_or(channel)
+    }
+
     /// Budget thresholds announced for a virtual key.
     pub fn budget(&self, vkey: &str) -> String {
         format!("{}:throttle:budget:{vkey}", self.prefix)
@@ -175,5 +210,11 @@ mod tests {
         );
         assert_eq!(k.members("spend", "g"), "t1:spend:members:g");
         assert_eq!(k.connection("c"), "t1:conn:c");
+        let channel = k.group_channel("spend", "g");
+        assert_eq!(k.position(&channel), "t1:pos:spend:group:g");
+        assert_eq!(k.history(&channel), "t1:hist:spend:group:g");
+        assert_eq!(k.node_generation("n1"), "t1:node:n1:gen");
+        let idem = k.idempotency("s", "any key: with spaces");
+        assert!(idem.starts_with("t1:idem:s:") && idem.len() == "t1:idem:s:".len() + 32);
     }
 }

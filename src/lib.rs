@@ -36,15 +36,21 @@
 //!
 //! 1. `POST /api/v1/hubs/{hub}/groups/{group}` with `{"target": …, "arguments": […]}`
 //!    (`http/api/send.rs`) validates the hub, group, body and correlation id.
-//! 2. [`node::Node::publish`] (`node/publish.rs`) encodes the SignalR Invocation record **once**, wraps it in an
-//!    [`envelope::Envelope`] and runs one backplane publish on `{p}:{hub}:group:{group}`.
-//!    The 202 reports how many nodes took it.
+//! 2. [`node::Node::publish`] (`node/publish.rs`) encodes the SignalR Invocation record
+//!    **once** and runs one backplane call on `{p}:{hub}:group:{group}`
+//!    ([`backplane::Publish`]): the idempotency check, the guard, the channel's next
+//!    delivery position, the history entry and the `PUBLISH`, in one Lua script. The 202
+//!    reports how many nodes took it.
 //! 3. The backplane delivers only to nodes subscribed to that channel. Invariant: a node is
 //!    subscribed to a channel iff it holds at least one local member; the node's
 //!    subscription task (`node/subscriptions.rs`) reconciles every first-join and
 //!    last-leave against the registry.
 //! 4. The receiving side hands the payload, without waiting, to a dispatch queue picked by
-//!    hashing the channel (per-channel order kept); a full queue drops and counts.
+//!    hashing the channel (per-channel order kept; [`backplane::Inbound`]); a full queue
+//!    drops it and queues a catch-up for the channel. The dispatch worker compares the
+//!    message's position with the last one it delivered on that channel
+//!    (`node/positions.rs`): a gap is filled from the channel's history first, a repeat is
+//!    dropped.
 //! 5. A dispatch worker (`node/dispatch.rs`) looks up local members and `try_send`s the same bytes to each
 //!    connection's bounded queue; a full queue closes that connection as a slow consumer.
 //! 6. The session (`session/`) drains its queue ([`connection::handle`]), writes a batch and flushes once, under a write timeout.
@@ -64,21 +70,28 @@
 //! | `{p}:node:{n}:alive` | string, TTL | heartbeat; survivors reap a node whose key expired |
 //! | `{p}:nodes` | set | live nodes, for the reaper |
 //! | `{p}:reap:{n}` | string, TTL | lock: the one node reaping dead node `n` |
+//! | `{p}:node:{n}:gen` | string | generation node `n`'s state is written under; the reaper deletes it |
+//! | `{p}:pos:{c}` | hash, TTL | channel `c`'s delivery position: epoch and last sequence |
+//! | `{p}:hist:{c}` | stream, TTL | channel `c`'s recent messages, by sequence |
+//! | `{p}:idem:{scope}:{k}` | string, TTL | what the first publish with idempotency key `k` did |
 //!
 //! `{p}` is the prefix (`--redis-prefix`, default `hubcast`). [`keys`] owns every name.
 //!
-//! ## Outages
+//! ## Outages and partitions
 //!
 //! While Redis is unreachable, clients stay connected and joins succeed locally; publishes
-//! answer 503 and `/readyz` fails its pub/sub round trip. When the subscriber connection is
-//! back, the node resubscribes every channel with local members and writes its
-//! connections and memberships again.
+//! answer 503 (`outcome` `not_sent` or `unknown`) and `/readyz` fails. When the subscriber
+//! connection is back, the node resubscribes every channel with local members, catches each
+//! up from its history, and writes its connections and memberships again. A node reaped
+//! while alive finds its generation key gone on its next heartbeat and writes its state
+//! again; a drained node removes its own records.
 //!
 //! ## Delivery contract
 //!
-//! A 202 means the backplane took the message. Delivery to clients is at most once; every
-//! message not delivered is counted in `hubcast_delivery_failures_total` with its reason
-//! and logged.
+//! A 202 means the message reaches every member its audience had when it was accepted,
+//! once and in order per channel, or is counted in `hubcast_delivery_failures_total` with
+//! its reason (`backplane_gap` when history no longer held what a node missed) and logged.
+//! A retry with the same `Idempotency-Key` is answered as the first and not sent again.
 
 pub mod app;
 pub mod auth;

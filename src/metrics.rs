@@ -54,6 +54,15 @@ pub const REDIS_RECONNECTS: &str = "hubcast_redis_reconnects_total";
 pub const REDIS_COMMAND_DURATION: &str = "hubcast_redis_command_duration_seconds";
 /// Counter: dead nodes whose memberships this node removed.
 pub const NODES_REAPED: &str = "hubcast_nodes_reaped_total";
+/// Counter, by hub: messages a node missed on a channel (its subscriber was away, or its
+/// dispatch queue was full) and then delivered from the channel's history.
+pub const HISTORY_RECOVERED: &str = "hubcast_history_recovered_total";
+/// Counter, by outcome (`unknown`, `not_sent`): publishes answered 503 because the
+/// backplane could not take them.
+pub const PUBLISHES_UNAVAILABLE: &str = "hubcast_publishes_unavailable_total";
+/// Counter: publishes answered as a repeat of an earlier one with the same
+/// `Idempotency-Key` (not sent again).
+pub const PUBLISHES_REPEATED: &str = "hubcast_publishes_repeated_total";
 
 /// Failure reason: a connection's outbound queue was full; it was closed.
 pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";
@@ -68,6 +77,9 @@ pub const REASON_CONNECTION_CLOSED: &str = "connection_closed";
 pub const REASON_PUBLISH_FAILED: &str = "publish_failed";
 /// Failure reason: a backplane payload could not be decoded.
 pub const REASON_BAD_ENVELOPE: &str = "bad_envelope";
+/// Failure reason: messages a node missed on a channel were no longer in its history
+/// (counted once per local member).
+pub const REASON_BACKPLANE_GAP: &str = "backplane_gap";
 
 /// Buckets for latency histograms, in seconds: 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -110,15 +122,21 @@ pub fn init_series(hubs: &[&str]) {
             REASON_BAD_ENVELOPE,
             REASON_PUBLISH_FAILED,
             REASON_CONNECTION_CLOSED,
+            REASON_BACKPLANE_GAP,
         ] {
             metrics::counter!(DELIVERY_FAILURES, "hub" => h.clone(), "reason" => reason)
                 .increment(0);
         }
+        metrics::counter!(HISTORY_RECOVERED, "hub" => h.clone()).increment(0);
     }
     metrics::gauge!(BACKPLANE_SUBSCRIPTIONS).increment(0.0);
     metrics::gauge!(READY).increment(0.0);
     metrics::counter!(REDIS_RECONNECTS).increment(0);
     metrics::counter!(NODES_REAPED).increment(0);
+    metrics::counter!(PUBLISHES_REPEATED).increment(0);
+    for outcome in ["unknown", "not_sent"] {
+        metrics::counter!(PUBLISHES_UNAVAILABLE, "outcome" => outcome).increment(0);
+    }
     for reason in ["unauthorized", "rate_limited"] {
         metrics::counter!(PUBLISHES_REFUSED, "reason" => reason).increment(0);
     }
@@ -132,6 +150,18 @@ fn describe() {
     describe_counter!(
         NODES_REAPED,
         "Dead nodes whose memberships this node removed."
+    );
+    describe_counter!(
+        HISTORY_RECOVERED,
+        "Messages this node missed on a channel and delivered late from the channel's history."
+    );
+    describe_counter!(
+        PUBLISHES_UNAVAILABLE,
+        "Publishes answered 503: outcome unknown (sent, no answer) or not_sent."
+    );
+    describe_counter!(
+        PUBLISHES_REPEATED,
+        "Publishes recognised as a retry by their Idempotency-Key and not sent again."
     );
     describe_histogram!(
         REDIS_COMMAND_DURATION,

@@ -3,14 +3,30 @@
 //! One [`MemoryBus`] can be shared by several nodes of one process, which is how
 //! multi-node behaviour is exercised without Redis; a single node gets a bus of its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::outgoing::{HistorySettings, Publish, PublishGuard, Published, Recorded};
 use super::throttle::MemoryThrottle;
 use super::{ConnectionRecord, Inbound};
+use crate::envelope::{Envelope, Position};
 use crate::ids::ConnectionId;
+
+/// One channel's delivery positions and history.
+#[derive(Debug)]
+struct Stream {
+    epoch: Bytes,
+    seq: u64,
+    history: VecDeque<(u64, Bytes)>,
+    last_publish: Instant,
+}
+
+/// How many publishes pass between sweeps of idle streams and expired idempotency
+/// records, so neither grows without bound.
+const SWEEP_EVERY: u64 = 1024;
 
 #[derive(Debug, Default)]
 struct BusState {
@@ -18,6 +34,10 @@ struct BusState {
     /// (hub, group) → members.
     members: HashMap<(String, String), HashSet<ConnectionId>>,
     connections: HashMap<ConnectionId, ConnectionRecord>,
+    streams: HashMap<Arc<str>, Stream>,
+    /// Idempotency records and when each expires.
+    idempotency: HashMap<String, (Instant, String)>,
+    publishes: u64,
 }
 
 /// Channels and membership shared by the nodes of one process.
@@ -45,15 +65,22 @@ pub struct MemoryBackplane {
     bus: Arc<MemoryBus>,
     node: Arc<str>,
     inbound: Inbound,
+    history: HistorySettings,
 }
 
 impl MemoryBackplane {
     /// Attaches node `node` to `bus`, delivering what it receives to `inbound`.
-    pub fn new(bus: Arc<MemoryBus>, node: &str, inbound: Inbound) -> Self {
+    pub fn new(
+        bus: Arc<MemoryBus>,
+        node: &str,
+        inbound: Inbound,
+        history: HistorySettings,
+    ) -> Self {
         Self {
             bus,
             node: node.into(),
             inbound,
+            history,
         }
     }
 
@@ -142,22 +169,135 @@ impl MemoryBackplane {
     }
 
     pub(crate) fn publish(&self, channel: &str, payload: Bytes) -> usize {
-        // Collect first and deliver outside the lock: delivery only enqueues, but holding
-        // the bus lock while touching other locks invites ordering trouble.
-        let targets: Vec<(Arc<str>, Inbound)> = {
-            let s = self.bus.state();
-            match s.subscribers.get_key_value(channel) {
-                Some((key, subs)) => subs
-                    .iter()
-                    .map(|(_, inbound)| (key.clone(), inbound.clone()))
-                    .collect(),
-                None => return 0,
-            }
-        };
-        for (key, inbound) in &targets {
-            inbound.deliver(key.clone(), payload.clone());
+        deliver(&self.bus.state(), channel, &payload)
+    }
+
+    /// The in-process twin of the Redis publish script: the same steps in one critical
+    /// section, in the same order.
+    pub(crate) fn publish_message(&self, msg: &Publish<'_>) -> Published {
+        // Throttle before bus state, as everywhere.
+        let mut throttle = self.bus.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.bus.state();
+        let now = Instant::now();
+        s.publishes += 1;
+        if s.publishes % SWEEP_EVERY == 0 {
+            let ttl = self.history.position_ttl;
+            s.streams
+                .retain(|_, st| now.duration_since(st.last_publish) < ttl);
+            s.idempotency.retain(|_, (expires, _)| *expires > now);
         }
-        targets.len()
+        if let Some(idem) = &msg.idempotency {
+            if let Some((expires, raw)) = s.idempotency.get(idem.key) {
+                if *expires > now {
+                    if let Some(recorded) = Recorded::parse(raw) {
+                        return Published::Repeat(recorded);
+                    }
+                }
+            }
+        }
+        let allowed = match msg.guard {
+            PublishGuard::None => true,
+            PublishGuard::UnlessDone(key) => !throttle.is_done(key),
+            PublishGuard::Rate {
+                bucket,
+                per_second,
+                burst,
+            } => throttle.take(bucket, per_second, burst),
+        };
+        drop(throttle);
+        let record = |nodes: Option<usize>| {
+            msg.idempotency.map(|idem| {
+                (
+                    idem.key.to_owned(),
+                    (
+                        now + idem.ttl,
+                        Recorded::render(idem.fingerprint, idem.correlation, nodes),
+                    ),
+                )
+            })
+        };
+        if !allowed {
+            if let Some((k, v)) = record(None) {
+                s.idempotency.insert(k, v);
+            }
+            return Published::Suppressed;
+        }
+        let history = self.history;
+        let stream = s
+            .streams
+            .entry(Arc::from(msg.channel))
+            .or_insert_with(|| Stream {
+                epoch: Bytes::from(crate::ids::random_token()),
+                seq: 0,
+                history: VecDeque::new(),
+                last_publish: now,
+            });
+        if now.duration_since(stream.last_publish) >= history.position_ttl {
+            // Idle past its lifetime: a new stream, as when Redis drops the counter.
+            stream.epoch = Bytes::from(crate::ids::random_token());
+            stream.seq = 0;
+            stream.history.clear();
+        } else if now.duration_since(stream.last_publish) >= history.ttl {
+            stream.history.clear();
+        }
+        stream.seq += 1;
+        stream.last_publish = now;
+        let position = Position {
+            epoch: stream.epoch.clone(),
+            seq: stream.seq,
+        };
+        let payload = Envelope::assemble(
+            &msg.head,
+            &Position::render(&position.epoch, position.seq),
+            &msg.body,
+        );
+        if msg.history && history.messages > 0 {
+            stream.history.push_back((position.seq, payload.clone()));
+            while stream.history.len() > history.messages {
+                stream.history.pop_front();
+            }
+        }
+        // Delivered under the lock, so positions reach every node in order.
+        let nodes = deliver(&s, msg.channel, &payload);
+        if let Some((k, v)) = record(Some(nodes)) {
+            s.idempotency.insert(k, v);
+        }
+        Published::Sent { nodes, position }
+    }
+
+    pub(crate) fn history(&self, channel: &str, epoch: &[u8], from: u64, to: u64) -> Vec<Bytes> {
+        let s = self.bus.state();
+        let Some(stream) = s.streams.get(channel).filter(|st| st.epoch[..] == *epoch) else {
+            return Vec::new();
+        };
+        stream
+            .history
+            .iter()
+            .filter(|(seq, _)| (from..=to).contains(seq))
+            .map(|(_, payload)| payload.clone())
+            .collect()
+    }
+
+    pub(crate) fn recall(&self, key: &str) -> Option<String> {
+        let s = self.bus.state();
+        s.idempotency
+            .get(key)
+            .filter(|(expires, _)| *expires > Instant::now())
+            .map(|(_, v)| v.clone())
+    }
+
+    pub(crate) fn remember(&self, key: &str, value: &str, ttl: std::time::Duration) {
+        self.bus
+            .state()
+            .idempotency
+            .insert(key.to_owned(), (Instant::now() + ttl, value.to_owned()));
+    }
+
+    pub(crate) fn head(&self, channel: &str) -> Option<Position> {
+        self.bus.state().streams.get(channel).map(|st| Position {
+            epoch: st.epoch.clone(),
+            seq: st.seq,
+        })
     }
 
     pub(crate) fn subscribe(&self, channels: &[Arc<str>]) {
@@ -181,4 +321,16 @@ impl MemoryBackplane {
             }
         }
     }
+}
+
+/// Hands a payload to every node subscribed to `channel`; returns how many there were.
+/// Only enqueues (never waits), so it may run under the bus lock.
+fn deliver(s: &BusState, channel: &str, payload: &Bytes) -> usize {
+    let Some((key, subs)) = s.subscribers.get_key_value(channel) else {
+        return 0;
+    };
+    for (_, inbound) in subs {
+        inbound.deliver(key.clone(), payload.clone());
+    }
+    subs.len()
 }

@@ -5,76 +5,38 @@
 //! pub/sub: a publish reaches the nodes subscribed to the channel at that moment, at most
 //! once, and reports how many there were.
 
+pub mod inbound;
 pub mod memory;
+pub mod outgoing;
 pub mod redis;
 pub mod throttle;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
+use crate::envelope::Position;
 use crate::ids::ConnectionId;
-use crate::metrics as m;
 
 pub use self::redis::{RedisBackplane, RedisOptions};
+pub use inbound::{Inbound, InboundItem};
 pub use memory::{MemoryBackplane, MemoryBus};
-
-/// A payload that arrived on a channel this node subscribes to.
-pub type InboundItem = (Arc<str>, Bytes);
+pub use outgoing::{HistorySettings, Idempotency, Publish, PublishGuard, Published, Recorded};
 
 /// The backplane could not take a command.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackplaneError {
-    /// The backplane is unreachable; the caller may retry later.
+    /// The backplane is unreachable and the command was not applied; the caller may
+    /// retry later.
     #[error("the backplane is unavailable: {0}")]
     Unavailable(String),
+    /// The command was sent but no answer came in time: it may or may not have been
+    /// applied. A publish retried with the same idempotency key is applied once.
+    #[error("the backplane did not answer in time: {0}")]
+    Unknown(String),
     /// The subscriber connection is down; subscriptions are restored when it is back.
     #[error("the backplane subscriber connection is down")]
     Disconnected,
-}
-
-/// Where the backplane hands received payloads: bounded dispatch queues, one picked per
-/// channel by hash so that a channel's messages stay in order. Never waits: a full queue
-/// drops the payload and counts it, because blocking here would stall every channel.
-#[derive(Debug, Clone)]
-pub struct Inbound {
-    shards: Arc<[mpsc::Sender<InboundItem>]>,
-}
-
-impl Inbound {
-    /// Dispatch queues of `capacity` each; returns the receivers, one per shard.
-    pub fn new(shards: usize, capacity: usize) -> (Self, Vec<mpsc::Receiver<InboundItem>>) {
-        let (txs, rxs): (Vec<_>, Vec<_>) =
-            (0..shards.max(1)).map(|_| mpsc::channel(capacity)).unzip();
-        (Self { shards: txs.into() }, rxs)
-    }
-
-    /// Hands a payload to its shard. Returns false when it was dropped.
-    pub fn deliver(&self, channel: Arc<str>, payload: Bytes) -> bool {
-        let shard = shard_of(&channel, self.shards.len());
-        match self.shards[shard].try_send((channel, payload)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full((channel, _))) => {
-                let hub = crate::keys::hub_label(&channel);
-                metrics::counter!(m::DELIVERY_FAILURES, "hub" => hub.to_owned(), "reason" => m::REASON_DISPATCH_QUEUE_FULL)
-                    .increment(1);
-                tracing::warn!(channel = %channel, shard, "dispatch queue full; message dropped on this node");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-}
-
-fn shard_of(channel: &str, shards: usize) -> usize {
-    // FNV-1a: stable, fast, and good enough to spread channel names.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in channel.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % shards as u64) as usize
 }
 
 /// Something the node must react to.
@@ -384,54 +346,96 @@ impl Backplane {
         }
     }
 
-    /// Publishes unless the task is marked done; `None` when dropped. One command.
+    /// Publishes a message on a positioned channel, in one step: the idempotency check,
+    /// the guard, the next position, the history entry and the publish.
     ///
     /// # Errors
-    /// [`BackplaneError::Unavailable`].
-    pub async fn publish_unless_done(
-        &self,
-        done_key: &str,
-        channel: &str,
-        payload: Bytes,
-    ) -> Result<Option<usize>, BackplaneError> {
+    /// [`BackplaneError::Unavailable`] (not published) or [`BackplaneError::Unknown`]
+    /// (perhaps published).
+    pub async fn publish_message(&self, msg: &Publish<'_>) -> Result<Published, BackplaneError> {
         match self {
-            Self::Memory(b) => {
-                let throttle = b.throttle();
-                if throttle.is_done(done_key) {
-                    return Ok(None);
-                }
-                // Publishing under the throttle lock keeps check and publish atomic.
-                let n = b.publish(channel, payload);
-                drop(throttle);
-                Ok(Some(n))
-            }
-            Self::Redis(b) => b.publish_unless_done(done_key, channel, payload).await,
+            Self::Memory(b) => Ok(b.publish_message(msg)),
+            Self::Redis(b) => b.publish_message(msg).await,
         }
     }
 
-    /// Publishes if the bucket has a token; `None` when suppressed. One command.
+    /// Messages `from..=to` of a channel's stream `epoch`, as far as its history still
+    /// holds them, in order.
     ///
     /// # Errors
     /// [`BackplaneError::Unavailable`].
-    pub async fn publish_rate_limited(
+    pub async fn history(
         &self,
-        bucket: &str,
-        per_second: f64,
-        burst: f64,
         channel: &str,
-        payload: Bytes,
-    ) -> Result<Option<usize>, BackplaneError> {
+        epoch: &[u8],
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Bytes>, BackplaneError> {
+        match self {
+            Self::Memory(b) => Ok(b.history(channel, epoch, from, to)),
+            Self::Redis(b) => b.history(channel, epoch, from, to).await,
+        }
+    }
+
+    /// The position of a channel's last message, if it has one.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn head(&self, channel: &str) -> Result<Option<Position>, BackplaneError> {
+        match self {
+            Self::Memory(b) => Ok(b.head(channel)),
+            Self::Redis(b) => b.head(channel).await,
+        }
+    }
+
+    /// A stored idempotency record, if it has not expired.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn recall(&self, key: &str) -> Result<Option<String>, BackplaneError> {
+        match self {
+            Self::Memory(b) => Ok(b.recall(key)),
+            Self::Redis(b) => b.recall(key).await,
+        }
+    }
+
+    /// Stores an idempotency record for `ttl`.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn remember(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), BackplaneError> {
         match self {
             Self::Memory(b) => {
-                if !b.throttle().take(bucket, per_second, burst) {
-                    return Ok(None);
-                }
-                Ok(Some(b.publish(channel, payload)))
+                b.remember(key, value, ttl);
+                Ok(())
             }
-            Self::Redis(b) => {
-                b.rate_publish(bucket, per_second, burst, channel, payload)
-                    .await
-            }
+            Self::Redis(b) => b.remember(key, value, ttl).await,
+        }
+    }
+
+    /// Removes this node from the cluster after its connections are gone: its heartbeat,
+    /// its generation and its entry in the node set, so no survivor reaps it.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn leave(&self) -> Result<(), BackplaneError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(b) => b.leave().await,
+        }
+    }
+
+    /// Whether this node's heartbeat was renewed recently and the cluster holds its
+    /// state (always true in process).
+    pub fn is_registered(&self) -> bool {
+        match self {
+            Self::Memory(_) => true,
+            Self::Redis(b) => b.is_registered(),
         }
     }
 
@@ -454,26 +458,5 @@ impl Backplane {
             Self::Memory(_) => "in-process",
             Self::Redis(_) => "redis",
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_are_stable_and_in_range() {
-        for n in 1..8 {
-            let s = shard_of("hubcast:spend:group:vkey-1", n);
-            assert!(s < n);
-            assert_eq!(s, shard_of("hubcast:spend:group:vkey-1", n));
-        }
-    }
-
-    #[tokio::test]
-    async fn a_full_shard_drops_instead_of_waiting() {
-        let (inbound, _rx) = Inbound::new(1, 1);
-        assert!(inbound.deliver("c".into(), Bytes::from_static(b"1")));
-        assert!(!inbound.deliver("c".into(), Bytes::from_static(b"2")));
     }
 }

@@ -225,7 +225,7 @@ impl MemoryThrottle {
     }
 }
 
-/// Budget thresholds: KEYS = [set]; ARGV = [percent, rearm_below, thresholds...].
+/// Budget thresholds: KEYS = `[set]`; ARGV = `[percent, rearm_below, thresholds...]`.
 pub const BUDGET_LUA: &str = r"
 local pct = tonumber(ARGV[1])
 local fired = {}
@@ -238,7 +238,7 @@ if pct < tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]) else redis.call('PEXP
 return fired
 ";
 
-/// Health hysteresis: KEYS = [hash]; ARGV = [status, needed]. Returns {announce, previous}.
+/// Health hysteresis: KEYS = `[hash]`; ARGV = `[status, needed]`. Returns `{announce, previous}`.
 pub const HEALTH_LUA: &str = r"
 local s = ARGV[1]
 local announced = redis.call('HGET', KEYS[1], 'announced')
@@ -261,9 +261,9 @@ redis.call('HSET', KEYS[1], 'candidate', cand, 'streak', streak)
 return {0, announced}
 ";
 
-/// Circuit breaker: KEYS = [hash, failure zset]; ARGV = [success 1/0, threshold,
-/// window ms, half-open ms, unique member]. Uses Redis's clock so every node agrees.
-/// Returns flattened transitions {from, to, failures, next_test_ms}.
+/// Circuit breaker: KEYS = `[hash, failure zset]`; ARGV = `[success 1/0, threshold,
+/// window ms, half-open ms, unique member]`. Uses Redis's clock so every node agrees.
+/// Returns flattened transitions `{from, to, failures, next_test_ms}`.
 pub const BREAKER_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -293,34 +293,6 @@ redis.call('HSET', KEYS[1], 'state', state, 'opened', opened)
 redis.call('PEXPIRE', KEYS[1], 86400000)
 redis.call('PEXPIRE', KEYS[2], 86400000)
 return out
-";
-
-/// Publishes unless the task is done: KEYS = [done marker]; ARGV = [channel, payload].
-/// Returns -1 when dropped, else PUBLISH's count.
-pub const PUBLISH_UNLESS_DONE_LUA: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
-return redis.call('PUBLISH', ARGV[1], ARGV[2])
-";
-
-/// Token bucket then publish, in one call: KEYS = [bucket]; ARGV = [rate per second,
-/// burst, channel, payload]. Returns -1 when suppressed, else PUBLISH's count.
-pub const RATE_PUBLISH_LUA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tokens = tonumber(redis.call('HGET', KEYS[1], 't') or ARGV[2])
-local last = tonumber(redis.call('HGET', KEYS[1], 'l') or now)
-tokens = math.min(burst, tokens + math.max(0, now - last) / 1000 * rate)
-local ttl = math.ceil(burst / rate * 1000) + 1000
-if tokens < 1 then
-  redis.call('HSET', KEYS[1], 't', tokens, 'l', now)
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  return -1
-end
-redis.call('HSET', KEYS[1], 't', tokens - 1, 'l', now)
-redis.call('PEXPIRE', KEYS[1], ttl)
-return redis.call('PUBLISH', ARGV[3], ARGV[4])
 ";
 
 #[cfg(test)]

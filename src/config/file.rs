@@ -136,6 +136,41 @@ impl Default for Cluster {
     }
 }
 
+/// What every channel's stream keeps, and how long a publisher's idempotency key is
+/// remembered (both backplanes), in milliseconds in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Delivery {
+    /// Messages kept per channel for nodes that missed some (0: none; gaps are then only
+    /// counted). Hubs can opt out with `history = false`. Default: 1000.
+    pub history_messages: usize,
+    /// A channel's history is dropped this long after its last publish. Default: 60000.
+    pub history_ms: u64,
+    /// A channel's position counter is dropped this long after its last publish (the
+    /// next publish starts a new epoch); at least `history_ms`. Default: 3600000.
+    pub position_ttl_ms: u64,
+    /// How long a publish's `Idempotency-Key` is remembered. Default: 600000.
+    pub idempotency_ms: u64,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            history_messages: 1000,
+            history_ms: 60_000,
+            position_ttl_ms: 3_600_000,
+            idempotency_ms: 600_000,
+        }
+    }
+}
+
+impl Delivery {
+    /// [`Self::idempotency_ms`] as a duration.
+    pub fn idempotency(&self) -> Duration {
+        Duration::from_millis(self.idempotency_ms)
+    }
+}
+
 /// A budget threshold and the severity of its alert.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -263,6 +298,8 @@ pub struct FileConfig {
     pub timeouts: Timeouts,
     /// Cluster settings.
     pub cluster: Cluster,
+    /// Delivery positions, history and idempotency.
+    pub delivery: Delivery,
     /// Client-authentication settings.
     pub security: SecurityFile,
     /// Event-flow settings.

@@ -18,7 +18,8 @@ use crate::auth::Secret;
 use crate::hub::Hub;
 
 pub use file::{
-    Cluster, FileConfig, Flows, Limits, RateRule, SecurityFile, Threshold, Timeouts, WebhookGroups,
+    Cluster, Delivery, FileConfig, Flows, Limits, RateRule, SecurityFile, Threshold, Timeouts,
+    WebhookGroups,
 };
 pub use flags::{Cli, LogFormat};
 pub use validate::ConfigError;
@@ -72,6 +73,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Cluster settings.
     pub cluster: Cluster,
+    /// Delivery positions, history and idempotency.
+    pub delivery: Delivery,
     /// Credentials and origins.
     pub security: Security,
     /// Event-flow settings.

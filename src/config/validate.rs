@@ -174,6 +174,7 @@ impl Config {
             limits: file.limits,
             timeouts: file.timeouts,
             cluster: file.cluster,
+            delivery: file.delivery,
             security,
             flows: file.flows,
             log_format,
@@ -333,6 +334,25 @@ fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
             format!(
                 "({}) must be at most half of cluster.heartbeat_ttl_ms ({})",
                 c.heartbeat_interval_ms, c.heartbeat_ttl_ms
+            ),
+        ));
+    }
+    let d = &file.delivery;
+    at_least(
+        1,
+        "must be greater than 0",
+        [
+            ("delivery.history_ms", d.history_ms),
+            ("delivery.position_ttl_ms", d.position_ttl_ms),
+            ("delivery.idempotency_ms", d.idempotency_ms),
+        ],
+    )?;
+    if d.position_ttl_ms < d.history_ms {
+        return Err(invalid(
+            "delivery.position_ttl_ms",
+            format!(
+                "({}) must be at least delivery.history_ms ({})",
+                d.position_ttl_ms, d.history_ms
             ),
         ));
     }

@@ -9,7 +9,7 @@ use super::{finite, path_id, send, send_to_admins, to_value, FlowError, FlowRepo
 use crate::events::{BudgetAlertNotification, SpendUpdateNotification};
 use crate::ids::CorrelationId;
 use crate::metrics as m;
-use crate::node::{Guard, Node};
+use crate::node::{Guard, IdempotencyKey, Node};
 
 /// `POST /api/v1/spend/{virtualKeyId}`.
 #[derive(Debug, Deserialize)]
@@ -75,6 +75,7 @@ pub async fn spend(
     vkey: &str,
     fact: SpendFact,
     correlation: &CorrelationId,
+    idempotency: Option<&IdempotencyKey>,
 ) -> Result<FlowReport, FlowError> {
     path_id("virtualKeyId", vkey)?;
     let new_spend = finite("newSpend", fact.new_spend)?;
@@ -82,7 +83,7 @@ pub async fn spend(
     let budget = fact.budget.map(|b| finite("budget", b)).transpose()?;
     let flows = node.flows().clone();
     let percentage = budget.filter(|b| *b > 0.0).map(|b| total / b * 100.0);
-    let mut report = FlowReport::new(correlation);
+    let mut report = FlowReport::new(correlation, idempotency);
     let vgroup = format!("vkey-{vkey}");
     let mut crossed = Vec::new();
     if let (Some(pct), Some(b)) = (percentage, budget) {

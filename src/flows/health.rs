@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{finite, path_id, send_to_admins, to_value, FlowError, FlowReport};
 use crate::events::ProviderHealthNotification;
 use crate::ids::CorrelationId;
-use crate::node::Node;
+use crate::node::{IdempotencyKey, Node};
 
 /// `POST /api/v1/providers/{provider}/health`.
 #[derive(Debug, Deserialize)]
@@ -42,6 +42,7 @@ pub async fn provider_health(
     provider: &str,
     fact: HealthFact,
     correlation: &CorrelationId,
+    idempotency: Option<&IdempotencyKey>,
 ) -> Result<FlowReport, FlowError> {
     path_id("provider", provider)?;
     let status = health_status(&fact.status).ok_or_else(|| {
@@ -59,7 +60,7 @@ pub async fn provider_health(
         .backplane()
         .health_observed(&node.keys().health(provider), status, needed)
         .await?;
-    let mut report = FlowReport::new(correlation);
+    let mut report = FlowReport::new(correlation, idempotency);
     if verdict.announce {
         let note = ProviderHealthNotification {
             id: crate::ids::CorrelationId::generate().to_string(),

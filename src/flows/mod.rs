@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::ids::{CorrelationId, GroupName};
 use crate::metrics as m;
-use crate::node::{Audience, Guard, Node, NodeError};
+use crate::node::{Audience, Guard, IdempotencyKey, Node, NodeError};
 
 mod budget;
 mod health;
@@ -72,16 +72,30 @@ pub struct FlowReport {
     /// Flow-specific facts (thresholds crossed, announcement, breaker changes…).
     #[serde(flatten)]
     pub details: serde_json::Map<String, Value>,
+    /// The request's idempotency key: each event sent gets one derived from it (by its
+    /// place in the request), so a retry after an unknown outcome sends none twice.
+    #[serde(skip)]
+    idempotency: Option<IdempotencyKey>,
 }
 
 impl FlowReport {
-    fn new(correlation: &CorrelationId) -> Self {
+    fn new(correlation: &CorrelationId, idempotency: Option<&IdempotencyKey>) -> Self {
         Self {
             correlation_id: correlation.to_string(),
             events: Vec::new(),
             suppressed: 0,
             details: serde_json::Map::new(),
+            idempotency: idempotency.cloned(),
         }
+    }
+
+    /// The idempotency key of the next event this request sends.
+    fn next_key(&self) -> Option<IdempotencyKey> {
+        self.idempotency.as_ref().map(|k| IdempotencyKey {
+            scope: k.scope.clone(),
+            key: format!("{}#{}", k.key, self.events.len()),
+            exact: false,
+        })
     }
 }
 
@@ -146,6 +160,7 @@ async fn send(
     let index = node.hub_index(hub).ok_or(FlowError::HubMissing(hub))?;
     let g = GroupName::parse(group).map_err(|e| FlowError::Invalid(e.to_string()))?;
     let args = Value::Array(arguments.to_vec()).to_string();
+    let key = report.next_key();
     let reach = node
         .publish_guarded(
             index,
@@ -154,6 +169,7 @@ async fn send(
             &args,
             correlation,
             guard,
+            key.as_ref(),
         )
         .await?;
     metrics::counter!(m::EVENTS_PUBLISHED, "hub" => hub, "target" => target.to_owned())

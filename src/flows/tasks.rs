@@ -17,7 +17,7 @@ use crate::events::{
 use crate::guard::{PlannedEvent, ProgressStep};
 use crate::ids::CorrelationId;
 use crate::metrics as m;
-use crate::node::{Guard, Node};
+use crate::node::{Guard, IdempotencyKey, Node};
 
 /// What a task post reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,6 +362,7 @@ pub async fn task(
     action: TaskAction,
     fact: TaskFact,
     correlation: &CorrelationId,
+    idempotency: Option<&IdempotencyKey>,
 ) -> Result<FlowReport, FlowError> {
     path_id("taskId", id)?;
     let events = plan_task(kind, id, action, &fact, correlation)?;
@@ -370,7 +371,7 @@ pub async fn task(
     }
     let done_key = node.keys().task_done(kind, id);
     let slot_key = format!("{kind}:{id}");
-    let mut report = FlowReport::new(correlation);
+    let mut report = FlowReport::new(correlation, idempotency);
     let detail = format!("Task: {id}, Kind: {kind}");
     if action.terminal() {
         // Drop what this node still holds, then mark the task done cluster-wide so no
@@ -435,7 +436,7 @@ pub async fn task(
                     if coalesced > 0 {
                         tracing::info!(task = %slot_key, coalesced, "progress coalesced: latest sent");
                     }
-                    let mut report = FlowReport::new(&corr);
+                    let mut report = FlowReport::new(&corr, None);
                     let detail = format!("Task: {slot_key}, Coalesced: {coalesced}");
                     for (hub, group, target, args) in &events {
                         if let Err(e) = send(

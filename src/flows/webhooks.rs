@@ -15,7 +15,7 @@ use crate::events::{
 };
 use crate::hub::{webhook_group, WebhookStyle};
 use crate::ids::CorrelationId;
-use crate::node::{Guard, Node};
+use crate::node::{Guard, IdempotencyKey, Node};
 
 /// `POST /api/v1/webhooks/deliveries`.
 #[derive(Debug, Deserialize)]
@@ -68,6 +68,7 @@ pub async fn webhook_delivery(
     node: &Node,
     fact: DeliveryFact,
     correlation: &CorrelationId,
+    idempotency: Option<&IdempotencyKey>,
 ) -> Result<FlowReport, FlowError> {
     let flows = node.flows().clone();
     let style = match flows.webhook_groups {
@@ -182,7 +183,7 @@ pub async fn webhook_delivery(
             settings,
         )
         .await?;
-    let mut report = FlowReport::new(correlation);
+    let mut report = FlowReport::new(correlation, idempotency);
     let detail = format!("Url: {}, Attempt: {}", fact.url, fact.attempt);
     for (target, v) in &planned {
         send(

@@ -4,8 +4,36 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::backplane::BackplaneError;
 use crate::ids::NameError;
 use crate::node::NodeError;
+
+/// What a 503 says about the request: whether it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not applied; a retry is safe.
+    NotSent,
+    /// Sent, but no answer came: it may have been applied. A retry with the same
+    /// `Idempotency-Key` is applied at most once.
+    Unknown,
+}
+
+impl Outcome {
+    /// The `outcome` field of the 503 body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotSent => "not_sent",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::NotSent => "the backplane is unavailable; nothing was sent; retry later",
+            Self::Unknown => "the backplane did not answer in time; the request may have been applied; retry with the same Idempotency-Key to apply it once",
+        }
+    }
+}
 
 /// Everything an HTTP route can refuse with. 4xx carry a message for the caller; 503
 /// carries `Retry-After`.
@@ -41,8 +69,13 @@ pub enum ApiError {
     #[error("connection is already in {0} groups, the most allowed")]
     TooManyGroups(usize),
     /// The backplane cannot take the request now.
-    #[error("the backplane is unavailable; retry later")]
-    Unavailable,
+    #[error("{}", .0.message())]
+    Unavailable(Outcome),
+    /// An `Idempotency-Key` came back with another request.
+    #[error(
+        "this Idempotency-Key was used with a different request; use a new key for a new request"
+    )]
+    IdempotencyConflict,
     /// The node is shutting down.
     #[error("this node is shutting down")]
     Draining,
@@ -59,7 +92,8 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BroadcastNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::TooManyGroups(_) => StatusCode::CONFLICT,
-            Self::Unavailable | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -74,11 +108,17 @@ impl From<NodeError> for ApiError {
             }
             NodeError::OwnerTimeout => {
                 tracing::warn!("the node holding a connection did not acknowledge a group change");
-                Self::Unavailable
+                Self::Unavailable(Outcome::Unknown)
             }
+            NodeError::IdempotencyConflict => Self::IdempotencyConflict,
             NodeError::Backplane(inner) => {
                 tracing::warn!(error = %inner, "backplane refused a request");
-                Self::Unavailable
+                Self::Unavailable(match inner {
+                    BackplaneError::Unknown(_) => Outcome::Unknown,
+                    BackplaneError::Unavailable(_) | BackplaneError::Disconnected => {
+                        Outcome::NotSent
+                    }
+                })
             }
         }
     }
@@ -87,11 +127,11 @@ impl From<NodeError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut resp = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let Self::Unavailable(outcome) = &self {
+            body["outcome"] = outcome.as_str().into();
+        }
+        let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

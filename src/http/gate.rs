@@ -22,6 +22,11 @@ use crate::hub::Hub;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Publisher(usize);
 
+/// Whose idempotency keys a request's are: a digest of the publisher's access key (the
+/// same after a rotation reorders the keys), or `open` in development mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherScope(pub String);
+
 /// The checks, with their state.
 #[derive(Debug)]
 pub struct Gate {
@@ -159,6 +164,18 @@ impl Gate {
             }
         }
         Err(AuthError::Invalid)
+    }
+
+    /// The idempotency scope of a publisher.
+    pub fn publisher_scope(&self, publisher: Publisher) -> PublisherScope {
+        use sha2::Digest as _;
+        match self.security.access_keys.get(publisher.0) {
+            Some(key) => {
+                let digest = sha2::Sha256::digest(key.expose());
+                PublisherScope(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+            }
+            None => PublisherScope("open".to_owned()),
+        }
     }
 
     /// Takes one publish from a publisher's budget; `Err(wait)` when it is spent.

@@ -78,7 +78,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let node = &state.node;
     let status = if node.is_draining() {
         "draining"
-    } else if !node.probe(READY_PROBE_TIMEOUT).await {
+    } else if !node.is_ready(READY_PROBE_TIMEOUT).await {
         "backplane round trip failed"
     } else {
         return Json(

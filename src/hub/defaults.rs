@@ -43,6 +43,7 @@ pub(super) fn hub(name: &str, methods: Vec<MethodSpec>) -> HubSpec {
         auth: AuthMode::Token,
         allow: Vec::new(),
         methods,
+        history: true,
     }
 }
 

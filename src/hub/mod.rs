@@ -38,6 +38,10 @@ fn default_auth() -> AuthMode {
     AuthMode::Token
 }
 
+fn keep_history() -> bool {
+    true
+}
+
 /// A hub as written in configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +75,10 @@ pub struct HubSpec {
     /// Client-callable methods besides `JoinGroup` and `LeaveGroup`. Default: none.
     #[serde(default)]
     pub methods: Vec<MethodSpec>,
+    /// Keep each channel's recent messages, so a node that missed some delivers them
+    /// late instead of counting them lost. Default: true.
+    #[serde(default = "keep_history")]
+    pub history: bool,
 }
 
 /// Who is calling: the connection and the identity its credential gave it.

@@ -51,6 +51,23 @@ impl Node {
         ok
     }
 
+    /// Ready to take traffic: not draining, registered in the cluster with a fresh
+    /// heartbeat, and a pub/sub round trip through the backplane works.
+    pub async fn is_ready(&self, within: Duration) -> bool {
+        !self.is_draining() && self.backplane.is_registered() && self.probe(within).await
+    }
+
+    /// After a drain, once the sessions are gone: removes this node from the cluster, so
+    /// no survivor reaps it.
+    pub async fn leave(&self) {
+        match self.backplane.leave().await {
+            Ok(()) => tracing::info!("left the cluster"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove this node's records; survivors reap them after the heartbeat expires")
+            }
+        }
+    }
+
     // ---- shutdown --------------------------------------------------------------------
 
     /// Starts draining: new connections are refused and every session is told to close
@@ -94,15 +111,11 @@ pub(super) async fn gauge_task(node: Arc<Node>) {
             }
             Err(e) => tracing::debug!(error = %e, "cluster counts unavailable"),
         }
-        let ready = !node.is_draining() && node.probe(Duration::from_secs(1)).await;
+        let ready = node.is_ready(Duration::from_secs(1)).await;
         metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
-        // While not ready (starting, or Redis away), look again soon, so the gauge follows
-        // /readyz within a second.
-        let period = if ready {
-            Duration::from_secs(5)
-        } else {
-            Duration::from_millis(500)
-        };
+        // Every second, so the gauge follows /readyz within a second; a lost subscriber
+        // sets it at once (see the event task).
+        let period = Duration::from_secs(1);
         tokio::select! {
             _ = node.stop.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
@@ -132,7 +145,13 @@ pub(super) async fn event_task(
         match event {
             None => return,
             Some(BackplaneEvent::Connected | BackplaneEvent::ResyncNeeded) => node.resync().await,
-            Some(BackplaneEvent::Disconnected) => {}
+            Some(BackplaneEvent::Disconnected) => {
+                metrics::gauge!(m::READY).set(0.0);
+                metrics::gauge!(m::BACKPLANE_SUBSCRIPTIONS).set(0.0);
+                let _ = node
+                    .reconcile
+                    .send(super::subscriptions::Subscription::Lost);
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
+use super::positions::{Fill, Positions, Step};
 use super::Node;
 use crate::backplane::InboundItem;
 use crate::connection::close::CloseReason;
@@ -89,46 +90,171 @@ pub(super) fn bad_envelope(hub: &str, why: &str) {
 
 /// Takes payloads from one dispatch queue and fans them out. Channel deliveries are done
 /// inline (they never wait); control messages that need the backplane run as their own
-/// tasks so one slow join cannot hold up the queue.
+/// tasks so one slow join cannot hold up the queue. A gap in a channel's positions is
+/// filled from its history first (a backplane round trip, rare), so members get every
+/// message once and in order.
 pub(super) async fn dispatch_worker(node: Arc<Node>, mut rx: mpsc::Receiver<InboundItem>) {
+    let mut positions = Positions::default();
     loop {
         let item = tokio::select! {
             _ = node.stop.cancelled() => return,
             item = rx.recv() => item,
         };
-        let Some((channel, payload)) = item else {
-            return;
-        };
-        let env = match Envelope::decode(&payload) {
-            Ok(e) => e,
-            Err(e) => {
-                bad_envelope(crate::keys::hub_label(&channel), &e.to_string());
-                continue;
+        match item {
+            None => return,
+            Some(InboundItem::Message(channel, payload)) => {
+                let env = match Envelope::decode(&payload) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        bad_envelope(crate::keys::hub_label(&channel), &e.to_string());
+                        continue;
+                    }
+                };
+                if let Some(pos) = &env.position {
+                    match positions.observe(&channel, pos) {
+                        Step::Deliver => {}
+                        Step::Duplicate => {
+                            tracing::debug!(channel = %channel, seq = pos.seq, "already delivered from history");
+                            continue;
+                        }
+                        Step::FillThenDeliver(fill) => node.fill(&channel, &fill).await,
+                    }
+                }
+                node.handle(&channel, env).await;
             }
-        };
+            Some(InboundItem::CatchUp(channel)) => {
+                node.inbound_tx.caught_up(&channel);
+                match node.backplane.head(&channel).await {
+                    Ok(Some(head)) => {
+                        if let Some(fill) = positions.catch_up(&channel, &head) {
+                            node.fill(&channel, &fill).await;
+                        }
+                    }
+                    Ok(None) => positions.baseline(&channel, None, 0),
+                    // A new channel starts empty (what is published from now on is owed);
+                    // a known one is looked at again by the next resync, or its next
+                    // message reveals the gap.
+                    Err(e) => {
+                        let since = crate::envelope::now_micros()
+                            .saturating_sub(super::subscriptions::CLOCK_SKEW_MICROS);
+                        positions.baseline(&channel, None, since);
+                        tracing::warn!(channel = %channel, error = %e, "could not read the channel's position to catch up")
+                    }
+                }
+            }
+            Some(InboundItem::JoinedUnreachable(channel, since)) => {
+                positions.baseline(&channel, None, since);
+            }
+            Some(InboundItem::Forget(channel)) => {
+                // Still subscribed (a member joined again meanwhile): keep the position.
+                if !node.registry.has_members(&channel) {
+                    positions.forget(&channel);
+                }
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Acts on one envelope from a channel.
+    async fn handle(self: &Arc<Self>, channel: &str, env: Envelope) {
         match env.kind {
             Kind::Deliver => {
-                node.received.fetch_add(1, Ordering::Relaxed);
+                self.received.fetch_add(1, Ordering::Relaxed);
                 // The publish's correlation id, on every node that delivers it. Filter
                 // with `RUST_LOG=hubcast::delivery=warn` when the volume matters.
                 tracing::info!(
                     target: "hubcast::delivery",
                     channel = %channel,
                     correlation_id = %String::from_utf8_lossy(&env.correlation),
-                    local_members = node.registry.member_count(&channel),
+                    local_members = self.registry.member_count(channel),
                     "delivering"
                 );
                 match Utf8Bytes::try_from(env.body) {
-                    Ok(frame) => node.deliver_local(&channel, frame, env.published_at_micros),
-                    Err(_) => bad_envelope(crate::keys::hub_label(&channel), "record is not UTF-8"),
+                    Ok(frame) => self.deliver_local(channel, frame, env.published_at_micros),
+                    Err(_) => bad_envelope(crate::keys::hub_label(channel), "record is not UTF-8"),
                 }
             }
-            Kind::Send | Kind::Close | Kind::Probe | Kind::Ack => node.apply_control(env).await,
+            Kind::Send | Kind::Close | Kind::Probe | Kind::Ack => self.apply_control(env).await,
             Kind::Join | Kind::Leave => {
-                let node2 = node.clone();
-                node.tasks
-                    .spawn(async move { node2.apply_control(env).await });
+                let node = self.clone();
+                self.tasks
+                    .spawn(async move { node.apply_control(env).await });
             }
+        }
+    }
+
+    /// Delivers what a channel's history still holds of `fill`, in order, and counts the
+    /// rest as `backplane_gap` (once per local member, the deliveries it cost).
+    async fn fill(self: &Arc<Self>, channel: &str, fill: &Fill) {
+        let hub = crate::keys::hub_label(channel).to_owned();
+        if fill.restarted {
+            tracing::info!(channel, epoch = %String::from_utf8_lossy(&fill.epoch), "the channel's stream started again (Redis lost its data, or the channel was idle past its position lifetime); what the old one held after this node's last message cannot be checked");
+        }
+        let kept = self.delivery.history_messages as u64;
+        // Only the newest `kept` can still be there.
+        let from = fill.from.max((fill.to + 1).saturating_sub(kept));
+        let fetched = if kept == 0 || from > fill.to {
+            Ok(Vec::new())
+        } else {
+            self.backplane
+                .history(channel, &fill.epoch, from, fill.to)
+                .await
+        };
+        let fetched = fetched.unwrap_or_else(|e| {
+            tracing::warn!(channel, error = %e, "could not read the channel's history");
+            Vec::new()
+        });
+        let mut next = fill.from;
+        let mut missing = 0u64;
+        let mut recovered = 0u64;
+        for payload in fetched {
+            let Ok(env) = Envelope::decode(&payload) else {
+                continue;
+            };
+            let Some(seq) = env.position.as_ref().map(|p| p.seq) else {
+                continue;
+            };
+            if seq < next || seq > fill.to {
+                continue;
+            }
+            if env.published_at_micros < fill.since_micros {
+                // Published before the member joined: not owed, and not missing.
+                next = seq + 1;
+                continue;
+            }
+            missing += seq - next;
+            next = seq + 1;
+            recovered += 1;
+            self.handle(channel, env).await;
+        }
+        missing += fill.to + 1 - next;
+        if recovered > 0 {
+            metrics::counter!(m::HISTORY_RECOVERED, "hub" => hub.clone()).increment(recovered);
+            tracing::info!(
+                channel,
+                from = fill.from,
+                to = fill.to,
+                recovered,
+                "missed messages delivered from the channel's history"
+            );
+        }
+        if missing > 0 {
+            // Deliveries lost: each missing message, to each local member (a message for one
+            // connection on a control channel counts once).
+            let members = self.registry.member_count(channel).max(1) as u64;
+            metrics::counter!(m::DELIVERY_FAILURES, "hub" => hub.clone(), "reason" => m::REASON_BACKPLANE_GAP)
+                .increment(missing * members);
+            tracing::warn!(
+                hub,
+                channel,
+                epoch = %String::from_utf8_lossy(&fill.epoch),
+                from = fill.from,
+                to = fill.to,
+                missing,
+                local_members = members,
+                "messages missed on this channel are no longer in its history; counted as backplane_gap"
+            );
         }
     }
 }

@@ -13,6 +13,7 @@
 mod background;
 mod dispatch;
 mod membership;
+mod positions;
 mod publish;
 pub mod registry;
 mod remote;
@@ -26,8 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backplane::{Backplane, BackplaneError, BackplaneEvent, InboundItem};
-use crate::config::{Flows, Limits, Timeouts};
+use crate::backplane::{Backplane, BackplaneError, BackplaneEvent, Inbound, InboundItem};
+use crate::config::{Delivery, Flows, Limits, Timeouts};
 use crate::envelope::AckOutcome;
 use crate::hub::Hub;
 use crate::ids::{ConnectionId, GroupName, UserId};
@@ -49,7 +50,7 @@ pub enum Audience {
 }
 
 /// How far a publish reached when it was accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reach {
     /// Nodes that took the message (the backplane's own count).
     pub nodes: usize,
@@ -60,6 +61,24 @@ pub struct Reach {
     /// The message was not sent: a storm-protection rule suppressed it, or its task had
     /// already ended. Counted and logged.
     pub suppressed: bool,
+    /// A repeat of an earlier publish with the same idempotency key: nothing was sent
+    /// now, and this is the first publish's correlation id.
+    pub repeat_of: Option<String>,
+}
+
+/// A publisher's `Idempotency-Key`: a retry with the same key (from the same publisher,
+/// within the idempotency window) is answered as the first publish was, and not sent
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// Whose key: a digest of the publisher's credential, so two publishers never share.
+    pub scope: String,
+    /// The key as sent.
+    pub key: String,
+    /// A repeat must carry the same arguments too (a client's own publish). Events a flow
+    /// derives from one request carry fresh timestamps on a retry, so theirs match on
+    /// audience and target alone.
+    pub exact: bool,
 }
 
 /// A condition on a publish.
@@ -90,6 +109,9 @@ pub enum NodeError {
     /// The node owning the connection did not answer in time.
     #[error("the node holding the connection did not answer")]
     OwnerTimeout,
+    /// An idempotency key came back with a different request.
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyConflict,
 }
 
 /// One hubcast node.
@@ -103,6 +125,10 @@ pub struct Node {
     limits: Limits,
     timeouts: Timeouts,
     flows: Flows,
+    delivery: Delivery,
+    /// The dispatch queues' sending side, for catch-ups and forgets queued behind what
+    /// the backplane delivered.
+    inbound_tx: Inbound,
     suppressions: crate::guard::Suppressions,
     /// Task progress waiting for its coalescing window, per task.
     pub(crate) progress: crate::guard::Coalescer,
@@ -139,6 +165,8 @@ pub struct NodeParts {
     pub backplane: Backplane,
     /// The dispatch queues' receivers.
     pub inbound: Vec<mpsc::Receiver<InboundItem>>,
+    /// Their sending side (the backplane holds a clone).
+    pub inbound_tx: Inbound,
     /// Events from the backplane (connected, lost, resync needed).
     pub events: mpsc::UnboundedReceiver<BackplaneEvent>,
     /// Cancelled when the node stops; the backplane's own tasks watch it too.
@@ -149,6 +177,8 @@ pub struct NodeParts {
     pub timeouts: Timeouts,
     /// Event-flow settings.
     pub flows: Flows,
+    /// Delivery positions, history and idempotency settings.
+    pub delivery: Delivery,
 }
 
 impl Node {
@@ -167,6 +197,8 @@ impl Node {
             limits: parts.limits,
             timeouts: parts.timeouts,
             flows: parts.flows,
+            delivery: parts.delivery,
+            inbound_tx: parts.inbound_tx,
             suppressions: crate::guard::Suppressions::default(),
             progress: crate::guard::Coalescer::default(),
             draining: AtomicBool::new(false),

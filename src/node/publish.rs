@@ -4,7 +4,8 @@
 use axum::extract::ws::Utf8Bytes;
 
 use super::dispatch::deliver_to;
-use super::{Audience, Guard, Node, NodeError, Reach};
+use super::{Audience, Guard, IdempotencyKey, Node, NodeError, Reach};
+use crate::backplane::{Idempotency, Publish, PublishGuard, Published};
 use crate::config::RateRule;
 use crate::envelope::{now_micros, Envelope, Kind};
 use crate::ids::CorrelationId;
@@ -32,6 +33,7 @@ impl Node {
         target: &str,
         arguments_json: &str,
         correlation: &CorrelationId,
+        idempotency: Option<&IdempotencyKey>,
     ) -> Result<Reach, NodeError> {
         self.publish_guarded(
             hub,
@@ -40,14 +42,19 @@ impl Node {
             arguments_json,
             correlation,
             Guard::Storm,
+            idempotency,
         )
         .await
     }
 
-    /// [`Self::publish`] under a [`Guard`]. Either way the backplane runs one command.
+    /// [`Self::publish`] under a [`Guard`]. Either way the backplane runs one command,
+    /// which also assigns the message's delivery position, keeps it in the channel's
+    /// history and checks the idempotency key.
     ///
     /// # Errors
-    /// As [`Self::publish`].
+    /// As [`Self::publish`]; [`NodeError::IdempotencyConflict`] when the key came with
+    /// another request before.
+    #[allow(clippy::too_many_arguments)]
     pub async fn publish_guarded(
         &self,
         hub: usize,
@@ -56,8 +63,10 @@ impl Node {
         arguments_json: &str,
         correlation: &CorrelationId,
         guard: Guard<'_>,
+        idempotency: Option<&IdempotencyKey>,
     ) -> Result<Reach, NodeError> {
-        let hub_name = self.hubs[hub].name();
+        let hub_def = &self.hubs[hub];
+        let hub_name = hub_def.name();
         let record = message::invocation(target, arguments_json);
         let published_at = now_micros();
         let (channel, kind, connection) = match audience {
@@ -73,18 +82,26 @@ impl Node {
             ),
             Audience::Hub => (self.keys.hub_channel(hub_name), Kind::Deliver, None),
             Audience::Connection(c) => {
-                if let Some(local) = self.registry.connection(c).filter(|l| l.hub == hub) {
-                    let frame = Utf8Bytes::from(record);
-                    let delivered = deliver_to(&local.handle, c, hub_name, frame, published_at);
-                    return Ok(Reach {
-                        nodes: 1,
-                        local_connections: usize::from(delivered),
-                        members: Some(1),
-                        suppressed: false,
-                    });
+                let local = self.registry.connection(c).filter(|l| l.hub == hub);
+                match local {
+                    // Without a key there is nothing to remember: write it straight away.
+                    Some(local) if idempotency.is_none() => {
+                        let frame = Utf8Bytes::from(record);
+                        let delivered = deliver_to(&local.handle, c, hub_name, frame, published_at);
+                        return Ok(Reach {
+                            nodes: 1,
+                            local_connections: usize::from(delivered),
+                            members: Some(1),
+                            suppressed: false,
+                            repeat_of: None,
+                        });
+                    }
+                    Some(_) => (self.keys.node_channel(&self.id), Kind::Send, Some(c)),
+                    None => {
+                        let owner = self.remote_owner(hub, c).await?;
+                        (self.keys.node_channel(&owner), Kind::Send, Some(c))
+                    }
                 }
-                let owner = self.remote_owner(hub, c).await?;
-                (self.keys.node_channel(&owner), Kind::Send, Some(c))
             }
         };
         let local = if kind == Kind::Deliver {
@@ -92,56 +109,99 @@ impl Node {
         } else {
             0
         };
-        let payload = Envelope::encode(
+        let head = Envelope::head(
             kind,
             published_at,
             correlation.as_str().as_bytes(),
             connection.map_or(&[][..], |c| c.as_str().as_bytes()),
-            record.as_bytes(),
         );
-        let rule = match (guard, audience) {
-            (Guard::Storm, Audience::Group(g)) => self.storm_rule(hub_name, target).map(|r| (r, g)),
-            _ => None,
+        let bucket;
+        let backplane_guard = match (guard, audience) {
+            (Guard::UnlessDone(done), _) => PublishGuard::UnlessDone(done),
+            (Guard::Storm, Audience::Group(g)) => match self.storm_rule(hub_name, target) {
+                Some(rule) => {
+                    bucket = self.keys.rate(hub_name, g.as_str(), target);
+                    PublishGuard::Rate {
+                        bucket: &bucket,
+                        per_second: rule.per_second,
+                        burst: rule.burst.unwrap_or(rule.per_second),
+                    }
+                }
+                None => PublishGuard::None,
+            },
+            (Guard::Storm, _) => PublishGuard::None,
         };
-        let sent = match (guard, rule) {
-            (Guard::UnlessDone(done), _) => {
-                self.backplane
-                    .publish_unless_done(done, &channel, payload)
-                    .await?
+        let idem_key;
+        let fingerprint;
+        let idem = match idempotency {
+            Some(k) => {
+                idem_key = self.keys.idempotency(&k.scope, &k.key);
+                let arguments = if k.exact { arguments_json } else { "" };
+                fingerprint = request_fingerprint(&channel, kind, connection, target, arguments);
+                Some(Idempotency {
+                    key: &idem_key,
+                    fingerprint: &fingerprint,
+                    correlation: correlation.as_str(),
+                    ttl: self.delivery.idempotency(),
+                })
             }
-            (Guard::Storm, Some((rule, g))) => {
-                let bucket = self.keys.rate(hub_name, g.as_str(), target);
-                self.backplane
-                    .publish_rate_limited(
-                        &bucket,
-                        rule.per_second,
-                        rule.burst.unwrap_or(rule.per_second),
-                        &channel,
-                        payload,
-                    )
-                    .await?
+            None => None,
+        };
+        let published = self
+            .backplane
+            .publish_message(&Publish {
+                channel: &channel,
+                head,
+                body: record.into_bytes().into(),
+                history: hub_def.spec.history,
+                guard: backplane_guard,
+                idempotency: idem,
+            })
+            .await?;
+        let (nodes, repeat_of) = match published {
+            Published::Sent { nodes, .. } => (nodes, None),
+            Published::Suppressed => {
+                let (rule, group) = match (guard, audience) {
+                    (Guard::UnlessDone(_), _) => ("after_terminal", String::new()),
+                    (_, Audience::Group(g)) => ("rate_limit", g.to_string()),
+                    _ => ("rate_limit", String::new()),
+                };
+                self.suppressions.record(hub_name, &group, target, rule);
+                return Ok(Reach {
+                    nodes: 0,
+                    local_connections: 0,
+                    members: None,
+                    suppressed: true,
+                    repeat_of: None,
+                });
             }
-            (Guard::Storm, None) => Some(self.backplane.publish(&channel, payload).await?),
+            Published::Repeat(first) => {
+                if idem.is_some_and(|i| i.fingerprint != first.fingerprint) {
+                    return Err(NodeError::IdempotencyConflict);
+                }
+                tracing::info!(hub = hub_name, channel = %channel, correlation_id = %first.correlation, "repeated publish (same Idempotency-Key) not sent again");
+                let Some(nodes) = first.nodes else {
+                    return Ok(Reach {
+                        nodes: 0,
+                        local_connections: 0,
+                        members: None,
+                        suppressed: true,
+                        repeat_of: Some(first.correlation),
+                    });
+                };
+                (nodes, Some(first.correlation))
+            }
         };
-        let Some(nodes) = sent else {
-            let (rule, group) = match (guard, audience) {
-                (Guard::UnlessDone(_), _) => ("after_terminal", String::new()),
-                (_, Audience::Group(g)) => ("rate_limit", g.to_string()),
-                _ => ("rate_limit", String::new()),
-            };
-            self.suppressions.record(hub_name, &group, target, rule);
-            return Ok(Reach {
-                nodes: 0,
-                local_connections: 0,
-                members: None,
-                suppressed: true,
-            });
-        };
+        if kind == Kind::Send && nodes == 0 && repeat_of.is_none() {
+            // The owner's subscriber is away: it fills the message from its control
+            // channel's history when it is back, but the publisher should know.
+            tracing::info!(hub = hub_name, channel = %channel, "send to a connection whose node is not subscribed now; it catches up from history when back");
+        }
         let members = match audience {
             Audience::Group(g) if self.backplane.counts_are_local() => {
                 self.backplane.member_count(hub_name, g.as_str()).await.ok()
             }
-            Audience::Connection(_) => Some(usize::from(nodes > 0)),
+            Audience::Connection(_) => Some(1),
             _ => None,
         };
         Ok(Reach {
@@ -149,6 +209,62 @@ impl Node {
             local_connections: local,
             members,
             suppressed: false,
+            repeat_of,
         })
     }
+}
+
+/// What makes two publishes the same request: audience, kind, target and arguments.
+fn request_fingerprint(
+    channel: &str,
+    kind: Kind,
+    connection: Option<&crate::ids::ConnectionId>,
+    target: &str,
+    arguments_json: &str,
+) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for part in [
+        channel.as_bytes(),
+        &[kind as u8],
+        connection.map_or(&b""[..], |c| c.as_str().as_bytes()),
+        target.as_bytes(),
+        arguments_json.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Node {
+    /// What an earlier request with this idempotency key answered, if it is remembered.
+    ///
+    /// # Errors
+    /// The backplane.
+    pub async fn recall(&self, key: &IdempotencyKey) -> Result<Option<String>, NodeError> {
+        let k = self.keys.idempotency(&k_scope(key), &key.key);
+        Ok(self.backplane.recall(&k).await?)
+    }
+
+    /// Remembers what a request with this idempotency key answered, for the idempotency
+    /// window.
+    ///
+    /// # Errors
+    /// The backplane.
+    pub async fn remember(&self, key: &IdempotencyKey, answer: &str) -> Result<(), NodeError> {
+        let k = self.keys.idempotency(&k_scope(key), &key.key);
+        Ok(self
+            .backplane
+            .remember(&k, answer, self.delivery.idempotency())
+            .await?)
+    }
+}
+
+/// Request-level records live apart from the per-message ones of the same key.
+fn k_scope(key: &IdempotencyKey) -> String {
+    format!("{}:request", key.scope)
 }

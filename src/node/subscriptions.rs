@@ -8,8 +8,12 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Node;
-use crate::backplane::{BackplaneError, ConnectionSnapshot};
+use crate::backplane::{BackplaneError, ConnectionSnapshot, InboundItem};
 use crate::metrics as m;
+
+/// How far apart nodes' clocks may be, when a publish time decides what a member who
+/// joined during an outage is owed: a message up to this much older is delivered.
+pub(super) const CLOCK_SKEW_MICROS: u64 = 1_000_000;
 
 pub(super) type Done = Option<oneshot::Sender<Result<(), BackplaneError>>>;
 
@@ -18,8 +22,10 @@ pub(super) enum Subscription {
     /// Bring one channel's subscription in line with local interest.
     Reconcile { channel: Arc<str>, done: Done },
     /// The subscriber connection is new: subscribe the control channel and every channel
-    /// with local members.
+    /// with local members, then catch each up from its history.
     Resync,
+    /// The subscriber connection dropped: nothing is subscribed until the next resync.
+    Lost,
 }
 
 impl Node {
@@ -88,7 +94,11 @@ pub(super) async fn subscription_task(
         let mut to_sub: Vec<Arc<str>> = Vec::new();
         let mut to_unsub: Vec<Arc<str>> = Vec::new();
         let mut seen: HashSet<Arc<str>> = HashSet::new();
-        if batch.iter().any(|r| matches!(r, Subscription::Resync)) {
+        if batch.iter().any(|r| matches!(r, Subscription::Lost)) {
+            subscribed.clear();
+        }
+        let resync = batch.iter().any(|r| matches!(r, Subscription::Resync));
+        if resync {
             subscribed.clear();
             to_sub.push(control.clone());
             to_sub.extend(node.registry.channels());
@@ -115,15 +125,32 @@ pub(super) async fn subscription_task(
             match node.backplane.subscribe(&to_sub).await {
                 Ok(()) => {
                     subscribed.extend(to_sub.iter().cloned());
+                    // Each channel's dispatch worker reads the head position: a new
+                    // channel starts there; a known one fills what was published while
+                    // this node was not subscribed from history.
+                    for c in &to_sub {
+                        node.inbound_tx
+                            .control(InboundItem::CatchUp(c.clone()))
+                            .await;
+                    }
                     Ok(())
                 }
-                // The reconnect's resync will subscribe these; the joins stand.
-                Err(BackplaneError::Disconnected) => Ok(()),
+                // The reconnect's resync will subscribe these; the joins stand, and what
+                // is published to them from now on is owed.
+                Err(BackplaneError::Disconnected) => {
+                    let since = crate::envelope::now_micros().saturating_sub(CLOCK_SKEW_MICROS);
+                    for c in &to_sub {
+                        node.inbound_tx
+                            .control(InboundItem::JoinedUnreachable(c.clone(), since))
+                            .await;
+                    }
+                    Ok(())
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, channels = to_sub.len(), "backplane subscribe failed");
                     // A failed resync must be tried again: its channels (and the node's
                     // own control channel) would otherwise stay unsubscribed.
-                    if batch.iter().any(|r| matches!(r, Subscription::Resync)) {
+                    if resync {
                         node.needs_resync.store(true, Ordering::Release);
                     }
                     Err(e)
@@ -135,6 +162,9 @@ pub(super) async fn subscription_task(
                 Ok(()) | Err(BackplaneError::Disconnected) => {
                     for c in &to_unsub {
                         subscribed.remove(c);
+                        node.inbound_tx
+                            .control(InboundItem::Forget(c.clone()))
+                            .await;
                     }
                 }
                 // Staying subscribed to a channel without members only costs traffic; it

@@ -80,7 +80,10 @@ async fn leaving_stops_delivery_and_disconnecting_leaves_every_group() {
     // The cluster-wide record goes right after the local one.
     let deadline = tokio::time::Instant::now() + WAIT;
     while app.group_members("tasks", "h").await != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "membership of h left behind");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "membership of h left behind"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }

@@ -6,6 +6,7 @@ mod helpers;
 
 mod backpressure;
 mod groups;
+mod idempotency;
 mod keepalive;
 mod publish;
 mod security;

@@ -211,6 +211,7 @@ async fn a_hub_that_allows_broadcast_reaches_all_its_connections() {
         schema_check: hubcast::hub::SchemaCheck::Warn,
         allow: vec![],
         methods: vec![],
+        history: true,
     };
     config.hubs.push(hubcast::hub::Hub::new(spec).unwrap());
     let app = TestApp::spawn_with(config).await;

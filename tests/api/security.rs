@@ -588,6 +588,7 @@ fn proxied_config(url: String) -> Config {
         schema_check: hubcast::hub::SchemaCheck::Warn,
         allow: vec![],
         methods: vec![],
+        history: true,
     };
     config.hubs.push(Hub::new(spec).unwrap());
     config

@@ -2,6 +2,8 @@
 //! nodes whose heartbeat expired without them doing it themselves.
 
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -11,31 +13,88 @@ use crate::backplane::{BackplaneError, BackplaneEvent};
 use crate::metrics as m;
 
 impl RedisBackplane {
-    /// Renews the heartbeat; returns whether this node had to be added back to the node
-    /// set (first beat, or it was reaped while away).
+    /// Renews the heartbeat; returns whether the cluster still holds this node's state
+    /// under its generation (false at first, after being reaped, or after Redis lost its
+    /// data).
     pub(super) async fn beat(&self) -> Result<bool, BackplaneError> {
-        let alive = self.keys.node_alive(&self.node);
-        let nodes = self.keys.nodes();
+        let s = self.scripts.clone();
+        let (alive, nodes, generation) = (
+            self.keys.node_alive(&self.node),
+            self.keys.nodes(),
+            self.keys.node_generation(&self.node),
+        );
         let ttl = u64::try_from(self.options.heartbeat_ttl.as_millis()).unwrap_or(u64::MAX);
-        let node = self.node.clone();
-        let added: i64 = self
+        let held: i64 = self
             .run("heartbeat", |mut c| async move {
-                redis::pipe()
-                    .cmd("SET")
-                    .arg(alive)
-                    .arg("1")
-                    .arg("PX")
+                s.heartbeat
+                    .key(alive)
+                    .key(nodes)
+                    .key(generation)
                     .arg(ttl)
-                    .ignore()
-                    .cmd("SADD")
-                    .arg(nodes)
-                    .arg(&*node)
-                    .query_async::<(i64,)>(&mut c)
+                    .arg(&*self.node)
+                    .arg(&*self.generation)
+                    .invoke_async(&mut c)
                     .await
-                    .map(|(a,)| a)
             })
             .await?;
-        Ok(added == 1)
+        let held = held == 1;
+        self.liveness.beat_ok(held);
+        Ok(held)
+    }
+
+    /// Records that this node's state is written again, under its generation.
+    pub(super) async fn confirm_registered(&self) -> Result<(), BackplaneError> {
+        let key = self.keys.node_generation(&self.node);
+        let generation = self.generation.clone();
+        self.run("generation", |mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(&*generation)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        self.liveness.registered();
+        Ok(())
+    }
+
+    /// Removes this node's records after a drain: its heartbeat first, then what the
+    /// reaper would remove (any connection still listed, its connection set, its
+    /// generation, its entry in the node set), so no survivor reaps it later.
+    pub(crate) async fn leave(&self) -> Result<(), BackplaneError> {
+        self.liveness.left();
+        let alive = self.keys.node_alive(&self.node);
+        self.run("leave", |mut c| async move {
+            redis::cmd("DEL").arg(alive).query_async::<()>(&mut c).await
+        })
+        .await?;
+        self.reap_node(&self.node).await.map(drop)
+    }
+
+    /// Runs the reap script on `node`: its connections and memberships, its connection
+    /// set, generation and node-set entry. Returns how many connections it removed, or
+    /// -1 when the node's heartbeat is alive.
+    async fn reap_node(&self, node: &str) -> Result<i64, BackplaneError> {
+        let s = self.scripts.clone();
+        let (conns, nodes, alive, generation) = (
+            self.keys.node_connections(node),
+            self.keys.nodes(),
+            self.keys.node_alive(node),
+            self.keys.node_generation(node),
+        );
+        let prefix = self.keys.prefix().to_owned();
+        self.run("reap", |mut c| async move {
+            s.reap
+                .key(conns)
+                .key(nodes)
+                .key(alive)
+                .key(generation)
+                .arg(prefix)
+                .arg(node)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
     }
 
     /// Looks for dead nodes and reaps each under a lock, so one node does it.
@@ -70,25 +129,7 @@ impl RedisBackplane {
             if won.is_none() {
                 continue;
             }
-            let s = self.scripts.clone();
-            let (conns, nodes, alive) = (
-                self.keys.node_connections(other),
-                self.keys.nodes(),
-                self.keys.node_alive(other),
-            );
-            let prefix = self.keys.prefix().to_owned();
-            let reaped: i64 = self
-                .run("reap", |mut c| async move {
-                    s.reap
-                        .key(conns)
-                        .key(nodes)
-                        .key(alive)
-                        .arg(prefix)
-                        .arg(other.as_str())
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await?;
+            let reaped = self.reap_node(other).await?;
             if reaped >= 0 {
                 self.reaped.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::NODES_REAPED).increment(1);
@@ -98,31 +139,96 @@ impl RedisBackplane {
         Ok(())
     }
 
-    /// Renews this node's heartbeat and reaps dead nodes, every heartbeat interval.
+    /// Renews this node's heartbeat and reaps dead nodes, every heartbeat interval. When
+    /// the cluster no longer holds this node's state, asks the node to write it again,
+    /// on every beat until it has.
     pub(super) async fn heartbeat(
         self,
         events: mpsc::UnboundedSender<BackplaneEvent>,
         stop: CancellationToken,
     ) {
-        let mut first = true;
         loop {
             match self.beat().await {
-                Ok(added) => {
-                    if added && !first {
-                        tracing::warn!("this node was missing from the node set (reaped while unreachable); re-registering");
+                Ok(held) => {
+                    if !held && self.liveness.request_resync() {
+                        tracing::warn!("the cluster does not hold this node's state (first start, reaped while unreachable, or Redis lost its data); writing it again");
                         let _ = events.send(BackplaneEvent::ResyncNeeded);
                     }
-                    first = false;
                     if let Err(e) = self.reap_dead().await {
                         tracing::debug!(error = %e, "reaper pass failed");
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+                Err(e) => {
+                    self.liveness.beat_failed();
+                    tracing::warn!(error = %e, "heartbeat failed; not ready until it succeeds");
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.options.heartbeat_interval) => {}
             }
         }
+    }
+}
+
+/// What this node knows of its own standing in the cluster.
+#[derive(Debug, Default)]
+pub(super) struct Liveness(Mutex<LivenessState>);
+
+#[derive(Debug, Default)]
+struct LivenessState {
+    /// When a heartbeat last succeeded.
+    last_beat: Option<Instant>,
+    /// The latest heartbeat failed.
+    beat_failed: bool,
+    /// The cluster holds this node's state under its generation.
+    holds_state: bool,
+    /// A resync was asked for and has not confirmed yet.
+    resync_pending: bool,
+    /// The node left the cluster (drained).
+    left: bool,
+}
+
+impl Liveness {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LivenessState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn beat_ok(&self, held: bool) {
+        let mut s = self.lock();
+        s.last_beat = Some(Instant::now());
+        s.beat_failed = false;
+        s.holds_state = held;
+    }
+
+    fn beat_failed(&self) {
+        self.lock().beat_failed = true;
+    }
+
+    /// True when a resync should be asked for now (none pending).
+    fn request_resync(&self) -> bool {
+        let mut s = self.lock();
+        !std::mem::replace(&mut s.resync_pending, true)
+    }
+
+    fn registered(&self) {
+        let mut s = self.lock();
+        s.holds_state = true;
+        s.resync_pending = false;
+    }
+
+    /// A resync failed: the next beat asks again.
+    pub(super) fn resync_failed(&self) {
+        self.lock().resync_pending = false;
+    }
+
+    fn left(&self) {
+        self.lock().left = true;
+    }
+
+    /// Registered and heard from Redis within `ttl`: other nodes see this node alive.
+    pub(super) fn is_registered(&self, ttl: Duration) -> bool {
+        let s = self.lock();
+        !s.left && !s.beat_failed && s.holds_state && s.last_beat.is_some_and(|t| t.elapsed() < ttl)
     }
 }

@@ -21,12 +21,18 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use self::liveness::Liveness;
 use self::scripts::Scripts;
 use self::subscriber::{supervise_subscriber, SinkSlot};
+use super::outgoing::{HistorySettings, Publish, PublishGuard, Published, Recorded};
 use super::{BackplaneError, BackplaneEvent, ConnectionRecord, ConnectionSnapshot, Inbound};
+use crate::envelope::{Envelope, Position};
 use crate::ids::ConnectionId;
 use crate::keys::Keys;
 use crate::metrics as m;
+
+/// Connections a resync writes at the same time.
+const RESYNC_CONCURRENCY: usize = 64;
 
 /// Settings of the Redis backplane.
 #[derive(Debug, Clone)]
@@ -39,6 +45,8 @@ pub struct RedisOptions {
     pub heartbeat_interval: Duration,
     /// Longest a single command may take before it counts as failed.
     pub command_timeout: Duration,
+    /// What each channel's stream keeps.
+    pub history: HistorySettings,
 }
 
 /// One node's Redis backplane.
@@ -57,6 +65,10 @@ pub struct RedisBackplane {
     sink: Arc<SinkSlot>,
     /// Dead nodes this node reaped.
     reaped: Arc<AtomicU64>,
+    /// Chosen at start: the cluster holds this node's state while its generation key
+    /// says this value.
+    generation: Arc<str>,
+    liveness: Arc<Liveness>,
 }
 
 impl std::fmt::Debug for RedisBackplane {
@@ -69,6 +81,18 @@ impl std::fmt::Debug for RedisBackplane {
 
 fn unavailable(e: impl std::fmt::Display) -> BackplaneError {
     BackplaneError::Unavailable(e.to_string())
+}
+
+/// A failed command was either never applied (refused connection, an error reply) or may
+/// have been (it went out and the answer did not come back).
+fn classify(e: &redis::RedisError) -> BackplaneError {
+    if !e.is_connection_refusal()
+        && (e.is_timeout() || e.is_connection_dropped() || e.is_io_error())
+    {
+        BackplaneError::Unknown(e.to_string())
+    } else {
+        BackplaneError::Unavailable(e.to_string())
+    }
 }
 
 impl RedisBackplane {
@@ -111,6 +135,8 @@ impl RedisBackplane {
             scripts: Arc::new(Scripts::load()),
             sink: Arc::default(),
             reaped: Arc::default(),
+            generation: crate::ids::random_token().into(),
+            liveness: Arc::default(),
         };
         tokio::spawn(supervise_subscriber(
             client,
@@ -144,10 +170,10 @@ impl RedisBackplane {
         let started = Instant::now();
         let result = tokio::time::timeout(self.options.command_timeout, async {
             let conn = self.conn().await?;
-            f(conn).await.map_err(unavailable)
+            f(conn).await.map_err(|e| classify(&e))
         })
         .await
-        .unwrap_or_else(|_| Err(unavailable(format!("{name} timed out"))));
+        .unwrap_or_else(|_| Err(BackplaneError::Unknown(format!("{name} timed out"))));
         metrics::histogram!(m::REDIS_COMMAND_DURATION, "command" => name)
             .record(started.elapsed().as_secs_f64());
         result
@@ -166,6 +192,146 @@ impl RedisBackplane {
                 .await
         })
         .await
+    }
+
+    pub(crate) async fn publish_message(
+        &self,
+        msg: &Publish<'_>,
+    ) -> Result<Published, BackplaneError> {
+        let s = self.scripts.clone();
+        let position = self.keys.position(msg.channel);
+        let history = self.keys.history(msg.channel);
+        let h = self.options.history;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let history_len = if msg.history { h.messages } else { 0 };
+        let (guard, guard_key, rate, burst) = match msg.guard {
+            PublishGuard::None => ("none", position.clone(), 0.0, 0.0),
+            PublishGuard::UnlessDone(key) => ("done", key.to_owned(), 0.0, 0.0),
+            PublishGuard::Rate {
+                bucket,
+                per_second,
+                burst,
+            } => ("rate", bucket.to_owned(), per_second, burst),
+        };
+        let (idem_key, idem_record, idem_ttl) = match &msg.idempotency {
+            Some(i) => (
+                i.key.to_owned(),
+                format!("{}|{}", i.fingerprint, i.correlation),
+                ms(i.ttl),
+            ),
+            None => (position.clone(), String::new(), 0),
+        };
+        let epoch = crate::ids::random_token();
+        let reply: Vec<redis::Value> = self
+            .run("publish", |mut c| async move {
+                s.publish
+                    .key(idem_key)
+                    .key(guard_key)
+                    .key(&position)
+                    .key(&history)
+                    .arg(msg.channel)
+                    .arg(&msg.head[..])
+                    .arg(&msg.body[..])
+                    .arg(epoch)
+                    .arg(ms(h.position_ttl))
+                    .arg(history_len)
+                    .arg(ms(h.ttl))
+                    .arg(idem_record)
+                    .arg(idem_ttl)
+                    .arg(guard)
+                    .arg(rate)
+                    .arg(burst)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        parse_published(&reply)
+            .ok_or_else(|| unavailable("unexpected reply from the publish script"))
+    }
+
+    pub(crate) async fn history(
+        &self,
+        channel: &str,
+        epoch: &[u8],
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Bytes>, BackplaneError> {
+        let key = self.keys.history(channel);
+        let entries: Vec<(String, Vec<Vec<u8>>)> = self
+            .run("xrange", |mut c| async move {
+                redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(format!("{from}-0"))
+                    .arg(format!("{to}-0"))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        // A stream of another epoch may still sit under the key for a moment; keep only
+        // this epoch's messages.
+        Ok(entries
+            .into_iter()
+            .filter_map(|(_, fields)| fields.into_iter().nth(1))
+            .map(Bytes::from)
+            .filter(|m| {
+                Envelope::decode(m)
+                    .ok()
+                    .and_then(|e| e.position)
+                    .is_some_and(|p| p.epoch[..] == *epoch)
+            })
+            .collect())
+    }
+
+    pub(crate) async fn head(&self, channel: &str) -> Result<Option<Position>, BackplaneError> {
+        let key = self.keys.position(channel);
+        let (epoch, seq): (Option<Vec<u8>>, Option<u64>) = self
+            .run("hmget", |mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("e")
+                    .arg("s")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match (epoch, seq) {
+            (Some(epoch), Some(seq)) => Some(Position {
+                epoch: Bytes::from(epoch),
+                seq,
+            }),
+            _ => None,
+        })
+    }
+
+    pub(crate) async fn recall(&self, key: &str) -> Result<Option<String>, BackplaneError> {
+        self.run("get", |mut c| async move {
+            redis::cmd("GET").arg(key).query_async(&mut c).await
+        })
+        .await
+    }
+
+    pub(crate) async fn remember(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), BackplaneError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.run("set", |mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ms)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Whether this node's heartbeat is fresh and the cluster holds its state.
+    pub fn is_registered(&self) -> bool {
+        self.liveness.is_registered(self.options.heartbeat_ttl)
     }
 
     pub(crate) async fn subscribe(&self, channels: &[Arc<str>]) -> Result<(), BackplaneError> {
@@ -395,6 +561,24 @@ impl RedisBackplane {
     /// node for dead while it re-registers), then drop connections Redis still lists for
     /// this node but that are gone, then write every local connection and membership.
     pub(crate) async fn resync(&self, local: &[ConnectionSnapshot]) -> Result<(), BackplaneError> {
+        let written = self.write_state(local).await;
+        match &written {
+            Ok(()) => self.confirm_registered().await?,
+            Err(_) => self.liveness.resync_failed(),
+        }
+        written
+    }
+
+    async fn write_connection(&self, conn: &ConnectionSnapshot) -> Result<(), BackplaneError> {
+        self.register_connection(&conn.id, &conn.hub, conn.user.as_deref())
+            .await?;
+        for g in &conn.groups {
+            self.add_member(&conn.hub, g, &conn.id).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_state(&self, local: &[ConnectionSnapshot]) -> Result<(), BackplaneError> {
         self.beat().await?;
         let listed = self
             .smembers(self.keys.node_connections(&self.node))
@@ -407,13 +591,36 @@ impl RedisBackplane {
         for chunk in stale.chunks(500) {
             self.unregister_many(chunk).await?;
         }
-        for conn in local {
-            self.register_connection(&conn.id, &conn.hub, conn.user.as_deref())
-                .await?;
-            for g in &conn.groups {
-                self.add_member(&conn.hub, g, &conn.id).await?;
+        // Connections are written side by side (the command connection pipelines
+        // them), each one's record before its memberships: one after another, a node
+        // with many connections would take seconds to reappear after a partition.
+        for chunk in local.chunks(RESYNC_CONCURRENCY) {
+            let writes: Vec<_> = chunk.iter().map(|c| self.write_connection(c)).collect();
+            for written in futures_util::future::join_all(writes).await {
+                written?;
             }
         }
         Ok(())
+    }
+}
+
+/// Reads the publish script's reply (see [`scripts::PUBLISH`]).
+fn parse_published(reply: &[redis::Value]) -> Option<Published> {
+    let int = |v: &redis::Value| redis::from_redis_value::<i64>(v.clone()).ok();
+    let bytes = |v: &redis::Value| redis::from_redis_value::<Vec<u8>>(v.clone()).ok();
+    match int(reply.first()?)? {
+        0 => Some(Published::Suppressed),
+        1 => Some(Published::Sent {
+            nodes: usize::try_from(int(reply.get(1)?)?).ok()?,
+            position: Position {
+                epoch: Bytes::from(bytes(reply.get(2)?)?),
+                seq: u64::try_from(int(reply.get(3)?)?).ok()?,
+            },
+        }),
+        2 => {
+            let raw = String::from_utf8(bytes(reply.get(1)?)?).ok()?;
+            Recorded::parse(&raw).map(Published::Repeat)
+        }
+        _ => None,
     }
 }

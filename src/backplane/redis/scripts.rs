@@ -73,27 +73,98 @@ return #ARGV - 1
     )
 }
 
-/// Reaps a dead node: KEYS = its connection set, the node set, its heartbeat key;
-/// ARGV = prefix, node id. Does nothing (returns -1) if the node is alive again.
+/// Reaps a dead node: KEYS = its connection set, the node set, its heartbeat key, its
+/// generation; ARGV = prefix, node id. Does nothing (returns -1) if the node is alive
+/// again. Deleting the generation is what tells the node, should it come back, that its
+/// state is gone.
 fn reap_script() -> String {
     format!(
         "{DROP_FN}
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local conns = redis.call('SMEMBERS', KEYS[1])
 for _, c in ipairs(conns) do drop(ARGV[1], c) end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[4])
 redis.call('SREM', KEYS[2], ARGV[2])
 return #conns
 "
     )
 }
 
+/// A message for a positioned channel, in one call: the idempotency check, the guard, the
+/// channel's next position (a new epoch when the counter is new), the history entry and
+/// the PUBLISH; the envelope is put together here, its position between head and body
+/// (the layout of [`crate::envelope`]).
+///
+/// KEYS: idempotency record, guard key (done marker or token bucket), position hash,
+/// history stream (unused ones repeat the position hash).
+/// ARGV: channel, head, body, new epoch, position ttl ms, history length (0: none),
+/// history ttl ms, idempotency record ('' when none: `{fingerprint}|{correlation}`),
+/// idempotency ttl ms, guard (`none`, `done` or `rate`), rate per second, burst.
+/// Returns `{1, nodes, epoch, seq}` when published, `{0}` when the guard held it back,
+/// `{2, record}` for a repeat.
+pub(super) const PUBLISH: &str = r"
+local idem = ARGV[8] ~= ''
+if idem then
+  local prior = redis.call('GET', KEYS[1])
+  if prior then return {2, prior} end
+end
+local allowed = true
+if ARGV[10] == 'done' then
+  allowed = redis.call('EXISTS', KEYS[2]) == 0
+elseif ARGV[10] == 'rate' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local rate = tonumber(ARGV[11])
+  local burst = tonumber(ARGV[12])
+  local tokens = tonumber(redis.call('HGET', KEYS[2], 't') or ARGV[12])
+  local last = tonumber(redis.call('HGET', KEYS[2], 'l') or now)
+  tokens = math.min(burst, tokens + math.max(0, now - last) / 1000 * rate)
+  allowed = tokens >= 1
+  if allowed then tokens = tokens - 1 end
+  redis.call('HSET', KEYS[2], 't', tokens, 'l', now)
+  redis.call('PEXPIRE', KEYS[2], math.ceil(burst / rate * 1000) + 1000)
+end
+if not allowed then
+  if idem then redis.call('SET', KEYS[1], ARGV[8] .. '|-1', 'PX', ARGV[9]) end
+  return {0}
+end
+local seq = redis.call('HINCRBY', KEYS[3], 's', 1)
+local epoch = redis.call('HGET', KEYS[3], 'e')
+if seq == 1 or not epoch then
+  epoch = ARGV[4]
+  redis.call('HSET', KEYS[3], 'e', epoch)
+  redis.call('DEL', KEYS[4])
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+local pos = epoch .. ':' .. seq
+local msg = ARGV[2] .. string.char(#pos) .. pos .. ARGV[3]
+if ARGV[6] ~= '0' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'm', msg)
+  redis.call('PEXPIRE', KEYS[4], ARGV[7])
+end
+local nodes = redis.call('PUBLISH', ARGV[1], msg)
+if idem then redis.call('SET', KEYS[1], ARGV[8] .. '|' .. nodes, 'PX', ARGV[9]) end
+return {1, nodes, epoch, seq}
+";
+
+/// A node's heartbeat, and whether the cluster still holds its state: KEYS = heartbeat,
+/// node set, generation; ARGV = ttl ms, node id, generation. Returns 1 when the stored
+/// generation is this node's, 0 when it is missing or another (reaped while away, or
+/// Redis lost its data): the node must write its state again. The generation is written
+/// only after that state is written again, so a lost answer here cannot hide the loss.
+pub(super) const HEARTBEAT: &str = r"
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+if redis.call('GET', KEYS[3]) == ARGV[3] then return 1 end
+return 0
+";
+
 pub(super) struct Scripts {
     pub(super) budget: Script,
     pub(super) health: Script,
     pub(super) breaker: Script,
-    pub(super) unless_done: Script,
-    pub(super) rate_publish: Script,
+    pub(super) publish: Script,
+    pub(super) heartbeat: Script,
     pub(super) join: Script,
     pub(super) leave: Script,
     pub(super) register: Script,
@@ -107,8 +178,8 @@ impl Scripts {
             budget: Script::new(throttle::BUDGET_LUA),
             health: Script::new(throttle::HEALTH_LUA),
             breaker: Script::new(throttle::BREAKER_LUA),
-            unless_done: Script::new(throttle::PUBLISH_UNLESS_DONE_LUA),
-            rate_publish: Script::new(throttle::RATE_PUBLISH_LUA),
+            publish: Script::new(PUBLISH),
+            heartbeat: Script::new(HEARTBEAT),
             join: Script::new(JOIN),
             leave: Script::new(LEAVE),
             register: Script::new(REGISTER),

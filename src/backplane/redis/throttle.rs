@@ -3,9 +3,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use redis::Script;
-
 use super::RedisBackplane;
 use crate::backplane::throttle::{BreakerSettings, BreakerTransition, HealthVerdict};
 use crate::backplane::BackplaneError;
@@ -123,59 +120,5 @@ impl RedisBackplane {
                 .await
         })
         .await
-    }
-
-    pub(crate) async fn publish_unless_done(
-        &self,
-        done_key: &str,
-        channel: &str,
-        payload: Bytes,
-    ) -> Result<Option<usize>, BackplaneError> {
-        self.publish_gated(&self.scripts.unless_done, done_key, &[], channel, payload)
-            .await
-    }
-
-    pub(crate) async fn rate_publish(
-        &self,
-        bucket: &str,
-        rate: f64,
-        burst: f64,
-        channel: &str,
-        payload: Bytes,
-    ) -> Result<Option<usize>, BackplaneError> {
-        self.publish_gated(
-            &self.scripts.rate_publish,
-            bucket,
-            &[rate, burst],
-            channel,
-            payload,
-        )
-        .await
-    }
-
-    /// Runs a script that checks `key` and publishes in the same call, so no other node
-    /// can change the answer in between. Such scripts take `gate` then channel and payload,
-    /// and return -1 (`None`) when they decided not to publish.
-    async fn publish_gated(
-        &self,
-        script: &Script,
-        key: &str,
-        gate: &[f64],
-        channel: &str,
-        payload: Bytes,
-    ) -> Result<Option<usize>, BackplaneError> {
-        let n: i64 = self
-            .run("publish", |mut c| async move {
-                let mut inv = script.key(key);
-                for arg in gate {
-                    inv.arg(*arg);
-                }
-                inv.arg(channel)
-                    .arg(&payload[..])
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(usize::try_from(n).ok())
     }
 }

@@ -32,11 +32,14 @@ use self::members::{
     add_to_group, close_connection, connection_exists, group_info, remove_from_group,
 };
 use self::send::{broadcast, to_connection, to_group, to_user};
+pub(crate) use self::send::{count_unavailable, replayed};
 pub use self::send::{PublishBody, MAX_TARGET_BYTES};
 use super::error::ApiError;
+use super::gate::PublisherScope;
 use super::AppState;
 use crate::ids::{ConnectionId, CorrelationId, GroupName, UserId};
 use crate::metrics as m;
+use crate::node::IdempotencyKey;
 
 /// The API routes.
 pub fn routes() -> Router<AppState> {
@@ -80,6 +83,9 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
             return resp;
         }
     };
+    let scope = state.gate.publisher_scope(publisher);
+    let mut req = req;
+    req.extensions_mut().insert(scope);
     if req.method() == Method::POST {
         if let Err(wait) = state.gate.take_publish(publisher) {
             metrics::counter!(m::PUBLISHES_REFUSED, "reason" => "rate_limited").increment(1);
@@ -164,6 +170,63 @@ pub(crate) fn correlation(headers: &HeaderMap) -> Result<CorrelationId, ApiError
                 )
             }),
     }
+}
+
+/// What every send route takes from the request besides path and body.
+pub(crate) struct Req {
+    /// The request's headers.
+    pub headers: HeaderMap,
+    /// The publisher's idempotency scope.
+    pub scope: PublisherScope,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Req {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            headers: parts.headers.clone(),
+            scope: parts
+                .extensions
+                .get::<PublisherScope>()
+                .cloned()
+                .unwrap_or_else(|| PublisherScope("open".to_owned())),
+        })
+    }
+}
+
+/// Longest `Idempotency-Key` accepted, in bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The request's `Idempotency-Key` (IETF httpapi draft), scoped to its publisher: 1 to
+/// 255 visible ASCII characters.
+pub(crate) fn idempotency(
+    headers: &HeaderMap,
+    scope: &PublisherScope,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| {
+            (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        })
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "invalid Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters expected"
+            ))
+        })?;
+    Ok(Some(IdempotencyKey {
+        scope: scope.0.clone(),
+        key: key.to_owned(),
+        exact: true,
+    }))
 }
 
 /// Reads a request body, mapping the size limit to 413 and other failures to 400.

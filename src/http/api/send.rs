@@ -6,19 +6,22 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{connection, correlation, group, hub_index, read_body, user, ApiPath};
+use super::{
+    connection, correlation, group, hub_index, idempotency, read_body, user, ApiPath, Req,
+};
+use crate::backplane::BackplaneError;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::hub::SchemaCheck;
 use crate::metrics as m;
-use crate::node::{Audience, Reach};
+use crate::node::{Audience, NodeError, Reach};
 
 #[derive(Deserialize)]
 struct RawPublish<'a> {
@@ -116,7 +119,7 @@ async fn publish(
     state: &AppState,
     hub: &str,
     audience: impl FnOnce() -> Result<Audience, ApiError>,
-    headers: &HeaderMap,
+    req: Req,
     raw_body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -124,7 +127,8 @@ async fn publish(
     let audience = audience()?;
     let hub_name = state.node.hubs()[hub_index].name().to_owned();
     let body = body(raw_body, state)?;
-    let correlation = correlation(headers)?;
+    let correlation = correlation(&req.headers)?;
+    let key = idempotency(&req.headers, &req.scope)?;
     if matches!(audience, Audience::Hub) && !state.node.hubs()[hub_index].spec.allow_broadcast {
         return Err(ApiError::BroadcastNotAllowed(hub_name));
     }
@@ -137,6 +141,7 @@ async fn publish(
             &body.target,
             &body.arguments_json,
             &correlation,
+            key.as_ref(),
         )
         .await;
     let outcome = if result.is_ok() {
@@ -146,7 +151,11 @@ async fn publish(
     };
     metrics::histogram!(m::PUBLISH_DURATION, "hub" => hub_name.clone(), "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
-    let reach: Reach = result?;
+    let reach: Reach = result.inspect_err(count_unavailable)?;
+    if let Some(first) = &reach.repeat_of {
+        metrics::counter!(m::PUBLISHES_REPEATED).increment(1);
+        return Ok(replay(first, &reach));
+    }
     metrics::counter!(m::EVENTS_PUBLISHED, "hub" => hub_name.clone(), "target" => body.target.clone())
         .increment(u64::from(!reach.suppressed));
     let to = match &audience {
@@ -165,8 +174,13 @@ async fn publish(
             reach.nodes,
         );
     }
+    Ok(accepted(correlation.as_str(), &reach))
+}
+
+/// The 202: the message's reach and correlation id (also as `X-Correlation-Id`).
+fn accepted(correlation: &str, reach: &Reach) -> Response {
     let mut json = serde_json::json!({
-        "correlationId": correlation.as_str(),
+        "correlationId": correlation,
         "nodes": reach.nodes,
         "localConnections": reach.local_connections,
         "suppressed": usize::from(reach.suppressed),
@@ -175,49 +189,73 @@ async fn publish(
         json["members"] = members.into();
     }
     let mut resp = (StatusCode::ACCEPTED, Json(json)).into_response();
-    if let Ok(v) = HeaderValue::from_str(correlation.as_str()) {
+    if let Ok(v) = HeaderValue::from_str(correlation) {
         resp.headers_mut().insert("x-correlation-id", v);
     }
-    Ok(resp)
+    resp
+}
+
+/// A retry with a known `Idempotency-Key`: the first publish's answer again, marked as
+/// a replay; nothing was sent now.
+fn replay(first_correlation: &str, reach: &Reach) -> Response {
+    replayed(accepted(first_correlation, reach))
+}
+
+/// Marks an answer as a replay of an earlier one.
+pub(crate) fn replayed(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    resp
+}
+
+/// Counts a publish the backplane could not take, by outcome.
+pub(crate) fn count_unavailable(e: &NodeError) {
+    if let NodeError::Backplane(b) = e {
+        let outcome = match b {
+            BackplaneError::Unknown(_) => "unknown",
+            _ => "not_sent",
+        };
+        metrics::counter!(m::PUBLISHES_UNAVAILABLE, "outcome" => outcome).increment(1);
+    }
 }
 
 pub(super) async fn broadcast(
     State(state): State<AppState>,
     ApiPath(hub): ApiPath<String>,
-    headers: HeaderMap,
+    req: Req,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    publish(&state, &hub, || Ok(Audience::Hub), &headers, raw).await
+    publish(&state, &hub, || Ok(Audience::Hub), req, raw).await
 }
 
 pub(super) async fn to_group(
     State(state): State<AppState>,
     ApiPath((hub, g)): ApiPath<(String, String)>,
-    headers: HeaderMap,
+    req: Req,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let audience = || group(&g).map(Audience::Group);
-    publish(&state, &hub, audience, &headers, raw).await
+    publish(&state, &hub, audience, req, raw).await
 }
 
 pub(super) async fn to_user(
     State(state): State<AppState>,
     ApiPath((hub, user_id)): ApiPath<(String, String)>,
-    headers: HeaderMap,
+    req: Req,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let audience = || user(&user_id).map(Audience::User);
-    publish(&state, &hub, audience, &headers, raw).await
+    publish(&state, &hub, audience, req, raw).await
 }
 
 pub(super) async fn to_connection(
     State(state): State<AppState>,
     ApiPath((hub, id)): ApiPath<(String, String)>,
-    headers: HeaderMap,
+    req: Req,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let audience = || connection(&id).map(Audience::Connection);
-    publish(&state, &hub, audience, &headers, raw).await
+    publish(&state, &hub, audience, req, raw).await
 }
 
 #[cfg(test)]
