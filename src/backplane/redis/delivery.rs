@@ -1,0 +1,170 @@
+//! Positioned publishes on Redis: the one-call publish (idempotency check, guard,
+//! position, history, PUBLISH), reading a channel's history and head position, and the
+//! request-level idempotency records.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{unavailable, RedisBackplane};
+use crate::backplane::outgoing::{Publish, PublishGuard, Published, Recorded};
+use crate::backplane::BackplaneError;
+use crate::envelope::{Envelope, Position};
+
+impl RedisBackplane {
+    pub(crate) async fn publish_message(
+        &self,
+        msg: &Publish<'_>,
+    ) -> Result<Published, BackplaneError> {
+        let s = self.scripts.clone();
+        let position = self.keys.position(msg.channel);
+        let history = self.keys.history(msg.channel);
+        let h = self.options.history;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let history_len = if msg.history { h.messages } else { 0 };
+        let (guard, guard_key, rate, burst) = match msg.guard {
+            PublishGuard::None => ("none", position.clone(), 0.0, 0.0),
+            PublishGuard::UnlessDone(key) => ("done", key.to_owned(), 0.0, 0.0),
+            PublishGuard::Rate {
+                bucket,
+                per_second,
+                burst,
+            } => ("rate", bucket.to_owned(), per_second, burst),
+        };
+        let (idem_key, idem_record, idem_ttl) = match &msg.idempotency {
+            Some(i) => (
+                i.key.to_owned(),
+                format!("{}|{}", i.fingerprint, i.correlation),
+                ms(i.ttl),
+            ),
+            None => (position.clone(), String::new(), 0),
+        };
+        let epoch = crate::ids::random_token();
+        let reply: Vec<redis::Value> = self
+            .run("publish", |mut c| async move {
+                s.publish
+                    .key(idem_key)
+                    .key(guard_key)
+                    .key(&position)
+                    .key(&history)
+                    .arg(msg.channel)
+                    .arg(&msg.head[..])
+                    .arg(&msg.body[..])
+                    .arg(epoch)
+                    .arg(ms(h.position_ttl))
+                    .arg(history_len)
+                    .arg(ms(h.ttl))
+                    .arg(idem_record)
+                    .arg(idem_ttl)
+                    .arg(guard)
+                    .arg(rate)
+                    .arg(burst)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        parse_published(&reply)
+            .ok_or_else(|| unavailable("unexpected reply from the publish script"))
+    }
+
+    pub(crate) async fn history(
+        &self,
+        channel: &str,
+        epoch: &[u8],
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Bytes>, BackplaneError> {
+        let key = self.keys.history(channel);
+        let entries: Vec<(String, Vec<Vec<u8>>)> = self
+            .run("xrange", |mut c| async move {
+                redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(format!("{from}-0"))
+                    .arg(format!("{to}-0"))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        // A stream of another epoch may still sit under the key for a moment; keep only
+        // this epoch's messages.
+        Ok(entries
+            .into_iter()
+            .filter_map(|(_, fields)| fields.into_iter().nth(1))
+            .map(Bytes::from)
+            .filter(|m| {
+                Envelope::decode(m)
+                    .ok()
+                    .and_then(|e| e.position)
+                    .is_some_and(|p| p.epoch[..] == *epoch)
+            })
+            .collect())
+    }
+
+    pub(crate) async fn head(&self, channel: &str) -> Result<Option<Position>, BackplaneError> {
+        let key = self.keys.position(channel);
+        let (epoch, seq): (Option<Vec<u8>>, Option<u64>) = self
+            .run("hmget", |mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("e")
+                    .arg("s")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match (epoch, seq) {
+            (Some(epoch), Some(seq)) => Some(Position {
+                epoch: Bytes::from(epoch),
+                seq,
+            }),
+            _ => None,
+        })
+    }
+
+    pub(crate) async fn recall(&self, key: &str) -> Result<Option<String>, BackplaneError> {
+        self.run("get", |mut c| async move {
+            redis::cmd("GET").arg(key).query_async(&mut c).await
+        })
+        .await
+    }
+
+    pub(crate) async fn remember(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), BackplaneError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.run("set", |mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ms)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+}
+
+/// Reads the publish script's reply (see [`scripts::PUBLISH`]).
+fn parse_published(reply: &[redis::Value]) -> Option<Published> {
+    let int = |v: &redis::Value| redis::from_redis_value::<i64>(v.clone()).ok();
+    let bytes = |v: &redis::Value| redis::from_redis_value::<Vec<u8>>(v.clone()).ok();
+    match int(reply.first()?)? {
+        0 => Some(Published::Suppressed),
+        1 => Some(Published::Sent {
+            nodes: usize::try_from(int(reply.get(1)?)?).ok()?,
+            position: Position {
+                epoch: Bytes::from(bytes(reply.get(2)?)?),
+                seq: u64::try_from(int(reply.get(3)?)?).ok()?,
+            },
+        }),
+        2 => {
+            let raw = String::from_utf8(bytes(reply.get(1)?)?).ok()?;
+            Recorded::parse(&raw).map(Published::Repeat)
+        }
+        _ => None,
+    }
+}
