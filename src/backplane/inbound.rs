@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Position};
 use crate::metrics as m;
 
 /// What a dispatch worker is handed.
@@ -22,8 +22,13 @@ pub enum InboundItem {
     /// A payload that arrived on a channel this node subscribes to.
     Message(Arc<str>, Bytes),
     /// Read the channel's head position and deliver what this node has not seen (after a
-    /// resubscription, or after this queue dropped a positioned message).
-    CatchUp(Arc<str>),
+    /// subscription, or after this queue dropped a positioned message: the first one
+    /// dropped).
+    CatchUp(Arc<str>, Option<Position>),
+    /// A catch-up found part of its range neither in history nor delivered yet (it may
+    /// still be queued): whatever of it up to this position has not arrived by now is
+    /// counted as a gap.
+    Verify(Arc<str>, Position),
     /// This node no longer subscribes to the channel: forget its position.
     Forget(Arc<str>),
     /// A member joined the channel while the backplane could not be reached: the
@@ -71,14 +76,14 @@ impl Inbound {
     }
 
     fn dropped(&self, channel: Arc<str>, payload: &Bytes) {
-        let positioned = Envelope::decode(payload).is_ok_and(|e| e.position.is_some());
+        let position = Envelope::decode(payload).ok().and_then(|e| e.position);
         let hub = crate::keys::hub_label(&channel).to_owned();
-        if !positioned {
+        let Some(position) = position else {
             metrics::counter!(m::DELIVERY_FAILURES, "hub" => hub, "reason" => m::REASON_DISPATCH_QUEUE_FULL)
                 .increment(1);
             tracing::warn!(channel = %channel, "dispatch queue full; control message dropped on this node");
             return;
-        }
+        };
         tracing::warn!(channel = %channel, "dispatch queue full; message deferred to a catch-up from the channel's history");
         let first = self
             .pending
@@ -89,21 +94,27 @@ impl Inbound {
             // Waits for room in the queue, behind what the queue already holds.
             let tx = self.shard(&channel).clone();
             tokio::spawn(async move {
-                let _ = tx.send(InboundItem::CatchUp(channel)).await;
+                let _ = tx.send(InboundItem::CatchUp(channel, Some(position))).await;
             });
         }
     }
 
-    /// Queues a catch-up or forget for a channel behind what its queue holds; waits for
-    /// room.
-    pub async fn control(&self, item: InboundItem) {
+    /// Queues a catch-up, verify or forget for a channel behind what its queue holds,
+    /// without waiting: when the queue is full, a task waits for room.
+    pub fn control(&self, item: InboundItem) {
         let channel = match &item {
             InboundItem::Message(c, _)
-            | InboundItem::CatchUp(c)
+            | InboundItem::CatchUp(c, _)
+            | InboundItem::Verify(c, _)
             | InboundItem::Forget(c)
             | InboundItem::JoinedUnreachable(c, _) => c,
         };
-        let _ = self.shard(channel).send(item).await;
+        let tx = self.shard(channel).clone();
+        if let Err(mpsc::error::TrySendError::Full(item)) = tx.try_send(item) {
+            tokio::spawn(async move {
+                let _ = tx.send(item).await;
+            });
+        }
     }
 
     /// A catch-up for `channel` ran: a later drop queues a new one.
@@ -128,7 +139,7 @@ fn shard_of(channel: &str, shards: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{Kind, Position};
+    use crate::envelope::Kind;
 
     #[test]
     fn shards_are_stable_and_in_range() {
@@ -156,7 +167,9 @@ mod tests {
         assert!(!inbound.deliver("c".into(), msg(2)));
         assert!(!inbound.deliver("c".into(), msg(3)));
         assert!(matches!(rx.recv().await, Some(InboundItem::Message(..))));
-        assert!(matches!(rx.recv().await, Some(InboundItem::CatchUp(c)) if &*c == "c"));
+        assert!(
+            matches!(rx.recv().await, Some(InboundItem::CatchUp(c, Some(p))) if &*c == "c" && p.seq == 2)
+        );
         inbound.caught_up("c");
         assert!(rx.try_recv().is_err(), "one catch-up for both drops");
     }

@@ -72,8 +72,8 @@ pub struct FlowReport {
     /// Flow-specific facts (thresholds crossed, announcement, breaker changes…).
     #[serde(flatten)]
     pub details: serde_json::Map<String, Value>,
-    /// The request's idempotency key: each event sent gets one derived from it (by its
-    /// place in the request), so a retry after an unknown outcome sends none twice.
+    /// The request's idempotency key: each event sent gets one derived from it and from
+    /// what the event is, so a retry after an unknown outcome sends none twice.
     #[serde(skip)]
     idempotency: Option<IdempotencyKey>,
 }
@@ -89,13 +89,41 @@ impl FlowReport {
         }
     }
 
-    /// The idempotency key of the next event this request sends.
-    fn next_key(&self) -> Option<IdempotencyKey> {
-        self.idempotency.as_ref().map(|k| IdempotencyKey {
-            scope: k.scope.clone(),
-            key: format!("{}#{}", k.key, self.events.len()),
-            exact: false,
+    /// The idempotency key of an event this request sends: the request's key with the
+    /// event's target, group and arguments (without their timestamps, which a retry
+    /// makes anew), joined by a separator no client key can hold.
+    fn event_key(&self, target: &str, group: &str, arguments: &[Value]) -> Option<IdempotencyKey> {
+        self.idempotency.as_ref().map(|k| {
+            use sha2::Digest as _;
+            let mut h = sha2::Sha256::new();
+            for a in arguments {
+                h.update(without_timestamps(a).to_string().as_bytes());
+                h.update([0]);
+            }
+            let digest: String = h.finalize()[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            IdempotencyKey {
+                scope: k.scope.clone(),
+                key: format!("{}\u{1f}{target}\u{1f}{group}\u{1f}{digest}", k.key),
+                exact: false,
+            }
         })
+    }
+}
+
+/// An event argument without its `timestamp` fields (at any depth).
+fn without_timestamps(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| k.as_str() != "timestamp")
+                .map(|(k, v)| (k.clone(), without_timestamps(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_timestamps).collect()),
+        other => other.clone(),
     }
 }
 
@@ -160,7 +188,7 @@ async fn send(
     let index = node.hub_index(hub).ok_or(FlowError::HubMissing(hub))?;
     let g = GroupName::parse(group).map_err(|e| FlowError::Invalid(e.to_string()))?;
     let args = Value::Array(arguments.to_vec()).to_string();
-    let key = report.next_key();
+    let key = report.event_key(target, group, arguments);
     let reach = node
         .publish_guarded(
             index,

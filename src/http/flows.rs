@@ -61,8 +61,13 @@ async fn once<Fut>(
 where
     Fut: std::future::Future<Output = Result<FlowReport, FlowError>>,
 {
+    let count = |e: &FlowError| {
+        if let FlowError::Node(n) = e {
+            count_unavailable(n);
+        }
+    };
     let Some(key) = idempotency(&req.headers, &req.scope)? else {
-        return Ok(accepted(&run(None).await?));
+        return Ok(accepted(&run(None).await.inspect_err(count)?));
     };
     let fingerprint = {
         use sha2::Digest as _;

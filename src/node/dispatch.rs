@@ -12,7 +12,7 @@ use super::Node;
 use crate::backplane::InboundItem;
 use crate::connection::close::CloseReason;
 use crate::connection::handle::{Outbound, QueueError, SessionHandle};
-use crate::envelope::{Envelope, Kind};
+use crate::envelope::{Envelope, Kind, Position};
 use crate::ids::ConnectionId;
 use crate::metrics as m;
 
@@ -117,17 +117,33 @@ pub(super) async fn dispatch_worker(node: Arc<Node>, mut rx: mpsc::Receiver<Inbo
                             tracing::debug!(channel = %channel, seq = pos.seq, "already delivered from history");
                             continue;
                         }
-                        Step::FillThenDeliver(fill) => node.fill(&channel, &fill).await,
+                        Step::FillThenDeliver(fill) => {
+                            // The message that revealed the gap is here: anything before it
+                            // that did not come is missing.
+                            node.fill(&channel, &fill, true).await;
+                        }
                     }
                 }
                 node.handle(&channel, env).await;
             }
-            Some(InboundItem::CatchUp(channel)) => {
+            Some(InboundItem::CatchUp(channel, dropped)) => {
                 node.inbound_tx.caught_up(&channel);
                 match node.backplane.head(&channel).await {
                     Ok(Some(head)) => {
-                        if let Some(fill) = positions.catch_up(&channel, &head) {
-                            node.fill(&channel, &fill).await;
+                        if let Some(fill) = positions.catch_up(&channel, &head, dropped.as_ref()) {
+                            let reached = node.fill(&channel, &fill, false).await;
+                            positions.advance(&channel, &fill.epoch, reached);
+                            if reached < fill.to {
+                                // The rest may still be queued behind this catch-up; what
+                                // has not arrived after a moment is missing.
+                                node.verify_later(
+                                    channel.clone(),
+                                    Position {
+                                        epoch: fill.epoch.clone(),
+                                        seq: fill.to,
+                                    },
+                                );
+                            }
                         }
                     }
                     Ok(None) => positions.baseline(&channel, None, 0),
@@ -142,15 +158,28 @@ pub(super) async fn dispatch_worker(node: Arc<Node>, mut rx: mpsc::Receiver<Inbo
                     }
                 }
             }
+            Some(InboundItem::Verify(channel, upto)) => {
+                let Some(last) = positions.last_in(&channel, &upto.epoch) else {
+                    continue;
+                };
+                if last < upto.seq {
+                    let fill = Fill {
+                        epoch: upto.epoch.clone(),
+                        from: last + 1,
+                        to: upto.seq,
+                        restarted: false,
+                        since_micros: 0,
+                    };
+                    node.fill(&channel, &fill, true).await;
+                    positions.advance(&channel, &upto.epoch, upto.seq);
+                }
+            }
             Some(InboundItem::JoinedUnreachable(channel, since)) => {
                 positions.baseline(&channel, None, since);
             }
-            Some(InboundItem::Forget(channel)) => {
-                // Still subscribed (a member joined again meanwhile): keep the position.
-                if !node.registry.has_members(&channel) {
-                    positions.forget(&channel);
-                }
-            }
+            // Queued when the channel's last local member left, ahead of anything a later
+            // join queues, so a member who joins again is owed only what follows.
+            Some(InboundItem::Forget(channel)) => positions.forget(&channel),
         }
     }
 }
@@ -184,9 +213,11 @@ impl Node {
         }
     }
 
-    /// Delivers what a channel's history still holds of `fill`, in order, and counts the
-    /// rest as `backplane_gap` (once per local member, the deliveries it cost).
-    async fn fill(self: &Arc<Self>, channel: &str, fill: &Fill) {
+    /// Delivers what a channel's history still holds of `fill`, in order. With
+    /// `count_missing`, the rest is counted as `backplane_gap` (once per local member, the
+    /// deliveries it cost). Returns the last position up to which everything was
+    /// delivered or is not owed.
+    async fn fill(self: &Arc<Self>, channel: &str, fill: &Fill, count_missing: bool) -> u64 {
         let hub = crate::keys::hub_label(channel).to_owned();
         if fill.restarted {
             tracing::info!(channel, epoch = %String::from_utf8_lossy(&fill.epoch), "the channel's stream started again (Redis lost its data, or the channel was idle past its position lifetime); what the old one held after this node's last message cannot be checked");
@@ -208,6 +239,8 @@ impl Node {
         let mut next = fill.from;
         let mut missing = 0u64;
         let mut recovered = 0u64;
+        // Everything before `next` is delivered or not owed, while nothing is missing.
+        let mut reached = fill.from - 1;
         for payload in fetched {
             let Ok(env) = Envelope::decode(&payload) else {
                 continue;
@@ -218,17 +251,21 @@ impl Node {
             if seq < next || seq > fill.to {
                 continue;
             }
-            if env.published_at_micros < fill.since_micros {
-                // Published before the member joined: not owed, and not missing.
-                next = seq + 1;
-                continue;
-            }
+            let owed = env.published_at_micros >= fill.since_micros;
             missing += seq - next;
+            if missing == 0 {
+                reached = seq;
+            }
             next = seq + 1;
-            recovered += 1;
-            self.handle(channel, env).await;
+            if owed {
+                recovered += 1;
+                self.handle(channel, env).await;
+            }
         }
         missing += fill.to + 1 - next;
+        if !count_missing {
+            missing = 0;
+        }
         if recovered > 0 {
             metrics::counter!(m::HISTORY_RECOVERED, "hub" => hub.clone()).increment(recovered);
             tracing::info!(
@@ -256,5 +293,26 @@ impl Node {
                 "messages missed on this channel are no longer in its history; counted as backplane_gap"
             );
         }
+        if count_missing {
+            fill.to
+        } else {
+            reached
+        }
+    }
+
+    /// Queues a [`InboundItem::Verify`] for `channel` after [`VERIFY_AFTER`].
+    fn verify_later(&self, channel: Arc<str>, upto: Position) {
+        let inbound = self.inbound_tx.clone();
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(VERIFY_AFTER) => inbound.control(InboundItem::Verify(channel, upto)),
+            }
+        });
     }
 }
+
+/// How long messages a catch-up could not find in history may take to arrive behind it
+/// before they count as missing: far longer than a queued message waits.
+const VERIFY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);

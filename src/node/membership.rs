@@ -93,7 +93,7 @@ impl Node {
         let hub = self.hubs[conn.hub].name().to_owned();
         metrics::gauge!(m::CONNECTIONS, "hub" => hub).decrement(1.0);
         for channel in &emptied {
-            self.request_reconcile(channel.clone(), None);
+            self.channel_emptied(channel.clone());
         }
         // One call removes the connection and every membership it had.
         if let Err(e) = self.backplane.unregister_connection(id).await {
@@ -210,7 +210,7 @@ impl Node {
         if let Err(e) = outcome {
             if let Ok(left) = self.registry.leave(id, channel, group.is_some()) {
                 if left.last {
-                    self.request_reconcile(channel.into(), None);
+                    self.channel_emptied(channel.into());
                 }
             }
             if let Some(g) = group {
@@ -236,7 +236,7 @@ impl Node {
             .leave(id, channel, group.is_some())
             .map_err(|NotHere| NodeError::UnknownConnection(id.to_string()))?;
         if left.last {
-            self.request_reconcile(channel.into(), None);
+            self.channel_emptied(channel.into());
         }
         if let (true, Some(g)) = (left.removed, group) {
             if let Err(e) = self

@@ -116,24 +116,41 @@ impl Positions {
         });
     }
 
-    /// After a resubscription: the channel's head position as the backplane has it now.
-    /// Returns what was published meanwhile and not yet seen. A channel this node has no
-    /// position for yet is left alone: its first live message sets it.
-    pub fn catch_up(&mut self, channel: &Arc<str>, head: &Position) -> Option<Fill> {
-        let Some(last) = self.last.get_mut(channel) else {
-            self.baseline(channel, Some(head), 0);
-            return None;
-        };
+    /// After a (re)subscription, or a dropped message: the channel's head position as the
+    /// backplane has it now, and what between the last delivered one and it to fetch. The
+    /// position does not move here: messages still queued behind this catch-up are part of
+    /// that range, and [`Self::advance`] moves it only past what the fill delivered. A
+    /// channel without a position starts at the head (or just before `dropped`, the first
+    /// message a full queue dropped, which is owed).
+    pub fn catch_up(
+        &mut self,
+        channel: &Arc<str>,
+        head: &Position,
+        dropped: Option<&Position>,
+    ) -> Option<Fill> {
+        if !self.last.contains_key(channel) {
+            match dropped {
+                Some(d) => {
+                    let before = Position {
+                        epoch: d.epoch.clone(),
+                        seq: d.seq.saturating_sub(1),
+                    };
+                    self.last.insert(channel.clone(), new_last(&before));
+                }
+                None => {
+                    self.baseline(channel, Some(head), 0);
+                    return None;
+                }
+            }
+        }
+        let last = self.last.get_mut(channel)?;
         if *last.epoch == head.epoch[..] {
             if head.seq <= last.seq {
                 return None;
             }
-            let from = last.seq + 1;
-            last.seq = head.seq;
-            last.tentative = false;
             return Some(Fill {
                 epoch: head.epoch.clone(),
-                from,
+                from: last.seq + 1,
                 to: head.seq,
                 restarted: false,
                 since_micros: last.since_micros,
@@ -141,7 +158,12 @@ impl Positions {
         }
         let since_micros = last.since_micros;
         let restarted = !last.epoch.is_empty();
-        *last = new_last(head);
+        // A new stream: nothing of it delivered yet.
+        *last = new_last(&Position {
+            epoch: head.epoch.clone(),
+            seq: 0,
+        });
+        last.since_micros = since_micros;
         Some(Fill {
             epoch: head.epoch.clone(),
             from: 1,
@@ -149,6 +171,24 @@ impl Positions {
             restarted,
             since_micros,
         })
+    }
+
+    /// Records that everything of `epoch` up to `seq` was delivered (or is not owed).
+    pub fn advance(&mut self, channel: &str, epoch: &[u8], seq: u64) {
+        if let Some(last) = self.last.get_mut(channel) {
+            if *last.epoch == *epoch && seq > last.seq {
+                last.seq = seq;
+                last.tentative = false;
+            }
+        }
+    }
+
+    /// The last position delivered on a channel, in `epoch`.
+    pub fn last_in(&self, channel: &str, epoch: &[u8]) -> Option<u64> {
+        self.last
+            .get(channel)
+            .filter(|l| *l.epoch == *epoch)
+            .map(|l| l.seq)
     }
 
     /// Forgets a channel this node no longer subscribes to.
@@ -223,21 +263,35 @@ mod tests {
     }
 
     #[test]
-    fn catching_up_fills_the_tail_and_later_live_copies_are_duplicates() {
+    fn catching_up_fills_the_tail_and_only_what_it_delivered_is_a_duplicate() {
         let mut p = Positions::default();
         let c: Arc<str> = "c".into();
         assert_eq!(
-            p.catch_up(&c, &pos("x", 9)),
+            p.catch_up(&c, &pos("x", 9), None),
             None,
             "an unknown channel starts at its head"
         );
         p.forget(&c);
         p.observe(&c, &pos("e", 4));
-        assert_eq!(p.catch_up(&c, &pos("e", 4)), None);
-        assert_eq!(p.catch_up(&c, &pos("e", 9)), Some(fill("e", 5, 9, false)));
-        assert_eq!(p.observe(&c, &pos("e", 7)), Step::Duplicate);
-        assert_eq!(p.observe(&c, &pos("e", 10)), Step::Deliver);
-        assert_eq!(p.catch_up(&c, &pos("f", 2)), Some(fill("f", 1, 2, true)));
+        assert_eq!(p.catch_up(&c, &pos("e", 4), None), None);
+        assert_eq!(
+            p.catch_up(&c, &pos("e", 9), None),
+            Some(fill("e", 5, 9, false))
+        );
+        // The fill delivered 5..=6 (7..=9 are still queued behind it): those arrive live.
+        p.advance(&c, b"e", 6);
+        assert_eq!(p.observe(&c, &pos("e", 6)), Step::Duplicate);
+        assert_eq!(p.observe(&c, &pos("e", 7)), Step::Deliver);
+        assert_eq!(p.last_in(&c, b"e"), Some(7));
+        assert_eq!(
+            p.catch_up(&c, &pos("f", 2), None),
+            Some(fill("f", 1, 2, true))
+        );
+        assert_eq!(
+            p.last_in(&c, b"f"),
+            Some(0),
+            "nothing of the new stream yet"
+        );
         p.forget(&c);
         assert_eq!(p.observe(&c, &pos("f", 9)), Step::Deliver, "forgotten");
     }
@@ -259,6 +313,16 @@ mod tests {
             p.observe(&c, &pos("e", 11)),
             Step::Deliver,
             "a baseline never moves a position"
+        );
+    }
+
+    #[test]
+    fn a_message_a_full_queue_dropped_before_the_channel_had_a_position_is_owed() {
+        let mut p = Positions::default();
+        let c: Arc<str> = "c".into();
+        assert_eq!(
+            p.catch_up(&c, &pos("e", 12), Some(&pos("e", 11))),
+            Some(fill("e", 11, 12, false))
         );
     }
 

@@ -37,6 +37,14 @@ impl Node {
             .send(Subscription::Reconcile { channel, done });
     }
 
+    /// The last local member left `channel`: unsubscribe it, and forget its position, so
+    /// a member who joins later is owed only what follows the join.
+    pub(super) fn channel_emptied(&self, channel: Arc<str>) {
+        self.inbound_tx
+            .control(InboundItem::Forget(channel.clone()));
+        self.request_reconcile(channel, None);
+    }
+
     /// Writes this node's state to the backplane again: subscriptions first, then the
     /// cluster-wide connection records and memberships.
     pub(super) async fn resync(&self) {
@@ -130,8 +138,7 @@ pub(super) async fn subscription_task(
                     // this node was not subscribed from history.
                     for c in &to_sub {
                         node.inbound_tx
-                            .control(InboundItem::CatchUp(c.clone()))
-                            .await;
+                            .control(InboundItem::CatchUp(c.clone(), None));
                     }
                     Ok(())
                 }
@@ -141,8 +148,7 @@ pub(super) async fn subscription_task(
                     let since = crate::envelope::now_micros().saturating_sub(CLOCK_SKEW_MICROS);
                     for c in &to_sub {
                         node.inbound_tx
-                            .control(InboundItem::JoinedUnreachable(c.clone(), since))
-                            .await;
+                            .control(InboundItem::JoinedUnreachable(c.clone(), since));
                     }
                     Ok(())
                 }
@@ -162,9 +168,6 @@ pub(super) async fn subscription_task(
                 Ok(()) | Err(BackplaneError::Disconnected) => {
                     for c in &to_unsub {
                         subscribed.remove(c);
-                        node.inbound_tx
-                            .control(InboundItem::Forget(c.clone()))
-                            .await;
                     }
                 }
                 // Staying subscribed to a channel without members only costs traffic; it

@@ -11,6 +11,9 @@ use crate::backplane::outgoing::{Publish, PublishGuard, Published, Recorded};
 use crate::backplane::BackplaneError;
 use crate::envelope::{Envelope, Position};
 
+/// History entries read per round trip.
+const HISTORY_PAGE: usize = 100;
+
 impl RedisBackplane {
     pub(crate) async fn publish_message(
         &self,
@@ -75,16 +78,33 @@ impl RedisBackplane {
         to: u64,
     ) -> Result<Vec<Bytes>, BackplaneError> {
         let key = self.keys.history(channel);
-        let entries: Vec<(String, Vec<Vec<u8>>)> = self
-            .run("xrange", |mut c| async move {
-                redis::cmd("XRANGE")
-                    .arg(key)
-                    .arg(format!("{from}-0"))
-                    .arg(format!("{to}-0"))
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
+        // In pages, so one reply never carries the whole history at once.
+        let mut entries: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        let mut start = from;
+        while start <= to {
+            let key = key.clone();
+            let page: Vec<(String, Vec<Vec<u8>>)> = self
+                .run("xrange", |mut c| async move {
+                    redis::cmd("XRANGE")
+                        .arg(key)
+                        .arg(format!("{start}-0"))
+                        .arg(format!("{to}-0"))
+                        .arg("COUNT")
+                        .arg(HISTORY_PAGE)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let last = page
+                .last()
+                .and_then(|(id, _)| id.split('-').next()?.parse::<u64>().ok());
+            let full = page.len() == HISTORY_PAGE;
+            entries.extend(page);
+            match last {
+                Some(seq) if full => start = seq + 1,
+                _ => break,
+            }
+        }
         // A stream of another epoch may still sit under the key for a moment; keep only
         // this epoch's messages.
         Ok(entries

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::RedisBackplane;
+use super::{unavailable, RedisBackplane};
 use crate::backplane::{BackplaneError, BackplaneEvent};
 use crate::metrics as m;
 
@@ -42,18 +42,42 @@ impl RedisBackplane {
         Ok(held)
     }
 
-    /// Records that this node's state is written again, under its generation.
-    pub(super) async fn confirm_registered(&self) -> Result<(), BackplaneError> {
+    /// Marks a resync as started: the generation key holds a pending mark until the
+    /// resync confirms, so a reap in between (which deletes the key) is noticed.
+    pub(super) async fn mark_resync_started(&self) -> Result<(), BackplaneError> {
         let key = self.keys.node_generation(&self.node);
-        let generation = self.generation.clone();
+        let mark = format!("pending-{}", self.generation);
         self.run("generation", |mut c| async move {
             redis::cmd("SET")
                 .arg(key)
-                .arg(&*generation)
+                .arg(mark)
                 .query_async::<()>(&mut c)
                 .await
         })
-        .await?;
+        .await
+    }
+
+    /// Records that this node's state is written again, under its generation, unless a
+    /// reaper removed it while it was being written.
+    pub(super) async fn confirm_registered(&self) -> Result<(), BackplaneError> {
+        let s = self.scripts.clone();
+        let key = self.keys.node_generation(&self.node);
+        let mark = format!("pending-{}", self.generation);
+        let confirmed: i64 = self
+            .run("generation", |mut c| async move {
+                s.confirm
+                    .key(key)
+                    .arg(mark)
+                    .arg(&*self.generation)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if confirmed != 1 {
+            return Err(unavailable(
+                "this node was reaped while its state was being written; writing it again",
+            ));
+        }
         self.liveness.registered();
         Ok(())
     }
@@ -62,13 +86,22 @@ impl RedisBackplane {
     /// reaper would remove (any connection still listed, its connection set, its
     /// generation, its entry in the node set), so no survivor reaps it later.
     pub(crate) async fn leave(&self) -> Result<(), BackplaneError> {
+        // The heartbeat task stops beating from here on; one beat already in flight may
+        // still renew the key once, hence the second try.
         self.liveness.left();
-        let alive = self.keys.node_alive(&self.node);
-        self.run("leave", |mut c| async move {
-            redis::cmd("DEL").arg(alive).query_async::<()>(&mut c).await
-        })
-        .await?;
-        self.reap_node(&self.node).await.map(drop)
+        for _ in 0..2 {
+            let alive = self.keys.node_alive(&self.node);
+            self.run("leave", |mut c| async move {
+                redis::cmd("DEL").arg(alive).query_async::<()>(&mut c).await
+            })
+            .await?;
+            if self.reap_node(&self.node).await? >= 0 {
+                return Ok(());
+            }
+        }
+        Err(unavailable(
+            "this node's heartbeat came back while it was leaving",
+        ))
     }
 
     /// Runs the reap script on `node`: its connections and memberships, its connection
@@ -148,6 +181,9 @@ impl RedisBackplane {
         stop: CancellationToken,
     ) {
         loop {
+            if self.liveness.has_left() {
+                return;
+            }
             match self.beat().await {
                 Ok(held) => {
                     if !held && self.liveness.request_resync() {
@@ -224,6 +260,10 @@ impl Liveness {
 
     fn left(&self) {
         self.lock().left = true;
+    }
+
+    fn has_left(&self) -> bool {
+        self.lock().left
     }
 
     /// Registered and heard from Redis within `ttl`: other nodes see this node alive.

@@ -426,12 +426,14 @@ impl RedisBackplane {
     /// node for dead while it re-registers), then drop connections Redis still lists for
     /// this node but that are gone, then write every local connection and membership.
     pub(crate) async fn resync(&self, local: &[ConnectionSnapshot]) -> Result<(), BackplaneError> {
-        let written = self.write_state(local).await;
-        match &written {
-            Ok(()) => self.confirm_registered().await?,
-            Err(_) => self.liveness.resync_failed(),
+        let done = match self.write_state(local).await {
+            Ok(()) => self.confirm_registered().await,
+            Err(e) => Err(e),
+        };
+        if done.is_err() {
+            self.liveness.resync_failed();
         }
-        written
+        done
     }
 
     async fn write_connection(&self, conn: &ConnectionSnapshot) -> Result<(), BackplaneError> {
@@ -445,6 +447,7 @@ impl RedisBackplane {
 
     async fn write_state(&self, local: &[ConnectionSnapshot]) -> Result<(), BackplaneError> {
         self.beat().await?;
+        self.mark_resync_started().await?;
         let listed = self
             .smembers(self.keys.node_connections(&self.node))
             .await?;

@@ -159,12 +159,23 @@ if redis.call('GET', KEYS[3]) == ARGV[3] then return 1 end
 return 0
 ";
 
+/// Confirms a resync: KEYS = generation; ARGV = the pending mark the resync set when it
+/// started, the generation. Returns 0, changing nothing, when the mark is gone (a reaper
+/// removed this node's state while the resync was writing it): the next heartbeat asks
+/// for another.
+pub(super) const CONFIRM_REGISTERED: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+";
+
 pub(super) struct Scripts {
     pub(super) budget: Script,
     pub(super) health: Script,
     pub(super) breaker: Script,
     pub(super) publish: Script,
     pub(super) heartbeat: Script,
+    pub(super) confirm: Script,
     pub(super) join: Script,
     pub(super) leave: Script,
     pub(super) register: Script,
@@ -180,6 +191,7 @@ impl Scripts {
             breaker: Script::new(throttle::BREAKER_LUA),
             publish: Script::new(PUBLISH),
             heartbeat: Script::new(HEARTBEAT),
+            confirm: Script::new(CONFIRM_REGISTERED),
             join: Script::new(JOIN),
             leave: Script::new(LEAVE),
             register: Script::new(REGISTER),
