@@ -44,6 +44,7 @@ const LOAD_BEFORE_MS = 5000; // load before the fault
 const LOAD_AFTER_MS = 5000; // load after recovery
 const RECOVERY_DEADLINE_MS = 20_000; // fresh deliveries on every node / victims rejoined
 const MEMBERS_LIMIT_MS = 10_000; // member counts right within this after the fault heals
+const GAUGE_LIMIT_MS = 1_000; // readiness and subscription gauges follow the subscriber within this
 const HEARTBEAT_TTL_MS = 10_000; // the defaults (README, [cluster])
 const HEARTBEAT_INTERVAL_MS = 3000;
 const MEMBERS_LIMIT_KILL_MS = HEARTBEAT_TTL_MS + HEARTBEAT_INTERVAL_MS + 10_000;
@@ -58,6 +59,23 @@ const ctx = {
   down: new Set(), rows: [], failed: false, started: Date.now(),
 };
 const loop = monitorEventLoopDelay({ resolution: 10 });
+
+/**
+ * How long until every live node's gauges say what the subscriber really is:
+ * hubcast_ready and hubcast_redis_subscriptions both 0 (down), or both up.
+ */
+async function gaugesSay(up, from) {
+  const ok = (m) => {
+    const ready = metricSum(m, "hubcast_ready");
+    const subs = metricSum(m, "hubcast_redis_subscriptions");
+    return up ? ready === 1 && subs > 0 : ready === 0 && subs === 0;
+  };
+  await waitFor(
+    async () => (await Promise.all(liveNodes().map((node) => node.metrics().catch(() => null)))).every((m) => m && ok(m)),
+    { timeoutMs: 15_000, intervalMs: 50, what: `gauges ${up ? "up" : "down"} on every node` },
+  );
+  return Date.now() - from;
+}
 
 /** Nodes to publish to and poll: running and not taken out (killed / draining). */
 function liveNodes() {
@@ -154,6 +172,11 @@ async function runScenario({ n, name, kind, victim, fault, membersLimitMs = MEMB
 
     faultInfo = await fault();
     const { faultAt, healedAt } = faultInfo;
+    if (faultInfo.gauges) {
+      const upMs = await gaugesSay(true, healedAt);
+      row.notes.push(`gauges (hubcast_ready, hubcast_redis_subscriptions) on every node: down ${faultInfo.gauges.down} ms after Redis died, up ${upMs} ms after it was back`);
+      if (faultInfo.gauges.down > GAUGE_LIMIT_MS) failures.push(`gauges took ${faultInfo.gauges.down} ms to say Redis was gone (limit ${GAUGE_LIMIT_MS} ms)`);
+    }
 
     // fresh deliveries (messages created after the heal), first per node of the client
     const firstFresh = new Map();
@@ -227,10 +250,12 @@ async function runScenario({ n, name, kind, victim, fault, membersLimitMs = MEMB
   let counted = 0;
   let redisReconnects = 0;
   let reaped = 0;
+  let recovered = 0;
   for (const [node, before] of m0) {
     counted += countedFailures(node.lastMetrics) - countedFailures(before);
     redisReconnects += metricSum(node.lastMetrics, "hubcast_redis_reconnects_total") - metricSum(before, "hubcast_redis_reconnects_total");
     reaped += metricSum(node.lastMetrics, "hubcast_nodes_reaped_total") - metricSum(before, "hubcast_nodes_reaped_total");
+    recovered += metricSum(node.lastMetrics, "hubcast_history_recovered_total") - metricSum(before, "hubcast_history_recovered_total");
   }
 
   const a = account(messages, fleet, exclusions);
@@ -238,7 +263,7 @@ async function runScenario({ n, name, kind, victim, fault, membersLimitMs = MEMB
   Object.assign(row, {
     publishes: a.publishes, accepted: a.accepted, other: ans.attempts - (ans.byCode["202"] ?? 0),
     retries: ans.retries, replayed: ans.replayed, expected: a.expected, received: a.received,
-    lost: a.lost, counted, lostUncounted: Math.max(0, a.lost - counted), duplicates: a.duplicates,
+    lost: a.lost, counted, recovered, lostUncounted: Math.max(0, a.lost - counted), duplicates: a.duplicates,
     reconnects: fleet.totalReconnects() - reconnects0, recovery,
     members: (members.ms === null ? `no (>${seconds(membersLimitMs + MEMBERS_GRACE_MS)})` : seconds(members.ms)) +
       (reap === "report" ? (reapedGrew ? `, reaped +${seconds(reapedAfter)}` : ", not reaped") : ""),
@@ -344,9 +369,11 @@ describe("chaos: three nodes, Redis faults, partitions and crashes under load", 
   const redisRestart = (downMs) => async () => {
     const faultAt = Date.now();
     await ctx.redis.stop("SIGKILL");
-    await delay(downMs);
+    const downGauges = await gaugesSay(false, faultAt);
+    await delay(Math.max(0, downMs - (Date.now() - faultAt)));
     await ctx.redis.start();
-    return { faultAt, healedAt: Date.now() };
+    const healedAt = Date.now();
+    return { faultAt, healedAt, gauges: { down: downGauges, healedAt } };
   };
 
   const partition = (ms) => async () => {

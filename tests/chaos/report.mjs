@@ -79,6 +79,7 @@ const COLUMNS = [
   ["received", (r) => r.received],
   ["lost", (r) => r.lost],
   ["counted", (r) => r.counted],
+  ["from history", (r) => r.recovered],
   ["lost&uncounted", (r) => r.lostUncounted],
   ["dups", (r) => r.duplicates],
   ["reconnects", (r) => r.reconnects],
@@ -91,7 +92,7 @@ const COLUMNS = [
 export function formatTable(rows) {
   const cells = rows.map((r) => COLUMNS.map(([, f]) => String(f(r) ?? "")));
   const widths = COLUMNS.map(([h], i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-  const line = (vals) => vals.map((v, i) => (i <= 1 || i >= 14 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join("  ");
+  const line = (vals) => vals.map((v, i) => (i <= 1 || i >= 15 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join("  ");
   const out = [line(COLUMNS.map(([h]) => h)), widths.map((w) => "-".repeat(w)).join("  ")];
   for (const c of cells) out.push(line(c));
   out.push("");
