@@ -222,6 +222,8 @@ impl App {
                         tracing::debug!(error = %e, "could not set TCP_NODELAY");
                     }
                 });
+                // Peer addresses, for the per-source handshake limit.
+                let router = router.into_make_service_with_connect_info::<SocketAddr>();
                 axum::serve(listener, router)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await

@@ -81,6 +81,23 @@ pub const REASON_BAD_ENVELOPE: &str = "bad_envelope";
 /// (counted once per local member).
 pub const REASON_BACKPLANE_GAP: &str = "backplane_gap";
 
+/// Refusal reason: a handshake was refused because its credential already had the most
+/// pending handshakes allowed (`admission.max_pending_handshakes_per_credential`).
+pub const REFUSED_HANDSHAKES_PER_CREDENTIAL: &str = "handshakes_per_credential";
+/// Refusal reason: a handshake was refused because its source address already had the
+/// most pending handshakes allowed (`admission.max_pending_handshakes_per_source`).
+pub const REFUSED_HANDSHAKES_PER_SOURCE: &str = "handshakes_per_source";
+/// Refusal reason: a credential longer than the connect proxy is asked about.
+pub const REFUSED_CREDENTIAL_TOO_LONG: &str = "credential_too_long";
+/// Refusal reason: the connect proxy had the most calls in flight allowed.
+pub const REFUSED_AUTH_BACKEND_BUSY: &str = "auth_backend_busy";
+/// Refusal reason: a token (or auth-backend answer) whose user id cannot be used.
+pub const REFUSED_UNUSABLE_USER: &str = "unusable_user";
+/// Refusal reason: a connection token that already opened a connection.
+pub const REFUSED_CONNECTION_TOKEN_REUSED: &str = "connection_token_reused";
+/// Refusal reason: a connection token issued for another hub or identity.
+pub const REFUSED_CONNECTION_TOKEN_MISMATCH: &str = "connection_token_mismatch";
+
 /// Buckets for latency histograms, in seconds: 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,

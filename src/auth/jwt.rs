@@ -14,17 +14,19 @@ use super::{now_secs, AuthError, HmacSha256, Identity};
 pub struct Claims(pub serde_json::Map<String, Value>);
 
 impl Claims {
-    fn str(&self, name: &str) -> Option<&str> {
-        self.0.get(name).and_then(Value::as_str)
-    }
-
     /// Turns client-token claims into an identity: `sub` (or `nameid`), `vkey` (string or
     /// number), `groups` (array of strings, or one string).
-    pub fn identity(&self) -> Identity {
-        let user = self
-            .str("sub")
-            .or_else(|| self.str("nameid"))
-            .and_then(|u| UserId::parse(u).ok());
+    ///
+    /// # Errors
+    /// [`AuthError::UnusableUser`] when `sub` (or `nameid`) is present but not a usable
+    /// user id: dropping it would let the client past the per-user limit and out of
+    /// reach of user sends.
+    pub fn identity(&self) -> Result<Identity, AuthError> {
+        let user = match self.0.get("sub").or_else(|| self.0.get("nameid")) {
+            None => None,
+            Some(Value::String(u)) => Some(UserId::parse(u).map_err(|_| AuthError::UnusableUser)?),
+            Some(_) => return Err(AuthError::UnusableUser),
+        };
         let virtual_key = match self.0.get("vkey") {
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
@@ -38,11 +40,11 @@ impl Claims {
             Some(Value::String(s)) => vec![s.clone()],
             _ => Vec::new(),
         };
-        Identity {
+        Ok(Identity {
             user,
             virtual_key,
             groups,
-        }
+        })
     }
 }
 

@@ -6,7 +6,10 @@
 //! - Each hub authenticates clients in one [`AuthMode`]: anonymous, the master key, an
 //!   HS256 token signed with the token key, or a connect proxy (the gateway's own backend).
 //! - Negotiate hands out a connection token signed with a key derived from the cluster's
-//!   keys, so any node accepts the WebSocket that follows (no sticky sessions).
+//!   keys, so any node accepts the WebSocket that follows (no sticky sessions). A token is
+//!   bound to its hub and identity and opens one connection ([`UsedTokens`]).
+//! - WebSocket handshakes are admitted per node, credential and source
+//!   ([`HandshakeAdmission`]), so one credential or address cannot take every slot.
 //!
 //! Every secret comparison is constant-time.
 
@@ -18,15 +21,19 @@ use sha2::Sha256;
 
 use crate::ids::UserId;
 
+mod admission;
 mod jwt;
 mod proxy;
 mod rate;
+mod replay;
 mod tokens;
 
+pub use admission::{AdmissionRefusal, HandshakeAdmission, HandshakeSlot};
 pub use jwt::{sign_jwt, verify_jwt, Claims};
-pub use proxy::ConnectProxy;
+pub use proxy::{ConnectProxy, ProxySettings};
 pub use rate::RateLimiter;
-pub use tokens::{ConnectionTokens, TokenError};
+pub use replay::UsedTokens;
+pub use tokens::{ConnectionTokens, TokenBinding, TokenError, VerifiedToken};
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 
@@ -61,6 +68,19 @@ pub enum AuthError {
     /// No credential was presented.
     #[error("a credential is required (Authorization: Bearer, or access_token in the query)")]
     Missing,
+    /// A publish API request without `Authorization: Bearer` (that API reads no query
+    /// parameter).
+    #[error(
+        "a credential is required: Authorization: Bearer <access key, or a JWT signed with one>"
+    )]
+    MissingBearer,
+    /// A credential longer than the connect proxy is asked about.
+    #[error("the credential is longer than this hub accepts")]
+    TooLong,
+    /// A token (or auth-backend answer) whose user id cannot be used: the client would
+    /// escape the per-user limit and never receive user sends.
+    #[error("the token's user id (sub) is not usable: it must be 1 to 256 bytes without control characters")]
+    UnusableUser,
     /// The credential is not a key or token this node accepts.
     #[error("the credential is not valid")]
     Invalid,
@@ -76,6 +96,9 @@ pub enum AuthError {
     /// The connect proxy could not be asked; nobody is let in meanwhile.
     #[error("the authentication backend is unavailable")]
     BackendUnavailable,
+    /// The connect proxy has as many requests in flight as allowed; nobody waits.
+    #[error("the authentication backend is busy; retry shortly")]
+    BackendBusy,
 }
 
 /// Seconds since the Unix epoch.
@@ -145,7 +168,7 @@ mod tests {
             &json!({"sub": "u1", "vkey": 7, "groups": ["task-1", "video-*"], "exp": now_secs() + 60}),
             KEY,
         );
-        let id = verify(&t).unwrap().identity();
+        let id = verify(&t).unwrap().identity().unwrap();
         assert_eq!(id.user.unwrap().as_str(), "u1");
         assert_eq!(id.virtual_key.as_deref(), Some("7"));
         assert_eq!(id.groups, vec!["task-1", "video-*"]);
@@ -154,7 +177,35 @@ mod tests {
     #[test]
     fn nameid_is_the_user_when_sub_is_absent() {
         let t = sign_jwt(&json!({"nameid": "n1"}), KEY);
-        assert_eq!(verify(&t).unwrap().identity().user.unwrap().as_str(), "n1");
+        assert_eq!(
+            verify(&t)
+                .unwrap()
+                .identity()
+                .unwrap()
+                .user
+                .unwrap()
+                .as_str(),
+            "n1"
+        );
+    }
+
+    #[test]
+    fn an_unusable_sub_refuses_the_token_instead_of_dropping_the_user() {
+        for sub in [
+            json!("x".repeat(257)),
+            json!("a\u{7}b"),
+            json!(""),
+            json!(42),
+        ] {
+            let t = sign_jwt(&json!({ "sub": sub }), KEY);
+            assert_eq!(
+                verify(&t).unwrap().identity(),
+                Err(AuthError::UnusableUser),
+                "{sub}"
+            );
+        }
+        let t = sign_jwt(&json!({"vkey": 7}), KEY);
+        assert_eq!(verify(&t).unwrap().identity().unwrap().user, None);
     }
 
     #[test]
@@ -202,32 +253,92 @@ mod tests {
     #[test]
     fn connection_tokens_round_trip_and_refuse_forgeries() {
         let tokens = ConnectionTokens::derive(&[b"cluster-secret"]);
+        let me = TokenBinding::new("spend", &Identity::default());
         let id = ConnectionId::random();
-        let t = tokens.issue(&id, Duration::from_secs(15), false);
-        assert_eq!(tokens.verify(&t), Ok(id.clone()));
+        let t = tokens.issue(&id, Duration::from_secs(15), false, me);
+        let ok = tokens.verify(&t, me).unwrap();
+        assert_eq!(ok.id, id);
+        assert!(ok.remaining <= Duration::from_secs(15) && ok.remaining > Duration::ZERO);
         let other = ConnectionTokens::derive(&[b"another-cluster"]);
-        assert_eq!(other.verify(&t), Err(TokenError::Forged));
-        assert_eq!(tokens.verify("AAAA"), Err(TokenError::Forged));
+        assert_eq!(other.verify(&t, me), Err(TokenError::Forged));
+        assert_eq!(tokens.verify("AAAA", me), Err(TokenError::Forged));
         let mut raw = URL_SAFE_NO_PAD.decode(&t).unwrap();
         raw[9] ^= 1;
         assert_eq!(
-            tokens.verify(&URL_SAFE_NO_PAD.encode(raw)),
+            tokens.verify(&URL_SAFE_NO_PAD.encode(raw), me),
             Err(TokenError::Forged)
         );
-        let v0 = tokens.issue(&id, Duration::from_secs(15), true);
+        let v0 = tokens.issue(&id, Duration::from_secs(15), true, me);
         assert_eq!(
-            tokens.verify(&v0).unwrap().as_str(),
+            tokens.verify(&v0, me).unwrap().id.as_str(),
             v0,
             "a version-0 token is its own id"
         );
-        let expired = tokens.issue(&id, Duration::ZERO, false);
+        let expired = tokens.issue(&id, Duration::ZERO, false, me);
         std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(tokens.verify(&expired), Err(TokenError::Expired));
+        assert_eq!(tokens.verify(&expired, me), Err(TokenError::Expired));
         let same = ConnectionTokens::derive(&[b"cluster-secret"]);
         assert_eq!(
-            same.verify(&t),
+            same.verify(&t, me).map(|v| v.id),
             Ok(id),
             "every node of a cluster derives the same key"
+        );
+    }
+
+    #[test]
+    fn a_connection_token_is_bound_to_its_hub_and_identity() {
+        let tokens = ConnectionTokens::derive(&[b"cluster-secret"]);
+        let user = |u: &str| Identity {
+            user: Some(UserId::parse(u).unwrap()),
+            ..Identity::default()
+        };
+        let mine = TokenBinding::new("spend", &user("u1"));
+        let t = tokens.issue(
+            &ConnectionId::random(),
+            Duration::from_secs(15),
+            false,
+            mine,
+        );
+        for other in [
+            TokenBinding::new("spend", &user("u2")),
+            TokenBinding::new("admin-notifications", &user("u1")),
+            TokenBinding::new("spend", &Identity::default()),
+            TokenBinding::new(
+                "spend",
+                &Identity {
+                    virtual_key: Some("7".into()),
+                    ..user("u1")
+                },
+            ),
+        ] {
+            assert_eq!(tokens.verify(&t, other), Err(TokenError::Mismatch));
+        }
+        let reordered = |g: &[&str]| Identity {
+            groups: g.iter().map(|s| (*s).to_owned()).collect(),
+            ..user("u1")
+        };
+        assert_eq!(
+            TokenBinding::new("spend", &reordered(&["a", "b"])),
+            TokenBinding::new("spend", &reordered(&["b", "a"])),
+            "a token minted again with its groups in another order is the same identity"
+        );
+    }
+
+    #[test]
+    fn a_used_token_is_refused_until_it_expires() {
+        let used = UsedTokens::default();
+        let a = ConnectionId::random();
+        assert!(used.first_use(&a, Duration::from_secs(60)));
+        assert!(!used.first_use(&a, Duration::from_secs(60)));
+        let b = ConnectionId::random();
+        assert!(used.first_use(&b, Duration::ZERO));
+        std::thread::sleep(Duration::from_millis(2));
+        let c = ConnectionId::random();
+        assert!(used.first_use(&c, Duration::from_secs(60)));
+        assert_eq!(
+            used.len(),
+            2,
+            "an expired entry is pruned when another comes"
         );
     }
 

@@ -1,18 +1,27 @@
-//! Negotiate connection tokens: the connection id, an expiry and a MAC, so any node of
-//! the cluster accepts the WebSocket that follows (no sticky sessions).
+//! Negotiate connection tokens: the connection id, an expiry, what the token is bound to,
+//! and a MAC, so any node of the cluster accepts the WebSocket that follows (no sticky
+//! sessions) while a token is of no use on another hub or to another identity.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::Mac;
+use sha2::Digest as _;
 
 use crate::ids::ConnectionId;
 
-use super::{constant_time_eq, HmacSha256};
+use super::{constant_time_eq, HmacSha256, Identity};
 
-/// Issues and checks negotiate connection tokens: the connection id, an expiry and a MAC,
-/// so any node of the cluster can accept the WebSocket that follows.
+/// Bytes of the binding kept in a token.
+const BINDING_BYTES: usize = 16;
+/// Bytes of the MAC kept in a token.
+const TAG_BYTES: usize = 16;
+/// Version flag, expiry, binding.
+const HEADER_BYTES: usize = 1 + 8 + BINDING_BYTES;
+
+/// Issues and checks negotiate connection tokens, so any node of the cluster can accept
+/// the WebSocket that follows.
 #[derive(Clone)]
 pub struct ConnectionTokens {
     key: [u8; 32],
@@ -24,6 +33,41 @@ impl std::fmt::Debug for ConnectionTokens {
     }
 }
 
+/// What a token is bound to: a digest of the hub and of the identity the negotiating
+/// credential proved. The upgrade recomputes it from its own credential; a token taken
+/// from another client, user or hub does not match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBinding([u8; BINDING_BYTES]);
+
+impl TokenBinding {
+    /// The binding of a client of `hub` with `identity`.
+    pub fn new(hub: &str, identity: &Identity) -> Self {
+        let mut h = sha2::Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            // Length-prefixed, so no two different identities hash the same bytes.
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        field(hub.as_bytes());
+        field(
+            identity
+                .user
+                .as_ref()
+                .map_or(b"" as &[u8], |u| u.as_str().as_bytes()),
+        );
+        field(identity.virtual_key.as_deref().unwrap_or("").as_bytes());
+        let mut groups: Vec<&str> = identity.groups.iter().map(String::as_str).collect();
+        groups.sort_unstable();
+        for g in groups {
+            field(g.as_bytes());
+        }
+        let digest = h.finalize();
+        let mut out = [0u8; BINDING_BYTES];
+        out.copy_from_slice(&digest[..BINDING_BYTES]);
+        Self(out)
+    }
+}
+
 /// Why a connection token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenError {
@@ -31,18 +75,27 @@ pub enum TokenError {
     Forged,
     /// Past its expiry.
     Expired,
+    /// Ours, but issued for another hub or identity.
+    Mismatch,
+}
+
+/// A token that checked out: the connection it opens and how long it stays valid (how
+/// long its use must be remembered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// The connection id.
+    pub id: ConnectionId,
+    /// Time left until the token expires.
+    pub remaining: Duration,
 }
 
 impl ConnectionTokens {
     /// Derives the signing key from the cluster's shared secrets, so every node of a
-    /// cluster derives the same one. With no secret at all (insecure mode) a random key is
-    /// drawn: tokens then work only on the node that issued them.
+    /// cluster derives the same one. Development mode passes a seed (the Redis prefix)
+    /// instead, for the same reason.
     pub fn derive(secrets: &[&[u8]]) -> Self {
         let mut mac =
-            HmacSha256::new_from_slice(b"hubcast connection token v1").expect("any key length");
-        if secrets.is_empty() {
-            mac.update(crate::ids::random_token().as_bytes());
-        }
+            HmacSha256::new_from_slice(b"hubcast connection token v2").expect("any key length");
         for s in secrets {
             mac.update(&(s.len() as u64).to_be_bytes());
             mac.update(s);
@@ -58,47 +111,64 @@ impl ConnectionTokens {
         mac.finalize().into_bytes().into()
     }
 
-    /// A token for `id` valid for `ttl`. `token_is_id` marks tokens given to
-    /// negotiate-version-0 clients, which use the token itself as their connection id.
-    pub fn issue(&self, id: &ConnectionId, ttl: Duration, token_is_id: bool) -> String {
-        let expires = now_millis() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut body = Vec::with_capacity(9 + id.as_str().len() + 16);
+    /// A token for `id` valid for `ttl`, bound to `binding`. `token_is_id` marks tokens
+    /// given to negotiate-version-0 clients, which use the token itself as their
+    /// connection id.
+    pub fn issue(
+        &self,
+        id: &ConnectionId,
+        ttl: Duration,
+        token_is_id: bool,
+        binding: TokenBinding,
+    ) -> String {
+        let expires =
+            now_millis().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let mut body = Vec::with_capacity(HEADER_BYTES + id.as_str().len() + TAG_BYTES);
         body.push(u8::from(token_is_id));
         body.extend_from_slice(&expires.to_be_bytes());
+        body.extend_from_slice(&binding.0);
         body.extend_from_slice(id.as_str().as_bytes());
         let mac = self.mac(&body);
-        body.extend_from_slice(&mac[..16]);
+        body.extend_from_slice(&mac[..TAG_BYTES]);
         URL_SAFE_NO_PAD.encode(body)
     }
 
-    /// The connection id a token stands for, if the token is ours and not expired: the id
-    /// inside it, or the token itself for a version-0 token.
+    /// The connection a token opens, if the token is ours, not expired and bound to
+    /// `binding`: the id inside it, or the token itself for a version-0 token.
     ///
     /// # Errors
     /// See [`TokenError`].
-    pub fn verify(&self, token: &str) -> Result<ConnectionId, TokenError> {
+    pub fn verify(&self, token: &str, binding: TokenBinding) -> Result<VerifiedToken, TokenError> {
         let raw = URL_SAFE_NO_PAD
             .decode(token)
             .map_err(|_| TokenError::Forged)?;
-        if raw.len() < 1 + 8 + 16 + 1 {
+        if raw.len() < HEADER_BYTES + TAG_BYTES + 1 {
             return Err(TokenError::Forged);
         }
-        let (body, tag) = raw.split_at(raw.len() - 16);
-        if !constant_time_eq(&self.mac(body)[..16], tag) {
+        let (body, tag) = raw.split_at(raw.len() - TAG_BYTES);
+        if !constant_time_eq(&self.mac(body)[..TAG_BYTES], tag) {
             return Err(TokenError::Forged);
         }
         let expires = u64::from_be_bytes(body[1..9].try_into().map_err(|_| TokenError::Forged)?);
-        if expires < now_millis() {
+        let now = now_millis();
+        if expires < now {
             return Err(TokenError::Expired);
+        }
+        if !constant_time_eq(&body[9..HEADER_BYTES], &binding.0) {
+            return Err(TokenError::Mismatch);
         }
         let id = if body[0] == 1 {
             ConnectionId::parse(token)
         } else {
-            std::str::from_utf8(&body[9..])
+            std::str::from_utf8(&body[HEADER_BYTES..])
                 .ok()
                 .and_then(ConnectionId::parse)
         };
-        id.ok_or(TokenError::Forged)
+        let id = id.ok_or(TokenError::Forged)?;
+        Ok(VerifiedToken {
+            id,
+            remaining: Duration::from_millis(expires - now),
+        })
     }
 }
 

@@ -267,10 +267,32 @@ impl Default for Flows {
 pub struct SecurityFile {
     /// Longest the connect proxy may take to answer; slower means refused. Default: 2000.
     pub connect_proxy_timeout_ms: u64,
-    /// How long a connect-proxy answer is reused for the same credential. Default: 30000.
+    /// How long a connect-proxy answer that lets a client in is reused for the same
+    /// credential. Default: 30000.
     pub connect_proxy_cache_ms: u64,
+    /// How long a connect-proxy refusal is reused for the same credential: shorter than
+    /// answers, so a credential the backend starts accepting works soon, yet a client
+    /// retrying a refused one does not reach the backend each time. Default: 2000.
+    pub connect_proxy_refusal_cache_ms: u64,
+    /// Longest credential sent to the connect proxy, in bytes; a longer one is refused
+    /// (401) without asking the backend. Default: 4096.
+    pub connect_proxy_max_credential_bytes: usize,
+    /// Most connect-proxy answers cached; the oldest go first. Default: 10000.
+    pub connect_proxy_cache_entries: usize,
+    /// Most bytes of connect-proxy answers cached (an estimate: key, user, virtual key and
+    /// groups); the oldest go first. Default: 8388608 (8 MiB).
+    pub connect_proxy_cache_bytes: usize,
+    /// Connect-proxy requests in flight at once on one node; a client that would need
+    /// another is refused with 503 at once. Default: 32.
+    pub connect_proxy_max_concurrent: usize,
     /// Browser origins allowed (added to `HUBCAST_ALLOWED_ORIGINS`). Default: none.
     pub allowed_origins: Vec<String>,
+    /// Whether `X-Forwarded-Host` and `X-Forwarded-For` are believed: set it only when
+    /// every request reaches the node through a proxy that sets them (an ingress). Then
+    /// the publish API's JWT audience is checked against the forwarded host, and the
+    /// per-source handshake limit counts the client's address instead of the proxy's.
+    /// Default: false (anyone could send them).
+    pub trust_forwarded_headers: bool,
 }
 
 impl Default for SecurityFile {
@@ -278,7 +300,37 @@ impl Default for SecurityFile {
         Self {
             connect_proxy_timeout_ms: 2_000,
             connect_proxy_cache_ms: 30_000,
+            connect_proxy_refusal_cache_ms: 2_000,
+            connect_proxy_max_credential_bytes: 4096,
+            connect_proxy_cache_entries: 10_000,
+            connect_proxy_cache_bytes: 8 * 1024 * 1024,
+            connect_proxy_max_concurrent: 32,
             allowed_origins: Vec::new(),
+            trust_forwarded_headers: false,
+        }
+    }
+}
+
+/// Admission of WebSocket handshakes: how many may wait for their SignalR handshake at
+/// once per credential and per source address, so that no single credential or address
+/// takes the node's `limits.max_concurrent_handshakes`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admission {
+    /// Handshakes one credential (by its digest) may have pending on one node; more get
+    /// 503. Default: 16.
+    pub max_pending_handshakes_per_credential: usize,
+    /// Handshakes one source address may have pending on one node; more get 503. Behind
+    /// a proxy every client shares its address unless `security.trust_forwarded_headers`
+    /// is set. Default: 256.
+    pub max_pending_handshakes_per_source: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            max_pending_handshakes_per_credential: 16,
+            max_pending_handshakes_per_source: 256,
         }
     }
 }
@@ -302,6 +354,8 @@ pub struct FileConfig {
     pub delivery: Delivery,
     /// Client-authentication settings.
     pub security: SecurityFile,
+    /// Handshake admission per credential and source.
+    pub admission: Admission,
     /// Event-flow settings.
     pub flows: Flows,
 }

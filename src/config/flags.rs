@@ -24,14 +24,11 @@ pub enum LogFormat {
     about = "A SignalR-compatible notification backplane: WebSocket hubs, HTTP publishing, Redis scale-out."
 )]
 pub struct Cli {
-    /// Address for hubs (WebSocket and negotiate) and the publish API.
-    #[arg(
-        long,
-        env = "HUBCAST_LISTEN",
-        default_value = "0.0.0.0:8080",
-        value_name = "ADDR"
-    )]
-    pub listen: SocketAddr,
+    /// Address for hubs (WebSocket and negotiate) and the publish API. Default:
+    /// 0.0.0.0:8080, or 127.0.0.1:8080 with --insecure (development mode is open to
+    /// anyone who can reach it, so it stays on this machine unless told otherwise).
+    #[arg(long, env = "HUBCAST_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
 
     /// Address for Prometheus `/metrics`, apart from the public listener.
     #[arg(
@@ -112,7 +109,9 @@ pub struct Cli {
     pub allowed_origins: Option<String>,
 
     /// Development mode: no credential anywhere; the publish API is open and every hub
-    /// lets anyone in and join any group. Never in production.
+    /// lets anyone in and join any group; listens on 127.0.0.1 unless --listen is given;
+    /// connection tokens are signed with a key derived from --redis-prefix, so the nodes
+    /// of a development cluster accept each other's. Never in production.
     #[arg(long, env = "HUBCAST_INSECURE", default_value_t = false)]
     pub insecure: bool,
 }

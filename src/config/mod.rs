@@ -18,14 +18,15 @@ use crate::auth::Secret;
 use crate::hub::Hub;
 
 pub use file::{
-    Cluster, Delivery, FileConfig, Flows, Limits, RateRule, SecurityFile, Threshold, Timeouts,
-    WebhookGroups,
+    Admission, Cluster, Delivery, FileConfig, Flows, Limits, RateRule, SecurityFile, Threshold,
+    Timeouts, WebhookGroups,
 };
 pub use flags::{Cli, LogFormat};
 pub use validate::ConfigError;
 
-/// The credentials and browser origins in force.
-#[derive(Debug, Clone, Default)]
+/// The credentials, browser origins and admission limits in force. The default has no
+/// credential and the file's defaults for everything else.
+#[derive(Debug, Clone)]
 pub struct Security {
     /// Development mode: nothing is checked.
     pub insecure: bool,
@@ -35,14 +36,61 @@ pub struct Security {
     pub master_key: Option<Secret>,
     /// Signing key of client tokens.
     pub token_key: Option<Secret>,
+    /// What connection tokens are signed with when no key is set (development mode): the
+    /// Redis prefix, so every node of a development cluster accepts the others' tokens.
+    pub development_token_seed: String,
     /// Connect-proxy backend.
     pub connect_proxy_url: Option<String>,
     /// Connect-proxy timeout.
     pub connect_proxy_timeout: Duration,
-    /// Connect-proxy cache lifetime.
+    /// Connect-proxy cache lifetime of answers that let a client in.
     pub connect_proxy_cache: Duration,
+    /// Connect-proxy cache lifetime of refusals.
+    pub connect_proxy_refusal_cache: Duration,
+    /// Longest credential the connect proxy is asked about, in bytes.
+    pub connect_proxy_max_credential_bytes: usize,
+    /// Most connect-proxy answers cached.
+    pub connect_proxy_cache_entries: usize,
+    /// Most bytes of connect-proxy answers cached.
+    pub connect_proxy_cache_bytes: usize,
+    /// Connect-proxy requests in flight at once.
+    pub connect_proxy_max_concurrent: usize,
     /// Browser origins allowed besides same-origin.
     pub allowed_origins: Vec<String>,
+    /// Whether `X-Forwarded-Host` / `X-Forwarded-For` are believed.
+    pub trust_forwarded_headers: bool,
+    /// Pending handshakes per credential and per source.
+    pub admission: Admission,
+}
+
+impl Security {
+    /// The file's settings with no credential: the base the flags (or a test) fill in.
+    pub fn from_file(file: &SecurityFile, admission: &Admission) -> Self {
+        Self {
+            connect_proxy_timeout: Duration::from_millis(file.connect_proxy_timeout_ms),
+            connect_proxy_cache: Duration::from_millis(file.connect_proxy_cache_ms),
+            connect_proxy_refusal_cache: Duration::from_millis(file.connect_proxy_refusal_cache_ms),
+            connect_proxy_max_credential_bytes: file.connect_proxy_max_credential_bytes,
+            connect_proxy_cache_entries: file.connect_proxy_cache_entries,
+            connect_proxy_cache_bytes: file.connect_proxy_cache_bytes,
+            connect_proxy_max_concurrent: file.connect_proxy_max_concurrent,
+            allowed_origins: file.allowed_origins.clone(),
+            trust_forwarded_headers: file.trust_forwarded_headers,
+            admission: admission.clone(),
+            insecure: false,
+            access_keys: Vec::new(),
+            master_key: None,
+            token_key: None,
+            development_token_seed: String::new(),
+            connect_proxy_url: None,
+        }
+    }
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Self::from_file(&SecurityFile::default(), &Admission::default())
+    }
 }
 
 /// Redis connection settings.

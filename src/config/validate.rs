@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::file::FileConfig;
 use super::flags::{Cli, LogFormat};
@@ -122,23 +121,31 @@ impl Config {
                 .collect()
         };
         let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty()).map(Secret::new);
-        let mut allowed_origins = split(&cli.allowed_origins);
-        allowed_origins.extend(file.security.allowed_origins.iter().cloned());
-        let security = Security {
-            insecure: cli.insecure,
-            access_keys: split(&cli.access_key)
-                .into_iter()
-                .map(Secret::new)
-                .collect(),
-            master_key: non_empty(cli.master_key),
-            token_key: non_empty(cli.token_key),
-            connect_proxy_url: cli.connect_proxy_url.filter(|u| !u.trim().is_empty()),
-            connect_proxy_timeout: Duration::from_millis(file.security.connect_proxy_timeout_ms),
-            connect_proxy_cache: Duration::from_millis(file.security.connect_proxy_cache_ms),
-            allowed_origins,
-        };
+        let mut security = Security::from_file(&file.security, &file.admission);
+        security.allowed_origins = split(&cli.allowed_origins);
+        security
+            .allowed_origins
+            .extend(file.security.allowed_origins.iter().cloned());
+        security.insecure = cli.insecure;
+        security.access_keys = split(&cli.access_key)
+            .into_iter()
+            .map(Secret::new)
+            .collect();
+        security.master_key = non_empty(cli.master_key);
+        security.token_key = non_empty(cli.token_key);
+        security.development_token_seed = cli.redis_prefix.clone();
+        security.connect_proxy_url = cli.connect_proxy_url.filter(|u| !u.trim().is_empty());
+        // Development mode is open to anyone who reaches it: it stays on this machine
+        // unless an address is asked for.
+        let listen = cli.listen.unwrap_or_else(|| {
+            if cli.insecure {
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            } else {
+                SocketAddr::from(([0, 0, 0, 0], 8080))
+            }
+        });
         Self::assemble(
-            cli.listen,
+            listen,
             Some(cli.metrics_listen),
             redis,
             cli.node_id,
@@ -165,6 +172,9 @@ impl Config {
         }
         check_numbers(&file)?;
         let hubs = served_hubs(file.default_hubs, file.hubs, &security)?;
+        if !security.insecure {
+            check_keys(&security)?;
+        }
         Ok(Self {
             listen,
             metrics_listen,
@@ -180,6 +190,47 @@ impl Config {
             log_format,
         })
     }
+}
+
+/// Shortest key accepted: an HMAC key (the token key signs client tokens, every key goes
+/// into the connection-token key) shorter than its hash's 32 bytes is guessable offline.
+const MIN_KEY_BYTES: usize = 32;
+
+/// Every key is long enough, and no key is another's: a token key equal to the access key
+/// would let every client publish, a master key equal to either would open the admin hub.
+fn check_keys(security: &Security) -> Result<(), ConfigError> {
+    let mut keys: Vec<(&str, &Secret)> = security
+        .access_keys
+        .iter()
+        .map(|k| ("HUBCAST_ACCESS_KEY", k))
+        .collect();
+    keys.extend(security.token_key.iter().map(|k| ("HUBCAST_TOKEN_KEY", k)));
+    keys.extend(
+        security
+            .master_key
+            .iter()
+            .map(|k| ("HUBCAST_MASTER_KEY", k)),
+    );
+    if let Some((setting, key)) = keys.iter().find(|(_, k)| k.expose().len() < MIN_KEY_BYTES) {
+        return Err(invalid(
+            *setting,
+            format!(
+                "a key of {} bytes is too short: use at least {MIN_KEY_BYTES} random bytes (e.g. `openssl rand -hex 32`)",
+                key.expose().len()
+            ),
+        ));
+    }
+    for (i, (setting, key)) in keys.iter().enumerate() {
+        if let Some((other, _)) = keys[..i].iter().find(|(_, k)| k == key) {
+            let message = if other == setting {
+                "lists the same key twice".to_owned()
+            } else {
+                format!("must differ from {other}: each key grants something else")
+            };
+            return Err(invalid(*setting, message));
+        }
+    }
+    Ok(())
 }
 
 /// Node ids and the Redis prefix become part of key and channel names.
@@ -251,6 +302,46 @@ fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
             ),
         ],
     )?;
+    let (sec, adm) = (&file.security, &file.admission);
+    at_least(
+        1,
+        "must be at least 1",
+        [
+            (
+                "security.connect_proxy_max_credential_bytes",
+                sec.connect_proxy_max_credential_bytes,
+            ),
+            (
+                "security.connect_proxy_cache_entries",
+                sec.connect_proxy_cache_entries,
+            ),
+            (
+                "security.connect_proxy_cache_bytes",
+                sec.connect_proxy_cache_bytes,
+            ),
+            (
+                "security.connect_proxy_max_concurrent",
+                sec.connect_proxy_max_concurrent,
+            ),
+            (
+                "admission.max_pending_handshakes_per_credential",
+                adm.max_pending_handshakes_per_credential,
+            ),
+            (
+                "admission.max_pending_handshakes_per_source",
+                adm.max_pending_handshakes_per_source,
+            ),
+        ],
+    )?;
+    if sec.connect_proxy_refusal_cache_ms > sec.connect_proxy_cache_ms {
+        return Err(invalid(
+            "security.connect_proxy_refusal_cache_ms",
+            format!(
+                "({}) must be at most security.connect_proxy_cache_ms ({})",
+                sec.connect_proxy_refusal_cache_ms, sec.connect_proxy_cache_ms
+            ),
+        ));
+    }
     let t = &file.timeouts;
     at_least(
         1,
@@ -489,8 +580,24 @@ mod tests {
         let c = Config::from_cli(cli(&["--insecure"])).unwrap();
         assert_eq!(c.hubs.len(), 7);
         assert!(c.redis.is_none());
-        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(
+            c.listen.to_string(),
+            "127.0.0.1:8080",
+            "development mode stays on this machine"
+        );
         assert_eq!(c.limits.max_record_bytes, 32 * 1024);
+        let c = Config::from_cli(cli(&["--insecure", "--listen", "0.0.0.0:9000"])).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000", "unless asked");
+        let c = Config::from_cli(cli(&[
+            "--access-key",
+            ACCESS,
+            "--token-key",
+            TOKEN,
+            "--master-key",
+            MASTER,
+        ]))
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
     }
 
     #[test]
@@ -531,22 +638,28 @@ mod tests {
         assert!(e.contains("--redis-url"), "{e}");
     }
 
+    const ACCESS: &str = "access-key-0123456789abcdef0123456789";
+    const ROTATED: &str = "access-key-rotated-0123456789abcdef01";
+    const TOKEN: &str = "token-key-0123456789abcdef0123456789a";
+    const MASTER: &str = "master-key-0123456789abcdef0123456789";
+
     #[test]
     fn without_insecure_every_key_the_hubs_need_must_be_set() {
         let e = cli_error(&[]);
         assert!(e.contains("HUBCAST_ACCESS_KEY"), "{e}");
-        let e = cli_error(&["--access-key", "a"]);
+        let e = cli_error(&["--access-key", ACCESS]);
         assert!(
             e.contains("HUBCAST_TOKEN_KEY") || e.contains("HUBCAST_MASTER_KEY"),
             "{e}"
         );
+        let both = format!("{ACCESS}, {ROTATED}");
         let c = Config::from_cli(cli(&[
             "--access-key",
-            "a, b",
+            &both,
             "--token-key",
-            "t",
+            TOKEN,
             "--master-key",
-            "m",
+            MASTER,
         ]))
         .unwrap();
         assert_eq!(
@@ -564,5 +677,81 @@ mod tests {
                 .auth,
             AuthMode::MasterKey
         );
+    }
+
+    #[test]
+    fn short_or_shared_keys_are_refused_by_name() {
+        let short = format!("{ACCESS},x");
+        let e = cli_error(&[
+            "--access-key",
+            &short,
+            "--token-key",
+            TOKEN,
+            "--master-key",
+            MASTER,
+        ]);
+        assert!(
+            e.contains("HUBCAST_ACCESS_KEY") && e.contains("too short"),
+            "{e}"
+        );
+        let e = cli_error(&[
+            "--access-key",
+            ACCESS,
+            "--token-key",
+            "t",
+            "--master-key",
+            MASTER,
+        ]);
+        assert!(e.contains("HUBCAST_TOKEN_KEY"), "{e}");
+        let e = cli_error(&[
+            "--access-key",
+            ACCESS,
+            "--token-key",
+            TOKEN,
+            "--master-key",
+            TOKEN,
+        ]);
+        assert!(
+            e.contains("HUBCAST_MASTER_KEY") && e.contains("must differ from HUBCAST_TOKEN_KEY"),
+            "{e}"
+        );
+        let e = cli_error(&[
+            "--access-key",
+            ACCESS,
+            "--token-key",
+            ACCESS,
+            "--master-key",
+            MASTER,
+        ]);
+        assert!(e.contains("HUBCAST_TOKEN_KEY"), "{e}");
+        // Development mode needs no key at all.
+        assert!(Config::from_cli(cli(&["--insecure", "--access-key", "x"])).is_ok());
+    }
+
+    #[test]
+    fn admission_and_proxy_settings_are_checked() {
+        let e = file_error("[admission]\nmax_pending_handshakes_per_source = 0\n");
+        assert!(
+            e.contains("admission.max_pending_handshakes_per_source"),
+            "{e}"
+        );
+        let e = file_error("[security]\nconnect_proxy_max_concurrent = 0\n");
+        assert!(e.contains("security.connect_proxy_max_concurrent"), "{e}");
+        let e = file_error(
+            "[security]\nconnect_proxy_cache_ms = 1000\nconnect_proxy_refusal_cache_ms = 5000\n",
+        );
+        assert!(e.contains("security.connect_proxy_refusal_cache_ms"), "{e}");
+        let c = with_file("[admission]\nmax_pending_handshakes_per_credential = 3\n").unwrap();
+        assert_eq!(
+            c.security.admission.max_pending_handshakes_per_credential,
+            3
+        );
+        assert_eq!(c.security.connect_proxy_max_credential_bytes, 4096);
+    }
+
+    #[test]
+    fn development_tokens_are_signed_from_the_redis_prefix() {
+        let c = Config::from_cli(cli(&["--insecure", "--redis-prefix", "dev-a"])).unwrap();
+        assert_eq!(c.security.development_token_seed, "dev-a");
     }
 }

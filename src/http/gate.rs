@@ -1,17 +1,18 @@
 //! The gate: every check a request passes before it may touch the node — publisher
-//! credentials and rate limits, client credentials per hub, browser origins, and the
-//! per-node and per-user connection limits.
+//! credentials and rate limits, client credentials per hub, browser origins, handshake
+//! admission, single use of connection tokens, and the per-user connection limit.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, Uri};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{
-    constant_time_eq, verify_jwt, AuthError, AuthMode, ConnectProxy, ConnectionTokens, Identity,
-    RateLimiter,
+    constant_time_eq, verify_jwt, AdmissionRefusal, AuthError, AuthMode, ConnectProxy,
+    ConnectionTokens, HandshakeAdmission, HandshakeSlot, Identity, ProxySettings, RateLimiter,
+    UsedTokens,
 };
 use crate::config::{Limits, Security};
 use crate::connection::slot::{UserSlot, UserSlots};
@@ -35,8 +36,10 @@ pub struct Gate {
     proxy: Option<ConnectProxy>,
     /// Signs and checks negotiate connection tokens.
     pub tokens: ConnectionTokens,
+    /// Connection tokens already used on this node.
+    pub used_tokens: UsedTokens,
     publish_buckets: Mutex<HashMap<Publisher, RateLimiter>>,
-    handshakes: Arc<Semaphore>,
+    handshakes: HandshakeAdmission,
     users: UserSlots,
 }
 
@@ -76,8 +79,10 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Whether a JWT `aud` names this request: the request URL without query and trailing
-/// slash. The scheme is not compared, since TLS usually ends at a proxy in front.
-fn audience_is_request(aud: &str, headers: &HeaderMap, uri: &Uri) -> bool {
+/// slash. The scheme is not compared, since TLS usually ends at a proxy in front. The
+/// host is `X-Forwarded-Host` only when `trust_forwarded` (the node is behind a proxy
+/// that sets it); otherwise anyone could name the host a token was issued for.
+fn audience_is_request(aud: &str, headers: &HeaderMap, uri: &Uri, trust_forwarded: bool) -> bool {
     let aud = aud
         .split(['?', '#'])
         .next()
@@ -89,8 +94,10 @@ fn audience_is_request(aud: &str, headers: &HeaderMap, uri: &Uri) -> bool {
     let (aud_host, aud_path) = rest
         .find('/')
         .map_or((rest, ""), |i| (&rest[..i], &rest[i..]));
-    let host = headers
-        .get("x-forwarded-host")
+    let forwarded = trust_forwarded
+        .then(|| headers.get("x-forwarded-host"))
+        .flatten();
+    let host = forwarded
         .or_else(|| headers.get(header::HOST))
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()))
@@ -108,21 +115,37 @@ impl Gate {
         if let Some(k) = &security.master_key {
             secrets.push(k.expose());
         }
+        // Development mode has no key: the seed (the Redis prefix) stands in, so the nodes
+        // of a development cluster accept each other's tokens behind any balancer.
+        let seed = format!("development:{}", security.development_token_seed);
+        if secrets.is_empty() {
+            secrets.push(seed.as_bytes());
+        }
         let tokens = ConnectionTokens::derive(&secrets);
         let proxy = security.connect_proxy_url.clone().map(|url| {
-            ConnectProxy::new(
+            ConnectProxy::new(ProxySettings {
                 url,
-                security.connect_proxy_timeout,
-                security.connect_proxy_cache,
-            )
+                timeout: security.connect_proxy_timeout,
+                answer_ttl: security.connect_proxy_cache,
+                refusal_ttl: security.connect_proxy_refusal_cache,
+                max_credential_bytes: security.connect_proxy_max_credential_bytes,
+                cache_entries: security.connect_proxy_cache_entries,
+                cache_bytes: security.connect_proxy_cache_bytes,
+                max_concurrent: security.connect_proxy_max_concurrent,
+            })
         });
         Self {
-            handshakes: Arc::new(Semaphore::new(limits.max_concurrent_handshakes)),
+            handshakes: HandshakeAdmission::new(
+                limits.max_concurrent_handshakes,
+                security.admission.max_pending_handshakes_per_credential,
+                security.admission.max_pending_handshakes_per_source,
+            ),
             users: UserSlots::new(limits.max_connections_per_user),
             security,
             limits,
             proxy,
             tokens,
+            used_tokens: UsedTokens::default(),
             publish_buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -144,7 +167,7 @@ impl Gate {
         if self.security.insecure {
             return Ok(Publisher(usize::MAX));
         }
-        let token = bearer(headers).ok_or(AuthError::Missing)?;
+        let token = bearer(headers).ok_or(AuthError::MissingBearer)?;
         for (i, key) in self.security.access_keys.iter().enumerate() {
             if constant_time_eq(token.as_bytes(), key.expose()) {
                 return Ok(Publisher(i));
@@ -156,7 +179,7 @@ impl Gate {
         // A JWT: find which key signed it, so rate limits follow the key.
         for (i, key) in self.security.access_keys.iter().enumerate() {
             match verify_jwt(&token, &[key.expose()], true, true, |aud| {
-                audience_is_request(aud, headers, uri)
+                audience_is_request(aud, headers, uri, self.security.trust_forwarded_headers)
             }) {
                 Ok(_) => return Ok(Publisher(i)),
                 Err(AuthError::Invalid) => continue,
@@ -222,7 +245,7 @@ impl Gate {
                 let claims = verify_jwt(token, &[key.expose()], true, false, |aud| {
                     aud == hub.name() || aud.trim_end_matches('/').ends_with(hub.spec.path.as_str())
                 })?;
-                Ok(claims.identity())
+                claims.identity()
             }
             AuthMode::ConnectProxy => {
                 let proxy = self.proxy.as_ref().ok_or(AuthError::BackendUnavailable)?;
@@ -254,9 +277,39 @@ impl Gate {
                 .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
     }
 
-    /// A handshake slot; `None` when too many handshakes are in progress.
-    pub fn handshake_permit(&self) -> Option<OwnedSemaphorePermit> {
-        self.handshakes.clone().try_acquire_owned().ok()
+    /// A handshake slot for a verified `credential` from `source`.
+    ///
+    /// # Errors
+    /// The limit that is reached.
+    pub fn admit_handshake(
+        &self,
+        credential: Option<&str>,
+        source: Option<IpAddr>,
+    ) -> Result<HandshakeSlot, AdmissionRefusal> {
+        self.handshakes.admit(credential, source)
+    }
+
+    /// Where a request comes from: the peer address, or the last `X-Forwarded-For` hop
+    /// when forwarded headers are trusted (the peer is then the proxy).
+    pub fn source(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        if self.security.trust_forwarded_headers {
+            let forwarded = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .next_back()
+                .and_then(|ip| ip.trim().parse().ok());
+            if forwarded.is_some() {
+                return forwarded;
+            }
+        }
+        peer.map(|p| p.ip())
+    }
+
+    /// Cached connect-proxy answers and their estimated bytes; `None` without a proxy.
+    pub fn proxy_cache(&self) -> Option<(usize, usize)> {
+        self.proxy.as_ref().map(ConnectProxy::cached)
     }
 
     /// One of `user`'s connection slots; `None` when the user holds the most allowed.
@@ -282,31 +335,86 @@ mod tests {
     fn the_audience_is_the_request_url_without_scheme_query_or_trailing_slash() {
         let h = headers(&[("host", "hub.local:8080")]);
         let uri: Uri = "/api/v1/hubs/spend/groups/g?x=1".parse().unwrap();
-        assert!(audience_is_request(
+        let ok = |aud: &str, h: &HeaderMap, trust: bool| audience_is_request(aud, h, &uri, trust);
+        assert!(ok(
             "https://hub.local:8080/api/v1/hubs/spend/groups/g/",
             &h,
-            &uri
+            false
         ));
-        assert!(audience_is_request(
+        assert!(ok(
             "http://HUB.local:8080/api/v1/hubs/spend/groups/g?y",
             &h,
-            &uri
+            false
         ));
-        assert!(!audience_is_request(
+        assert!(!ok(
             "http://hub.local:8080/api/v1/hubs/spend/groups/other",
             &h,
-            &uri
+            false
         ));
-        assert!(!audience_is_request(
+        assert!(!ok(
             "http://evil:8080/api/v1/hubs/spend/groups/g",
             &h,
-            &uri
+            false
         ));
-        assert!(!audience_is_request(
-            "/api/v1/hubs/spend/groups/g",
-            &h,
-            &uri
+        assert!(!ok("/api/v1/hubs/spend/groups/g", &h, false));
+        let forwarded = headers(&[("host", "hub.local:8080"), ("x-forwarded-host", "evil")]);
+        let evil = "http://evil/api/v1/hubs/spend/groups/g";
+        assert!(
+            !ok(evil, &forwarded, false),
+            "X-Forwarded-Host is anyone's to send unless a proxy is trusted"
+        );
+        assert!(ok(evil, &forwarded, true));
+        assert!(ok(
+            "http://hub.local:8080/api/v1/hubs/spend/groups/g",
+            &forwarded,
+            false
         ));
+    }
+
+    #[test]
+    fn the_source_is_the_peer_unless_forwarded_headers_are_trusted() {
+        let peer: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "1.2.3.4, 5.6.7.8")]);
+        let gate = Gate::new(Security::default(), Limits::default());
+        assert_eq!(gate.source(Some(peer), &h), Some(peer.ip()));
+        let trusting = Gate::new(
+            Security {
+                trust_forwarded_headers: true,
+                ..Security::default()
+            },
+            Limits::default(),
+        );
+        assert_eq!(
+            trusting.source(Some(peer), &h),
+            Some("5.6.7.8".parse().unwrap()),
+            "the hop the trusted proxy saw"
+        );
+        assert_eq!(
+            trusting.source(Some(peer), &HeaderMap::new()),
+            Some(peer.ip())
+        );
+    }
+
+    #[test]
+    fn development_nodes_with_one_prefix_accept_each_others_tokens() {
+        use crate::auth::TokenBinding;
+        let dev = |prefix: &str| {
+            Gate::new(
+                Security {
+                    insecure: true,
+                    development_token_seed: prefix.to_owned(),
+                    ..Security::default()
+                },
+                Limits::default(),
+            )
+        };
+        let b = TokenBinding::new("spend", &Identity::default());
+        let id = crate::ids::ConnectionId::random();
+        let t = dev("hubcast")
+            .tokens
+            .issue(&id, Duration::from_secs(15), false, b);
+        assert_eq!(dev("hubcast").tokens.verify(&t, b).unwrap().id, id);
+        assert!(dev("other").tokens.verify(&t, b).is_err());
     }
 
     #[test]

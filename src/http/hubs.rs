@@ -1,11 +1,18 @@
 //! `POST {hub}/negotiate` and the WebSocket upgrade at `{hub}`.
 //!
 //! Both authenticate the client with the hub's auth mode and answer 401 without a valid
-//! credential. Negotiate hands out a signed connection token, so the WebSocket may reach
-//! any node of the cluster.
+//! credential. Negotiate hands out a signed connection token bound to the hub and the
+//! client's identity, so the WebSocket may reach any node of the cluster; the token opens
+//! one connection. The upgrade takes a handshake slot only once the credential checked out.
+//!
+//! Refusals are counted by reason and logged at debug: a flood of them must not become a
+//! flood of log lines.
+
+use std::net::SocketAddr;
 
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,7 +20,10 @@ use axum::Json;
 use super::error::ApiError;
 use super::gate::credential;
 use super::AppState;
-use crate::auth::{AuthError, Identity, TokenError};
+use crate::auth::{
+    AdmissionRefusal, AuthError, AuthMode, Identity, TokenBinding, TokenError, VerifiedToken,
+};
+use crate::backplane::Backplane;
 use crate::hub::Caller;
 use crate::ids::ConnectionId;
 use crate::metrics as m;
@@ -33,12 +43,18 @@ fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 fn refused(state: &AppState, hub: usize, stage: &'static str, e: &AuthError) -> Response {
+    let reason = match e {
+        AuthError::TooLong => m::REFUSED_CREDENTIAL_TOO_LONG,
+        AuthError::UnusableUser => m::REFUSED_UNUSABLE_USER,
+        AuthError::BackendBusy => m::REFUSED_AUTH_BACKEND_BUSY,
+        _ => stage,
+    };
     let hub_name = state.node.hubs()[hub].name().to_owned();
-    metrics::counter!(m::CONNECTIONS_REFUSED, "hub" => hub_name.clone(), "reason" => stage)
+    metrics::counter!(m::CONNECTIONS_REFUSED, "hub" => hub_name.clone(), "reason" => reason)
         .increment(1);
-    tracing::info!(hub = %hub_name, stage, error = %e, "client refused");
+    tracing::debug!(hub = %hub_name, stage, reason, error = %e, "client refused");
     let status = match e {
-        AuthError::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        AuthError::BackendUnavailable | AuthError::BackendBusy => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNAUTHORIZED,
     };
     (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
@@ -54,7 +70,7 @@ fn refuse(
     let hub_name = state.node.hubs()[hub].name().to_owned();
     metrics::counter!(m::CONNECTIONS_REFUSED, "hub" => hub_name.clone(), "reason" => reason)
         .increment(1);
-    tracing::info!(hub = %hub_name, reason, "client refused");
+    tracing::debug!(hub = %hub_name, reason, "client refused");
     (status, Json(serde_json::json!({ "error": text }))).into_response()
 }
 
@@ -121,23 +137,27 @@ pub async fn negotiate(
     }
     let query = query.map(|q| q.0).unwrap_or_default();
     let presented = credential(&query, &headers);
-    if let Err(e) = state
+    let hub_def = &state.node.hubs()[hub];
+    let identity = match state
         .gate
-        .authenticate_client(&state.node.hubs()[hub], presented.as_deref())
+        .authenticate_client(hub_def, presented.as_deref())
         .await
     {
-        return cors(refused(&state, hub, "negotiate", &e), &headers);
-    }
+        Ok(identity) => identity,
+        Err(e) => return cors(refused(&state, hub, "negotiate", &e), &headers),
+    };
     let resp = match VersionRequest::from_query(param(&query, "negotiateVersion")).select() {
         Ok(version) => {
             let id = ConnectionId::random();
             // Version 0 clients connect with the connection id itself, so for them the id
-            // is the signed token.
-            let token =
-                state
-                    .gate
-                    .tokens
-                    .issue(&id, state.node.timeouts().negotiate_ttl(), version == 0);
+            // is the signed token: harmless, since it opens one connection, for this
+            // identity only.
+            let token = state.gate.tokens.issue(
+                &id,
+                state.node.timeouts().negotiate_ttl(),
+                version == 0,
+                TokenBinding::new(hub_def.name(), &identity),
+            );
             let public_id = if version == 0 {
                 token.clone()
             } else {
@@ -151,6 +171,61 @@ pub async fn negotiate(
     cors(resp, &headers)
 }
 
+/// The WebSocket upgrade and the address it comes from (known when the server records
+/// peer addresses).
+#[derive(Debug)]
+pub struct Upgrade {
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    peer: Option<SocketAddr>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let ws = WebSocketUpgrade::from_request_parts(parts, state).await;
+        Ok(Self { ws, peer })
+    }
+}
+
+/// Whether this is the first use of a connection token, on this node and, on Redis, in
+/// the cluster. While Redis is unreachable only this node's record is checked: clients
+/// keep connecting during an outage, as everywhere else.
+async fn first_use(state: &AppState, token: &VerifiedToken) -> bool {
+    if !state.gate.used_tokens.first_use(&token.id, token.remaining) {
+        return false;
+    }
+    let backplane = state.node.backplane();
+    if !matches!(backplane, Backplane::Redis(_)) {
+        // One process: this node's record (or the shared bus's registry) is the whole
+        // cluster.
+        return true;
+    }
+    let key = state
+        .node
+        .keys()
+        .idempotency("connection-token", token.id.as_str());
+    match backplane.recall(&key).await {
+        Ok(Some(_)) => return false,
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot check connection-token use cluster-wide");
+            return true;
+        }
+    }
+    // Two nodes checking at once both pass; the connection id each then registers is
+    // refused cluster-wide to all but one.
+    let ttl = token.remaining.max(std::time::Duration::from_millis(1));
+    if let Err(e) = backplane.remember(&key, "used", ttl).await {
+        tracing::debug!(error = %e, "cannot record connection-token use cluster-wide");
+    }
+    true
+}
+
 /// `GET {hub}` with `Upgrade: websocket`: `?id=` from negotiate, or none
 /// (skipNegotiation).
 pub async fn connect(
@@ -158,9 +233,9 @@ pub async fn connect(
     hub: usize,
     query: QueryResult,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Upgrade,
 ) -> Response {
-    let Ok(ws) = ws else {
+    let Ok(ws) = upgrade.ws else {
         return (
             StatusCode::BAD_REQUEST,
             Json(serde_json::json!({ "error": "this endpoint accepts WebSocket connections only (the only transport served)" })),
@@ -189,37 +264,82 @@ pub async fn connect(
             "this node holds the most connections allowed",
         );
     }
-    let Some(permit) = state.gate.handshake_permit() else {
-        return refuse(
-            &state,
-            hub,
-            "handshakes",
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many connections are being opened; retry shortly",
-        );
-    };
     let query = query.map(|q| q.0).unwrap_or_default();
     let hub_def = &node.hubs()[hub];
+    let presented = credential(&query, &headers);
+    // The credential first: a handshake slot is only for a client that proved who it is,
+    // so invalid credentials cannot hold slots.
     let identity: Identity = match state
         .gate
-        .authenticate_client(hub_def, credential(&query, &headers).as_deref())
+        .authenticate_client(hub_def, presented.as_deref())
         .await
     {
         Ok(i) => i,
         Err(e) => return refused(&state, hub, "upgrade", &e),
     };
+    // On an anonymous hub the credential proves nothing: anyone could vary it.
+    let counted = (hub_def.spec.auth != AuthMode::None)
+        .then_some(presented.as_deref())
+        .flatten();
+    let source = state.gate.source(upgrade.peer, &headers);
+    let permit = match state.gate.admit_handshake(counted, source) {
+        Ok(p) => p,
+        Err(refusal) => {
+            let (reason, text) = match refusal {
+                AdmissionRefusal::Node => (
+                    "handshakes",
+                    "too many connections are being opened; retry shortly",
+                ),
+                AdmissionRefusal::Credential => (
+                    m::REFUSED_HANDSHAKES_PER_CREDENTIAL,
+                    "too many connections are being opened with this credential; retry shortly",
+                ),
+                AdmissionRefusal::Source => (
+                    m::REFUSED_HANDSHAKES_PER_SOURCE,
+                    "too many connections are being opened from this address; retry shortly",
+                ),
+            };
+            return refuse(&state, hub, reason, StatusCode::SERVICE_UNAVAILABLE, text);
+        }
+    };
     let connection_id = match param(&query, "id") {
         None | Some("") => ConnectionId::random(),
-        Some(token) => match state.gate.tokens.verify(token) {
-            Ok(id) => {
-                if node.has_connection(hub, &id).await.unwrap_or(false) {
+        Some(token) => match state
+            .gate
+            .tokens
+            .verify(token, TokenBinding::new(hub_def.name(), &identity))
+        {
+            Ok(verified) => {
+                if node
+                    .has_connection(hub, &verified.id)
+                    .await
+                    .unwrap_or(false)
+                {
                     return (
                         StatusCode::CONFLICT,
                         Json(serde_json::json!({ "error": "Connection ID is already in use" })),
                     )
                         .into_response();
                 }
-                id
+                if !first_use(&state, &verified).await {
+                    return refuse(
+                        &state,
+                        hub,
+                        m::REFUSED_CONNECTION_TOKEN_REUSED,
+                        StatusCode::NOT_FOUND,
+                        "No Connection with that ID",
+                    );
+                }
+                verified.id
+            }
+            Err(TokenError::Mismatch) => {
+                return refuse(
+                    &state,
+                    hub,
+                    m::REFUSED_CONNECTION_TOKEN_MISMATCH,
+                    StatusCode::NOT_FOUND,
+                    "No Connection with that ID",
+                );
             }
             Err(TokenError::Forged | TokenError::Expired) => {
                 return refuse(

@@ -40,8 +40,8 @@ pub struct SessionStart {
     pub hub: usize,
     /// The caller's identity.
     pub caller: Caller,
-    /// A slot of the node's concurrent-handshake limit, released after the handshake.
-    pub handshake_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// A slot of the node's concurrent-handshake limits, released after the handshake.
+    pub handshake_permit: Option<crate::auth::HandshakeSlot>,
     /// A slot of the user's connection limit, released when the session ends.
     pub user_slot: Option<UserSlot>,
 }

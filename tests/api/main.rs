@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod helpers;
 
+mod admission;
 mod backpressure;
 mod groups;
 mod idempotency;

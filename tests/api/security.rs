@@ -6,19 +6,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hubcast::auth::{sign_jwt, AuthMode, ConnectionTokens, Secret};
+use hubcast::auth::{sign_jwt, AuthMode, ConnectionTokens, Identity, Secret, TokenBinding};
 use hubcast::config::{Config, Security};
 use hubcast::hub::{Hub, HubSpec};
+use hubcast::ids::UserId;
 use serde_json::{json, Value};
 
 use crate::helpers::{Client, TestApp};
 
-const ACCESS: &str = "publish-key-1";
-const ROTATED: &str = "publish-key-2";
-const TOKEN_KEY: &str = "client-token-key";
-const MASTER: &str = "master-key";
+// Keys of at least 32 bytes, all different: a node refuses anything else.
+pub const ACCESS: &str = "publish-key-1-0123456789abcdef0123456";
+pub const ROTATED: &str = "publish-key-2-0123456789abcdef0123456";
+pub const TOKEN_KEY: &str = "client-token-key-0123456789abcdef0123";
+pub const MASTER: &str = "master-key-0123456789abcdef0123456789";
 
-fn security() -> Security {
+pub fn security() -> Security {
     Security {
         access_keys: vec![Secret::new(ACCESS), Secret::new(ROTATED)],
         token_key: Some(Secret::new(TOKEN_KEY)),
@@ -30,27 +32,27 @@ fn security() -> Security {
     }
 }
 
-fn secure_config() -> Config {
+pub fn secure_config() -> Config {
     Config::with_security("127.0.0.1:0".parse().unwrap(), security()).unwrap()
 }
 
-async fn secure_app() -> TestApp {
+pub async fn secure_app() -> TestApp {
     TestApp::spawn_with(secure_config()).await
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     hubcast::auth::now_secs()
 }
 
-fn token(claims: Value) -> String {
+pub fn token(claims: Value) -> String {
     sign_jwt(&claims, TOKEN_KEY.as_bytes())
 }
 
-fn vkey_token(vkey: u32) -> String {
+pub fn vkey_token(vkey: u32) -> String {
     token(json!({"sub": format!("user-{vkey}"), "vkey": vkey, "exp": now() + 300}))
 }
 
-async fn negotiate_status(app: &TestApp, hub_path: &str, bearer: Option<&str>) -> u16 {
+pub async fn negotiate_status(app: &TestApp, hub_path: &str, bearer: Option<&str>) -> u16 {
     let mut req =
         reqwest::Client::new().post(app.url(&format!("{hub_path}/negotiate?negotiateVersion=1")));
     if let Some(b) = bearer {
@@ -59,7 +61,7 @@ async fn negotiate_status(app: &TestApp, hub_path: &str, bearer: Option<&str>) -
     req.send().await.unwrap().status().as_u16()
 }
 
-async fn upgrade_status(app: &TestApp, hub_path_and_query: &str) -> u16 {
+pub async fn upgrade_status(app: &TestApp, hub_path_and_query: &str) -> u16 {
     match tokio_tungstenite::connect_async(app.ws_url(hub_path_and_query)).await {
         Ok(_) => 101,
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
@@ -68,7 +70,7 @@ async fn upgrade_status(app: &TestApp, hub_path_and_query: &str) -> u16 {
 }
 
 /// Connects with a credential in the query, as browsers do.
-async fn connect_with(app: &TestApp, hub_path: &str, credential: &str) -> Client {
+pub async fn connect_with(app: &TestApp, hub_path: &str, credential: &str) -> Client {
     let mut c = Client::open(&app.ws_url(&format!("{hub_path}?access_token={credential}"))).await;
     c.handshake().await;
     c
@@ -100,7 +102,7 @@ async fn members(app: &TestApp, hub: &str, group: &str) -> u64 {
     v["members"].as_u64().unwrap()
 }
 
-async fn error_of(resp: reqwest::Response, status: u16) -> String {
+pub async fn error_of(resp: reqwest::Response, status: u16) -> String {
     assert_eq!(resp.status(), status);
     let v: Value = resp.json().await.unwrap();
     v["error"].as_str().expect("a JSON error").to_owned()
@@ -266,10 +268,19 @@ async fn a_client_cannot_invoke_server_side_send_methods() {
 async fn a_forged_or_expired_connection_token_is_refused() {
     let app = secure_app().await;
     let good = vkey_token(7);
+    let binding = TokenBinding::new(
+        "spend",
+        &Identity {
+            user: Some(UserId::parse("user-7").unwrap()),
+            virtual_key: Some("7".into()),
+            groups: vec![],
+        },
+    );
     let forged = ConnectionTokens::derive(&[b"another cluster"]).issue(
         &hubcast::ids::ConnectionId::random(),
         Duration::from_secs(60),
         false,
+        binding,
     );
     assert_eq!(
         upgrade_status(
@@ -285,7 +296,12 @@ async fn a_forged_or_expired_connection_token_is_refused() {
         TOKEN_KEY.as_bytes(),
         MASTER.as_bytes(),
     ]);
-    let expired = ours.issue(&hubcast::ids::ConnectionId::random(), Duration::ZERO, false);
+    let expired = ours.issue(
+        &hubcast::ids::ConnectionId::random(),
+        Duration::ZERO,
+        false,
+        binding,
+    );
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(
         upgrade_status(
@@ -299,6 +315,7 @@ async fn a_forged_or_expired_connection_token_is_refused() {
         &hubcast::ids::ConnectionId::random(),
         Duration::from_secs(60),
         false,
+        binding,
     );
     assert_eq!(
         upgrade_status(&app, &format!("/hubs/spend?id={valid}&access_token={good}")).await,
@@ -542,7 +559,7 @@ async fn browser_origins_must_be_allowed() {
 
 /// A backend for the connect proxy: `good` is user u1 with key 3 and task groups, `bad`
 /// is refused, `slow` answers too late.
-async fn identity_backend(calls: Arc<AtomicUsize>) -> std::net::SocketAddr {
+pub async fn identity_backend(calls: Arc<AtomicUsize>) -> std::net::SocketAddr {
     use axum::routing::post;
     let app = axum::Router::new().route(
         "/identify",
@@ -574,7 +591,7 @@ async fn identity_backend(calls: Arc<AtomicUsize>) -> std::net::SocketAddr {
     addr
 }
 
-fn proxied_config(url: String) -> Config {
+pub fn proxied_config(url: String) -> Config {
     let mut sec = security();
     sec.connect_proxy_url = Some(url);
     let mut config = Config::with_security("127.0.0.1:0".parse().unwrap(), sec).unwrap();

@@ -62,8 +62,8 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 COMPOSE_RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 COMPOSE_SELECTOR = 'job="hubcast"'
 
-KEYS = {"accessKey": "publish-secret,old-publish-secret", "tokenKey": "token-secret",
-        "masterKey": "admin-secret"}
+KEYS = {"accessKey": "publish-secret-0123456789abcdef0123,old-publish-secret-0123456789abcdef0", "tokenKey": "token-secret-0123456789abcdef0123456",
+        "masterKey": "admin-secret-0123456789abcdef0123456"}
 MINIMAL = {"redis": {"url": "redis://redis.example:6379/0"}, "auth": dict(KEYS)}
 
 
