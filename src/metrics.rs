@@ -64,7 +64,8 @@ pub const PUBLISHES_UNAVAILABLE: &str = "hubcast_publishes_unavailable_total";
 /// `Idempotency-Key` (not sent again).
 pub const PUBLISHES_REPEATED: &str = "hubcast_publishes_repeated_total";
 
-/// Failure reason: a connection's outbound queue was full; it was closed.
+/// Failure reason: a connection's outbound queue was full (in messages or in bytes); it
+/// was closed.
 pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";
 /// Failure reason: writing to the socket failed or timed out.
 pub const REASON_WRITE_ERROR: &str = "write_error";

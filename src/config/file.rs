@@ -35,6 +35,22 @@ pub struct Limits {
     pub publishes_per_key_per_second: u32,
     /// WebSocket handshakes in progress at once on one node; more get 503. Default: 1000.
     pub max_concurrent_handshakes: usize,
+    /// Bytes queued for one connection (what waits and what is being written) before it
+    /// is closed as a slow consumer; at least `max_body_bytes` and `max_record_bytes` plus
+    /// [`Limits::FRAME_OVERHEAD`], so the largest message always fits. Default: 4194304 (4 MiB).
+    pub outbound_queue_bytes: usize,
+}
+
+impl Limits {
+    /// Bytes a message to a client may carry beyond the body or record it came from: the
+    /// Invocation record around a publish's arguments, the WebSocket frame header.
+    pub const FRAME_OVERHEAD: usize = 4096;
+
+    /// The largest WebSocket frame the node writes: a publish body or a reply to a
+    /// client record, wrapped.
+    pub fn largest_frame(&self) -> usize {
+        self.max_body_bytes.max(self.max_record_bytes) + Self::FRAME_OVERHEAD
+    }
 }
 
 impl Default for Limits {
@@ -50,6 +66,7 @@ impl Default for Limits {
             invocations_per_second: 20,
             publishes_per_key_per_second: 10_000,
             max_concurrent_handshakes: 1000,
+            outbound_queue_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::file::FileConfig;
+use super::file::{FileConfig, Limits};
 use super::flags::{Cli, LogFormat};
 use super::{Config, RedisSettings, Security};
 use crate::auth::{AuthMode, Secret};
@@ -250,6 +250,15 @@ fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
                 l.max_concurrent_handshakes,
             ),
         ],
+    )?;
+    // Below this a single large publish would close every recipient as a slow consumer.
+    at_least(
+        l.largest_frame(),
+        &format!(
+            "must hold the largest message: at least max_body_bytes and max_record_bytes plus {}",
+            Limits::FRAME_OVERHEAD
+        ),
+        [("limits.outbound_queue_bytes", l.outbound_queue_bytes)],
     )?;
     let t = &file.timeouts;
     at_least(

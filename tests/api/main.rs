@@ -8,6 +8,7 @@ mod backpressure;
 mod groups;
 mod idempotency;
 mod keepalive;
+mod memory;
 mod publish;
 mod security;
 mod shutdown;
