@@ -249,6 +249,7 @@ fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
                 "limits.max_concurrent_handshakes",
                 l.max_concurrent_handshakes,
             ),
+            ("limits.max_open_sockets", l.max_open_sockets),
         ],
     )?;
     // Below this a single large publish would close every recipient as a slow consumer.
@@ -271,6 +272,9 @@ fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
             ("timeouts.negotiate_ttl_ms", t.negotiate_ttl_ms),
             ("timeouts.write_timeout_ms", t.write_timeout_ms),
             ("timeouts.shutdown_ms", t.shutdown_ms),
+            ("timeouts.header_read_ms", t.header_read_ms),
+            ("timeouts.http_idle_ms", t.http_idle_ms),
+            ("timeouts.body_read_ms", t.body_read_ms),
         ],
     )?;
     let f = &file.flows;

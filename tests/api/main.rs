@@ -8,6 +8,7 @@ mod backpressure;
 mod groups;
 mod idempotency;
 mod keepalive;
+mod limits;
 mod memory;
 mod publish;
 mod security;
