@@ -200,7 +200,7 @@ impl App {
     /// tasks stop.
     ///
     /// # Errors
-    /// The listener failed.
+    /// None today (the accept loop outlives accept errors); kept for callers.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -212,26 +212,19 @@ impl App {
         };
         let router = http::router(state);
         let stop_accepting = tokio_util::sync::CancellationToken::new();
-        let server = {
-            let stop = stop_accepting.clone();
-            tokio::spawn(async move {
-                // Responses and WebSocket frames are small writes: without TCP_NODELAY, Nagle's
-                // algorithm and the client's delayed ACK add tens of milliseconds.
-                let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                    }
-                });
-                // Peer addresses, for the per-source handshake limit.
-                let router = router.into_make_service_with_connect_info::<SocketAddr>();
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            })
-        };
-        let metrics_server = self
-            .metrics_listener
-            .map(|l| tokio::spawn(serve_metrics(l, self.metrics.clone())));
+        let server = tokio::spawn(http::serve::serve(
+            self.listener,
+            router,
+            listener_limits(&self.node, "public"),
+            stop_accepting.clone(),
+        ));
+        let metrics_server = self.metrics_listener.map(|l| {
+            tokio::spawn(serve_metrics(
+                l,
+                self.metrics.clone(),
+                listener_limits(&self.node, "metrics"),
+            ))
+        });
 
         shutdown.await;
         tracing::info!("shutting down: draining connections");
@@ -253,16 +246,27 @@ impl App {
         if let Some(m) = metrics_server {
             m.abort();
         }
-        match tokio::time::timeout(std::time::Duration::from_secs(2), server).await {
-            Ok(Ok(r)) => r,
-            _ => Ok(()),
-        }
+        // HTTP connections were asked to finish when accepting stopped; one still in a
+        // request after the sessions drained does not hold up the exit.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+        Ok(())
+    }
+}
+
+/// The limits every listener of a node enforces.
+fn listener_limits(node: &Node, name: &'static str) -> http::serve::ListenerLimits {
+    http::serve::ListenerLimits {
+        name,
+        max_open_sockets: node.limits().max_open_sockets,
+        header_read: node.timeouts().header_read(),
+        idle: node.timeouts().http_idle(),
     }
 }
 
 async fn serve_metrics(
     listener: TcpListener,
     handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    limits: http::serve::ListenerLimits,
 ) {
     let Some(handle) = handle else {
         tracing::warn!("a metrics recorder was already installed; /metrics is not served");
@@ -282,7 +286,6 @@ async fn serve_metrics(
             async move { h.render() }
         }),
     );
-    if let Err(e) = axum::serve(listener, router).await {
-        tracing::error!(error = %e, "metrics listener failed");
-    }
+    // Never stopped: the task is aborted at exit.
+    http::serve::serve(listener, router, limits, CancellationToken::new()).await;
 }

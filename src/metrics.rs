@@ -64,7 +64,29 @@ pub const PUBLISHES_UNAVAILABLE: &str = "hubcast_publishes_unavailable_total";
 /// `Idempotency-Key` (not sent again).
 pub const PUBLISHES_REPEATED: &str = "hubcast_publishes_repeated_total";
 
-/// Failure reason: a connection's outbound queue was full; it was closed.
+/// Counter, by listener (`public`, `metrics`) and reason (`max_open_sockets`,
+/// `accept_error`): TCP connections refused before HTTP (accepted and closed at once, or
+/// an accept that failed, such as out of file descriptors).
+pub const HTTP_CONNECTIONS_REFUSED: &str = "hubcast_http_connections_refused_total";
+/// Counter, by listener and reason (`header_read`, `idle`, `body_read`): HTTP connections
+/// closed, or requests answered 408, because the client was too slow or silent.
+pub const HTTP_TIMEOUTS: &str = "hubcast_http_timeouts_total";
+/// Gauge, by listener: TCP connections open (WebSockets included).
+pub const HTTP_OPEN_SOCKETS: &str = "hubcast_http_open_sockets";
+
+/// HTTP refusal reason: the listener holds `limits.max_open_sockets` connections.
+pub const REASON_MAX_OPEN_SOCKETS: &str = "max_open_sockets";
+/// HTTP refusal reason: accepting failed (out of file descriptors, say); the loop backs off.
+pub const REASON_ACCEPT_ERROR: &str = "accept_error";
+/// HTTP timeout reason: the request head did not arrive within `timeouts.header_read_ms`.
+pub const REASON_HEADER_READ: &str = "header_read";
+/// HTTP timeout reason: a keep-alive connection sat idle for `timeouts.http_idle_ms`.
+pub const REASON_IDLE: &str = "idle";
+/// HTTP timeout reason: a request body did not arrive within `timeouts.body_read_ms`.
+pub const REASON_BODY_READ: &str = "body_read";
+
+/// Failure reason: a connection's outbound queue was full (in messages or in bytes); it
+/// was closed.
 pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";
 /// Failure reason: writing to the socket failed or timed out.
 pub const REASON_WRITE_ERROR: &str = "write_error";
@@ -240,6 +262,18 @@ fn describe() {
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests, by route template and status."
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "TCP connections refused before HTTP, by listener and reason."
+    );
+    describe_counter!(
+        HTTP_TIMEOUTS,
+        "HTTP connections closed or requests answered 408 for a slow or silent client, by listener and reason."
+    );
+    describe_gauge!(
+        HTTP_OPEN_SOCKETS,
+        "TCP connections open on a listener, WebSockets included."
     );
     describe_gauge!(
         BACKPLANE_SUBSCRIPTIONS,

@@ -35,6 +35,26 @@ pub struct Limits {
     pub publishes_per_key_per_second: u32,
     /// WebSocket handshakes in progress at once on one node; more get 503. Default: 1000.
     pub max_concurrent_handshakes: usize,
+    /// Bytes queued for one connection (what waits and what is being written) before it
+    /// is closed as a slow consumer; at least `max_body_bytes` and `max_record_bytes` plus
+    /// [`Limits::FRAME_OVERHEAD`], so the largest message always fits. Default: 4194304 (4 MiB).
+    pub outbound_queue_bytes: usize,
+    /// TCP connections open at once on each listener (the public one, and `/metrics`'s),
+    /// WebSockets included; more are accepted and closed at once (counted). Keep it
+    /// below the process's file-descriptor limit. Default: 16384.
+    pub max_open_sockets: usize,
+}
+
+impl Limits {
+    /// Bytes a message to a client may carry beyond the body or record it came from: the
+    /// Invocation record around a publish's arguments, the WebSocket frame header.
+    pub const FRAME_OVERHEAD: usize = 4096;
+
+    /// The largest WebSocket frame the node writes: a publish body or a reply to a
+    /// client record, wrapped.
+    pub fn largest_frame(&self) -> usize {
+        self.max_body_bytes.max(self.max_record_bytes) + Self::FRAME_OVERHEAD
+    }
 }
 
 impl Default for Limits {
@@ -50,6 +70,8 @@ impl Default for Limits {
             invocations_per_second: 20,
             publishes_per_key_per_second: 10_000,
             max_concurrent_handshakes: 1000,
+            outbound_queue_bytes: 4 * 1024 * 1024,
+            max_open_sockets: 16_384,
         }
     }
 }
@@ -71,6 +93,15 @@ pub struct Timeouts {
     /// On SIGTERM, how long clients get to receive their Close before the process exits.
     /// Default: 10000.
     pub shutdown_ms: u64,
+    /// A new HTTP connection, or one that began a request after an idle spell, has this
+    /// long to send the whole request head; then it is closed. Default: 10000.
+    pub header_read_ms: u64,
+    /// An HTTP keep-alive connection with no request for this long is closed.
+    /// Default: 60000.
+    pub http_idle_ms: u64,
+    /// A request body must have arrived this long after its head; then the request is
+    /// answered 408 and the connection closed. Default: 30000.
+    pub body_read_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -82,6 +113,9 @@ impl Default for Timeouts {
             negotiate_ttl_ms: 15_000,
             write_timeout_ms: 10_000,
             shutdown_ms: 10_000,
+            header_read_ms: 10_000,
+            http_idle_ms: 60_000,
+            body_read_ms: 30_000,
         }
     }
 }
@@ -110,6 +144,18 @@ impl Timeouts {
     /// [`Self::shutdown_ms`] as a duration.
     pub fn shutdown(&self) -> Duration {
         Duration::from_millis(self.shutdown_ms)
+    }
+    /// [`Self::header_read_ms`] as a duration.
+    pub fn header_read(&self) -> Duration {
+        Duration::from_millis(self.header_read_ms)
+    }
+    /// [`Self::http_idle_ms`] as a duration.
+    pub fn http_idle(&self) -> Duration {
+        Duration::from_millis(self.http_idle_ms)
+    }
+    /// [`Self::body_read_ms`] as a duration.
+    pub fn body_read(&self) -> Duration {
+        Duration::from_millis(self.body_read_ms)
     }
 }
 

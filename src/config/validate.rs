@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::file::FileConfig;
+use super::file::{FileConfig, Limits};
 use super::flags::{Cli, LogFormat};
 use super::{Config, RedisSettings, Security};
 use crate::auth::{AuthMode, Secret};
@@ -300,6 +300,7 @@ fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
                 "limits.max_concurrent_handshakes",
                 l.max_concurrent_handshakes,
             ),
+            ("limits.max_open_sockets", l.max_open_sockets),
         ],
     )?;
     let (sec, adm) = (&file.security, &file.admission);
@@ -342,6 +343,15 @@ fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
             ),
         ));
     }
+    // Below this a single large publish would close every recipient as a slow consumer.
+    at_least(
+        l.largest_frame(),
+        &format!(
+            "must hold the largest message: at least max_body_bytes and max_record_bytes plus {}",
+            Limits::FRAME_OVERHEAD
+        ),
+        [("limits.outbound_queue_bytes", l.outbound_queue_bytes)],
+    )?;
     let t = &file.timeouts;
     at_least(
         1,
@@ -353,6 +363,9 @@ fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
             ("timeouts.negotiate_ttl_ms", t.negotiate_ttl_ms),
             ("timeouts.write_timeout_ms", t.write_timeout_ms),
             ("timeouts.shutdown_ms", t.shutdown_ms),
+            ("timeouts.header_read_ms", t.header_read_ms),
+            ("timeouts.http_idle_ms", t.http_idle_ms),
+            ("timeouts.body_read_ms", t.body_read_ms),
         ],
     )?;
     let f = &file.flows;

@@ -2,9 +2,14 @@
 //! close it with a reason.
 //!
 //! One small shared allocation per connection: a `VecDeque` that allocates only while
-//! messages wait, two `Notify`s and the close reason. (A tokio channel allocates a
-//! 32-slot block up front and a cancellation token a tree node: more than 1.5 KiB per
-//! idle connection.)
+//! messages wait, two `Notify`s, a byte count and the close reason. (A tokio channel
+//! allocates a 32-slot block up front and a cancellation token a tree node: more than
+//! 1.5 KiB per idle connection.)
+//!
+//! The queue is bounded twice: in messages, and in bytes. A message bound alone let a
+//! client that stops reading pin `outbound_queue` × the largest publish (1 024 × 1 MiB).
+//! The bytes a batch carries stay counted while the session writes it, so the budget
+//! covers everything the connection holds on to, not only what waits.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +41,8 @@ pub enum QueueError {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Outbound>,
+    /// Bytes of the frames queued or taken by the session and not yet written.
+    bytes: usize,
     reason: Option<CloseReason>,
     /// The receiving side is gone.
     ended: bool,
@@ -45,6 +52,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     capacity: usize,
+    byte_budget: usize,
     /// Wakes the session when a message is queued.
     queued: Notify,
     /// Wakes the session when it is asked to close.
@@ -72,11 +80,19 @@ pub struct Receiver {
 }
 
 impl SessionHandle {
-    /// A handle and the receiving end of its queue of `capacity` messages.
+    /// A handle and the receiving end of its queue of `capacity` messages, with no byte
+    /// budget (tests and embedding; sessions use [`Self::with_budget`]).
     pub fn new(capacity: usize) -> (Self, Receiver) {
+        Self::with_budget(capacity, usize::MAX)
+    }
+
+    /// A handle and the receiving end of its queue of `capacity` messages and at most
+    /// `byte_budget` bytes queued or being written.
+    pub fn with_budget(capacity: usize, byte_budget: usize) -> (Self, Receiver) {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             capacity,
+            byte_budget,
             queued: Notify::new(),
             closing: Notify::new(),
         });
@@ -94,17 +110,20 @@ impl SessionHandle {
     /// Queues a message without waiting: the fan-out path never blocks on one client.
     ///
     /// # Errors
-    /// [`QueueError::Full`] when the client is not keeping up, [`QueueError::Closed`] when
-    /// the session is gone or closing.
+    /// [`QueueError::Full`] when the client is not keeping up (the message bound or the
+    /// byte budget would be exceeded), [`QueueError::Closed`] when the session is gone or
+    /// closing.
     pub fn try_send(&self, item: Outbound) -> Result<(), QueueError> {
         {
             let mut state = self.shared.state();
             if state.ended || state.reason.is_some() {
                 return Err(QueueError::Closed);
             }
-            if state.queue.len() >= self.shared.capacity {
+            let bytes = state.bytes.saturating_add(item.frame.len());
+            if state.queue.len() >= self.shared.capacity || bytes > self.shared.byte_budget {
                 return Err(QueueError::Full);
             }
+            state.bytes = bytes;
             state.queue.push_back(item);
         }
         // A stored permit if the session is not waiting right now: no wake-up is lost.
@@ -154,7 +173,8 @@ impl SessionHandle {
 }
 
 impl Receiver {
-    /// Waits for messages and moves up to `max` of them into `batch`.
+    /// Waits for messages and moves up to `max` of them into `batch`. Their bytes stay
+    /// counted against the budget until [`Self::written`].
     pub async fn recv_batch(&mut self, batch: &mut Vec<Outbound>, max: usize) {
         loop {
             {
@@ -175,16 +195,29 @@ impl Receiver {
 }
 
 impl Receiver {
-    /// Waits for the next message (one at a time; the session itself uses batches).
+    /// Gives back to the budget the bytes of a batch from [`Self::recv_batch`], once it
+    /// is written.
+    pub fn written(&mut self, batch: &[Outbound]) {
+        let n: usize = batch.iter().map(|o| o.frame.len()).sum();
+        let mut state = self.shared.state();
+        state.bytes = state.bytes.saturating_sub(n);
+    }
+
+    /// Waits for the next message (one at a time; the session itself uses batches). Its
+    /// bytes are given back at once.
     pub async fn recv(&mut self) -> Option<Outbound> {
         let mut one = Vec::with_capacity(1);
         self.recv_batch(&mut one, 1).await;
+        self.written(&one);
         one.pop()
     }
 
-    /// The next message, if one is waiting.
+    /// The next message, if one is waiting. Its bytes are given back at once.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        self.shared.state().queue.pop_front()
+        let mut state = self.shared.state();
+        let item = state.queue.pop_front()?;
+        state.bytes = state.bytes.saturating_sub(item.frame.len());
+        Some(item)
     }
 }
 
@@ -202,6 +235,7 @@ impl Drop for Receiver {
             state.ended = true;
             let left = state.queue.len();
             state.queue.clear();
+            state.bytes = 0;
             left
         };
         if left > 0 {
@@ -254,6 +288,32 @@ mod tests {
         assert_eq!(h.try_send(item(2)), Err(QueueError::Full));
         drop(rx);
         assert_eq!(h.try_send(item(3)), Err(QueueError::Closed));
+    }
+
+    fn sized(len: usize) -> Outbound {
+        Outbound {
+            frame: Utf8Bytes::from("x".repeat(len)),
+            published_at_micros: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_byte_budget_counts_what_waits_and_what_is_being_written() {
+        let (h, mut rx) = SessionHandle::with_budget(100, 10);
+        h.try_send(sized(6)).unwrap();
+        assert_eq!(h.try_send(sized(5)), Err(QueueError::Full), "6 + 5 > 10");
+        h.try_send(sized(4)).unwrap();
+        let mut batch = Vec::new();
+        rx.recv_batch(&mut batch, 8).await;
+        assert_eq!(
+            h.try_send(sized(1)),
+            Err(QueueError::Full),
+            "a batch being written still counts"
+        );
+        rx.written(&batch);
+        h.try_send(sized(10)).unwrap();
+        assert_eq!(rx.try_recv().map(|o| o.frame.len()), Some(10));
+        h.try_send(sized(10)).unwrap();
     }
 
     #[tokio::test]

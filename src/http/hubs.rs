@@ -375,6 +375,8 @@ pub async fn connect(
     };
     let sessions = state.sessions.clone();
     let max_record = node.limits().max_record_bytes;
+    // Bytes a WebSocket gathers before writing them to the socket (tungstenite's default).
+    let write_buffer = 128 * 1024;
     ws
         // Records are bounded by the record reader; the WebSocket limits only stop a
         // single huge frame from being buffered before that check can run.
@@ -384,6 +386,13 @@ pub async fn connect(
         .read_buffer_size(1024)
         .max_message_size(max_record + 64 * 1024)
         .max_frame_size(max_record + 64 * 1024)
+        // Unbounded by default: every Ping a client sends queues a Pong, so a client
+        // that pings and never reads grew the node by 90 MiB a second. The writer
+        // flushes past `write_buffer`, so the buffer holds at most that plus the
+        // largest frame; when Pongs have filled it, a Pong waits in one slot and the next
+        // message fails the write, which closes the connection as `write_error`.
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(write_buffer + node.limits().largest_frame())
         .on_upgrade(move |socket| {
             let fut = session::run(
                 socket,

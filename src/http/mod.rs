@@ -1,11 +1,16 @@
 //! The public HTTP surface: hub endpoints (negotiate + WebSocket), the publish API and
-//! the health probes, with one error type mapped to JSON.
+//! the health probes, with one error type mapped to JSON, and the accept loop that
+//! serves them (HTTP/1.1 only, with timeouts and a socket cap).
 
 pub mod api;
+mod body_deadline;
+mod conn_watch;
 pub mod error;
 pub mod flows;
 pub mod gate;
 pub mod hubs;
+mod log_every;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -53,6 +58,9 @@ pub fn router(state: AppState) -> Router {
         }
     }
     let body_limit = state.node.limits().max_body_bytes;
+    let body_read = state.node.timeouts().body_read();
+    metrics::counter!(m::HTTP_TIMEOUTS, "listener" => "public", "reason" => m::REASON_BODY_READ)
+        .increment(0);
     router
         .merge(
             api::routes()
@@ -66,6 +74,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            body_read,
+            body_deadline::body_deadline,
+        ))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
 }

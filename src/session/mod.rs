@@ -72,7 +72,10 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, mut start: SessionStart
 
     // Register and join the automatic groups before answering the handshake, so that a
     // publish made once the client's start() resolved reaches it.
-    let (handle, mut rx) = SessionHandle::new(node.limits().outbound_queue);
+    let (handle, mut rx) = SessionHandle::with_budget(
+        node.limits().outbound_queue,
+        node.limits().outbound_queue_bytes,
+    );
     rx.count_discards(metrics::counter!(
         m::DELIVERY_FAILURES,
         "hub" => hub_name.clone(),
@@ -232,6 +235,7 @@ impl Session<'_> {
                     if let Err(reason) = Box::pin(self.write_batch(&batch)).await {
                         return reason;
                     }
+                    self.rx.written(&batch);
                     last_sent = Instant::now();
                     delivered.increment(batch.len() as u64);
                     let now = now_micros();

@@ -25,7 +25,7 @@ pub struct RedisServer {
     child: Option<std::process::Child>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -409,5 +409,181 @@ impl Client {
                 return r;
             }
         }
+    }
+}
+
+/// The node binary in a process of its own, for what only a process shows (its RSS).
+/// Killed when dropped.
+pub struct NodeProcess {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    child: std::process::Child,
+    config: std::path::PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts `hubcast --insecure` with `config_toml` as its config file and waits until
+    /// it is ready.
+    pub async fn spawn(config_toml: &str) -> Self {
+        let config = std::env::temp_dir().join(format!("hubcast-{}.toml", unique_prefix()));
+        std::fs::write(&config, config_toml).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hubcast"))
+            .args(["--listen", &addr.to_string()])
+            .args(["--metrics-listen", &metrics_addr.to_string()])
+            .arg("--config")
+            .arg(&config)
+            .arg("--insecure")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let node = Self {
+            addr,
+            metrics_addr,
+            child,
+            config,
+        };
+        wait_ready_at(&node.url("")).await;
+        node
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Resident memory of the process, in bytes (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kib * 1024
+    }
+
+    /// The sum of a metric's series whose labels include every one of `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// A WebSocket spoken by hand over TCP, for clients no library would be: ones that never
+/// read, or flood.
+pub struct RawWs {
+    pub tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawWs {
+    /// Opens the WebSocket at `path` (no negotiate).
+    pub async fn open(addr: SocketAddr, path: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+                .await
+                .expect("upgrade answer in time")
+                .unwrap();
+            assert!(n > 0, "closed during the upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+        };
+        assert!(
+            buf.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.drain(..end);
+        Self { tcp, buf }
+    }
+
+    /// A masked client frame (the zero mask: legal, and the payload stays readable).
+    pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n < 65536 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.tcp
+            .write_all(&Self::frame(1, text.as_bytes()))
+            .await
+            .unwrap();
+    }
+
+    /// Reads server frames until a text payload contains `needle`.
+    pub async fn read_until(&mut self, needle: &str) {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if String::from_utf8_lossy(&self.buf).contains(needle) {
+                self.buf.clear();
+                return;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.tcp.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("no {needle} in time"))
+                .unwrap();
+            assert!(n > 0, "closed while waiting for {needle}");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Completes the SignalR handshake.
+    pub async fn handshake(&mut self) {
+        self.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}")
+            .await;
+        self.read_until("{}\u{1e}").await;
     }
 }

@@ -9,6 +9,8 @@ mod backpressure;
 mod groups;
 mod idempotency;
 mod keepalive;
+mod limits;
+mod memory;
 mod publish;
 mod security;
 mod shutdown;
