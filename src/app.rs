@@ -114,6 +114,7 @@ impl App {
         let d = &config.delivery;
         let history = HistorySettings {
             messages: d.history_messages,
+            bytes: d.history_bytes,
             ttl: Duration::from_millis(d.history_ms),
             position_ttl: Duration::from_millis(d.position_ttl_ms),
         };

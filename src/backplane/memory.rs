@@ -21,6 +21,8 @@ struct Stream {
     epoch: Bytes,
     seq: u64,
     history: VecDeque<(u64, Bytes)>,
+    /// Bytes held in `history`.
+    history_bytes: usize,
     last_publish: Instant,
 }
 
@@ -230,6 +232,7 @@ impl MemoryBackplane {
                 epoch: Bytes::from(crate::ids::random_token()),
                 seq: 0,
                 history: VecDeque::new(),
+                history_bytes: 0,
                 last_publish: now,
             });
         if now.duration_since(stream.last_publish) >= history.position_ttl {
@@ -237,8 +240,10 @@ impl MemoryBackplane {
             stream.epoch = Bytes::from(crate::ids::random_token());
             stream.seq = 0;
             stream.history.clear();
+            stream.history_bytes = 0;
         } else if now.duration_since(stream.last_publish) >= history.ttl {
             stream.history.clear();
+            stream.history_bytes = 0;
         }
         stream.seq += 1;
         stream.last_publish = now;
@@ -251,10 +256,13 @@ impl MemoryBackplane {
             &Position::render(&position.epoch, position.seq),
             &msg.body,
         );
-        if msg.history && history.messages > 0 {
+        if msg.history && history.messages > 0 && payload.len() <= history.bytes {
+            stream.history_bytes += payload.len();
             stream.history.push_back((position.seq, payload.clone()));
-            while stream.history.len() > history.messages {
-                stream.history.pop_front();
+            while stream.history.len() > history.messages || stream.history_bytes > history.bytes {
+                if let Some((_, old)) = stream.history.pop_front() {
+                    stream.history_bytes -= old.len();
+                }
             }
         }
         // Delivered under the lock, so positions reach every node in order.
@@ -333,4 +341,49 @@ fn deliver(s: &BusState, channel: &str, payload: &Bytes) -> usize {
         inbound.deliver(key.clone(), payload.clone());
     }
     subs.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::envelope::Kind;
+
+    #[tokio::test]
+    async fn history_is_bounded_in_bytes_and_skips_what_does_not_fit() {
+        let (inbound, _rx) = Inbound::new(1, 16);
+        let history = HistorySettings {
+            messages: 1000,
+            bytes: 2 * 1024 * 1024,
+            ttl: Duration::from_secs(60),
+            position_ttl: Duration::from_secs(3600),
+        };
+        let b = MemoryBackplane::new(Arc::default(), "n", inbound, history);
+        let publish = |size: usize| {
+            let published = b.publish_message(&Publish {
+                channel: "c",
+                head: Envelope::head(Kind::Deliver, 1, b"", b""),
+                body: Bytes::from(vec![b'x'; size]),
+                history: true,
+                guard: PublishGuard::None,
+                idempotency: None,
+            });
+            match published {
+                Published::Sent { position, .. } => position,
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut last = None;
+        for _ in 0..10 {
+            last = Some(publish(900 * 1024));
+        }
+        let epoch = last.unwrap().epoch;
+        let kept = b.history("c", &epoch, 1, 10);
+        assert_eq!(kept.len(), 2, "two 900 KiB messages fit in 2 MiB");
+        assert!(kept.iter().map(Bytes::len).sum::<usize>() <= 2 * 1024 * 1024);
+        publish(3 * 1024 * 1024);
+        assert_eq!(b.history("c", &epoch, 11, 11).len(), 0, "too large to keep");
+        assert_eq!(b.history("c", &epoch, 1, 11).len(), 2);
+    }
 }

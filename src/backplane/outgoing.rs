@@ -16,6 +16,8 @@ use crate::envelope::Position;
 pub struct HistorySettings {
     /// Most messages kept per channel (0: none; gaps are then only counted).
     pub messages: usize,
+    /// Most bytes kept per channel.
+    pub bytes: usize,
     /// A channel's history is dropped this long after its last publish.
     pub ttl: Duration,
     /// A channel's position counter is dropped this long after its last publish; the next

@@ -190,6 +190,9 @@ pub struct Delivery {
     /// Messages kept per channel for nodes that missed some (0: none; gaps are then only
     /// counted). Hubs can opt out with `history = false`. Default: 1000.
     pub history_messages: usize,
+    /// Most bytes of history kept per channel, so large messages cannot pin memory in
+    /// Redis (or in process); a message larger than this is not kept. Default: 4194304.
+    pub history_bytes: usize,
     /// A channel's history is dropped this long after its last publish. Default: 60000.
     pub history_ms: u64,
     /// A channel's position counter is dropped this long after its last publish (the
@@ -203,6 +206,7 @@ impl Default for Delivery {
     fn default() -> Self {
         Self {
             history_messages: 1000,
+            history_bytes: 4 * 1024 * 1024,
             history_ms: 60_000,
             position_ttl_ms: 3_600_000,
             idempotency_ms: 600_000,

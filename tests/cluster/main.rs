@@ -709,3 +709,32 @@ async fn a_node_reaches_redis_over_tls() {
     let _ = redis.wait();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_channels_history_in_redis_is_bounded_in_bytes() {
+    let cluster = Cluster::spawn(1).await;
+    let mut member = Client::connect(&cluster.nodes[0], "/hubs/tasks").await;
+    member.call("JoinGroup", json!(["big"])).await;
+    // 900 KiB each: the default 4 MiB of history holds four of them, not the ten sent.
+    let payload = "p".repeat(900 * 1024);
+    for i in 0..10 {
+        cluster.nodes[0]
+            .publish("tasks", "big", "Big", json!([i, payload]))
+            .await;
+        // Read as they come: ten at once would pass the connection's byte budget.
+        assert_eq!(member.next_invocation().await["arguments"][0], i);
+    }
+    let mut c = cluster.redis.connection().await;
+    let key = format!("{}:hist:tasks:group:big", cluster.prefix);
+    let (entries, bytes): (u64, u64) = redis::pipe()
+        .cmd("XLEN")
+        .arg(&key)
+        .cmd("MEMORY")
+        .arg("USAGE")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(entries, 4, "as many 900 KiB entries as fit in 4 MiB");
+    assert!(bytes <= 5 * 1024 * 1024, "{bytes} bytes of history");
+}

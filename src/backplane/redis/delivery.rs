@@ -62,6 +62,7 @@ impl RedisBackplane {
                     .arg(guard)
                     .arg(rate)
                     .arg(burst)
+                    .arg(h.bytes)
                     .invoke_async(&mut c)
                     .await
             })

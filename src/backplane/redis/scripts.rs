@@ -99,7 +99,8 @@ return #conns
 /// history stream (unused ones repeat the position hash).
 /// ARGV: channel, head, body, new epoch, position ttl ms, history length (0: none),
 /// history ttl ms, idempotency record ('' when none: `{fingerprint}|{correlation}`),
-/// idempotency ttl ms, guard (`none`, `done` or `rate`), rate per second, burst.
+/// idempotency ttl ms, guard (`none`, `done` or `rate`), rate per second, burst, history
+/// bytes (the stream keeps as many entries of this message's size as fit).
 /// Returns `{1, nodes, epoch, seq}` when published, `{0}` when the guard held it back,
 /// `{2, record}` for a repeat.
 pub(super) const PUBLISH: &str = r"
@@ -138,8 +139,9 @@ end
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
 local pos = epoch .. ':' .. seq
 local msg = ARGV[2] .. string.char(#pos) .. pos .. ARGV[3]
-if ARGV[6] ~= '0' then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'm', msg)
+local keep = math.min(tonumber(ARGV[6]), math.floor(tonumber(ARGV[13]) / #msg))
+if keep >= 1 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', keep, seq .. '-0', 'm', msg)
   redis.call('PEXPIRE', KEYS[4], ARGV[7])
 end
 local nodes = redis.call('PUBLISH', ARGV[1], msg)
