@@ -541,3 +541,125 @@ async fn a_malformed_payload_for_a_registered_target_is_rejected_naming_the_fiel
     assert!(schemas["events"]["SpendUpdate@spend"]["arguments"].is_object());
     let _ = WAIT;
 }
+
+/// The breaker changes one webhook report made, as `from->to`.
+fn breaker_changes(report: &Value) -> Vec<String> {
+    report["breaker"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}->{}",
+                c["from"].as_str().unwrap(),
+                c["to"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+async fn report_failure(app: &TestApp, url: &str) -> Vec<String> {
+    let body = json!({"url": url, "outcome": "failed", "attempt": 1, "error": "HTTP 500"});
+    breaker_changes(&post(app, "/api/v1/webhooks/deliveries", body).await)
+}
+
+#[tokio::test]
+async fn a_url_ending_in_failures_has_its_own_breaker_and_no_503() {
+    let p = pair(fast_breaker).await;
+    // Its breaker's name used to be the failure list of the URL without the suffix: the
+    // wrong type for the breaker script, so every report on it answered 503.
+    let x = "https://hooks.example.com/a";
+    let x_failures = "https://hooks.example.com/a:failures";
+    let none: Vec<String> = Vec::new();
+    let open = vec!["Closed->Open".to_owned()];
+    assert_eq!(report_failure(&p.nodes[0], x).await, none);
+    assert_eq!(report_failure(&p.nodes[1], x).await, none);
+    assert_eq!(report_failure(&p.nodes[0], x_failures).await, none);
+    assert_eq!(report_failure(&p.nodes[1], x_failures).await, none);
+    assert_eq!(
+        report_failure(&p.nodes[0], x_failures).await,
+        open,
+        "its own third failure opens it"
+    );
+    assert_eq!(
+        report_failure(&p.nodes[1], x).await,
+        open,
+        "the other URL's failures did not count"
+    );
+}
+
+#[tokio::test]
+async fn urls_whose_group_names_coincide_share_the_group_but_not_the_breaker() {
+    let p = pair(fast_breaker).await;
+    let a = "https://a.example/h";
+    let b = "https://a-example/h";
+    let group = "webhook-a-example--h";
+    let mut watcher = member(&p.nodes[0], "webhooks", group).await;
+    let none: Vec<String> = Vec::new();
+    for url in [a, a, b, b] {
+        // With one breaker for both, b's first failure was the third and opened it.
+        assert_eq!(report_failure(&p.nodes[1], url).await, none, "{url}");
+    }
+    assert_eq!(
+        report_failure(&p.nodes[0], b).await,
+        vec!["Closed->Open"],
+        "b's own third failure"
+    );
+    // a's breaker is still closed with two failures: a success changes nothing.
+    let ok = post(
+        &p.nodes[1],
+        "/api/v1/webhooks/deliveries",
+        json!({"url": a, "outcome": "succeeded", "attempt": 3}),
+    )
+    .await;
+    assert_eq!(breaker_changes(&ok), none);
+    assert_eq!(ok["group"], group, "the gateway's group name, for both");
+
+    marker(&p.nodes[1], "webhooks", group).await;
+    let events = collect_until(&mut watcher, "Marker").await;
+    let of = |target: &str, url: &str| {
+        events
+            .iter()
+            .filter(|e| e["target"] == target && e["arguments"][0]["url"] == url)
+            .count()
+    };
+    // The group is shared (that is the gateway's naming): its members see both URLs.
+    assert_eq!((of("DeliveryFailed", a), of("DeliveryFailed", b)), (2, 3));
+    assert_eq!(of("DeliverySucceeded", a), 1);
+    assert_eq!(
+        (
+            of("CircuitBreakerStateChanged", a),
+            of("CircuitBreakerStateChanged", b)
+        ),
+        (0, 1),
+        "only b's breaker changed"
+    );
+}
+
+fn colon_rules(config: &mut Config) {
+    for target in ["y", "x:y"] {
+        config.flows.rate_limits.push(RateRule {
+            hub: Some("tasks".into()),
+            target: target.into(),
+            // One event, then none for the rest of the test.
+            per_second: 0.001,
+            burst: Some(1.0),
+        });
+    }
+}
+
+#[tokio::test]
+async fn rate_buckets_of_parts_holding_colons_do_not_collide() {
+    let p = pair(colon_rules).await;
+    // Group `g` with target `x:y` and group `g:x` with target `y` used to name one
+    // bucket (`…:rate:tasks:g:x:y`), so one drained the other.
+    let first = p.nodes[0].publish("tasks", "g", "x:y", json!([])).await;
+    assert_eq!(first["suppressed"], 0);
+    let other = p.nodes[1].publish("tasks", "g:x", "y", json!([])).await;
+    assert_eq!(other["suppressed"], 0, "its own bucket is full: {other}");
+    // Each bucket is now empty: the rules still hold.
+    for (group, target) in [("g", "x:y"), ("g:x", "y")] {
+        let again = p.nodes[0].publish("tasks", group, target, json!([])).await;
+        assert_eq!(again["suppressed"], 1, "{group} / {target}: {again}");
+    }
+}
