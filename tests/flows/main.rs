@@ -663,3 +663,76 @@ async fn rate_buckets_of_parts_holding_colons_do_not_collide() {
         assert_eq!(again["suppressed"], 1, "{group} / {target}: {again}");
     }
 }
+
+#[tokio::test]
+async fn made_up_targets_share_one_metric_label_and_declared_ones_keep_theirs() {
+    let redis = RedisServer::start().await;
+    let mut config = test_config();
+    use_redis(&mut config, &redis, &unique_prefix());
+    // The node serves /metrics, so the process-wide recorder is installed (once per test
+    // binary; other tests of this binary may add to it, never take away).
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let tag = &hubcast::ids::random_token()[..10];
+    let made_up = |i: usize| format!("MadeUp{tag}N{i}");
+    config.flows.rate_limits.push(RateRule {
+        hub: Some("tasks".into()),
+        target: made_up(0),
+        per_second: 0.001,
+        burst: Some(1.0),
+    });
+    let app = hubcast::app::App::build(config).await.expect("node starts");
+    let metrics = app.metrics_addr().expect("a metrics listener");
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(app.run(async move {
+        let _ = stopped.await;
+    }));
+    helpers::wait_ready_at(&base).await;
+    let http = reqwest::Client::new();
+    let publish = |target: String| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/hubs/tasks/groups/labels");
+        async move {
+            let r = http
+                .post(url)
+                .json(&json!({"target": target, "arguments": []}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+    };
+    // 500 targets nobody declared; the first one twice, so its rule suppresses one.
+    publish(made_up(0)).await;
+    for i in 0..500 {
+        publish(made_up(i)).await;
+    }
+    // A declared target (its arguments miss the contract: counted, sent anyway).
+    publish("TaskProgress".to_owned()).await;
+
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains(tag),
+        "a made-up target became a label: {}",
+        text.lines().find(|l| l.contains(tag)).unwrap_or_default()
+    );
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in /metrics"))
+    };
+    assert!(value(r#"hubcast_events_published_total{hub="tasks",target="other"}"#) >= 500.0);
+    assert!(
+        value(r#"hubcast_throttled_events_total{hub="tasks",target="other",rule="rate_limit"}"#)
+            >= 1.0
+    );
+    assert!(value(r#"hubcast_events_published_total{hub="tasks",target="TaskProgress"}"#) >= 1.0);
+    assert!(value(r#"hubcast_schema_mismatches_total{hub="tasks",target="TaskProgress"}"#) >= 1.0);
+    let _ = stop.send(());
+    let _ = run.await;
+}

@@ -17,6 +17,7 @@ use super::{
     connection, correlation, group, hub_index, idempotency, read_body, user, ApiPath, Req,
 };
 use crate::backplane::BackplaneError;
+use crate::events::target_label;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::hub::SchemaCheck;
@@ -104,7 +105,7 @@ fn check_contract(state: &AppState, hub: usize, body: &PublishBody) -> Result<()
         "arguments do not match the {} contract: {problem}",
         body.target
     );
-    metrics::counter!(m::SCHEMA_MISMATCHES, "hub" => hub_def.name().to_owned(), "target" => body.target.clone()).increment(1);
+    metrics::counter!(m::SCHEMA_MISMATCHES, "hub" => hub_def.name().to_owned(), "target" => target_label(hub_def, &body.target)).increment(1);
     if hub_def.spec.schema_check == SchemaCheck::Reject {
         tracing::info!(hub = %hub_def.name(), target = %body.target, problem = %problem, "publish refused: contract mismatch");
         return Err(ApiError::BadRequest(text));
@@ -156,7 +157,9 @@ async fn publish(
         metrics::counter!(m::PUBLISHES_REPEATED).increment(1);
         return Ok(replay(first, &reach));
     }
-    metrics::counter!(m::EVENTS_PUBLISHED, "hub" => hub_name.clone(), "target" => body.target.clone())
+    // The publisher names the target: as a label, only one its hub declares.
+    let label = target_label(&state.node.hubs()[hub_index], &body.target);
+    metrics::counter!(m::EVENTS_PUBLISHED, "hub" => hub_name.clone(), "target" => label)
         .increment(u64::from(!reach.suppressed));
     let to = match &audience {
         Audience::Group(g) => g.to_string(),
