@@ -20,14 +20,19 @@
 //! | `{p}:idem:{scope}:{k}` | string, TTL | what the first publish with idempotency key `k` did, per publisher scope (`k` hashed) |
 //! | `{p}:throttle:budget:{vkey}` | set | budget thresholds already announced for a key |
 //! | `{p}:throttle:health:{provider}` | hash | announced status, candidate status and its streak |
-//! | `{p}:throttle:breaker:{url}` | hash | a webhook URL's breaker state and when it opened |
-//! | `{p}:throttle:breaker:{url}:failures` | sorted set | failure times in the breaker window |
+//! | `{p}:throttle:breaker:{h}` | hash | a webhook URL's breaker state and when it opened (`h`: hex SHA-256 of the exact URL) |
+//! | `{p}:throttle:breaker:{h}:failures` | sorted set | failure times in the breaker window |
 //! | `{p}:throttle:task:{kind}:{id}:done` | string, TTL | a task reached a terminal state: later progress is dropped |
-//! | `{p}:throttle:rate:{hub}:{group}:{target}` | hash, TTL | token bucket of a storm-protection rule |
+//! | `{p}:throttle:rate:{hub}:{h}` | hash, TTL | token bucket of a storm-protection rule for one group and target (`h`: hex SHA-256 of both) |
 //!
 //! The Lua scripts in [`crate::backplane::redis`] build `{p}:{hub}:members:{g}`,
 //! `{p}:{hub}:groups` and `{p}:conn:{c}` themselves (from the prefix and the hash's
 //! fields) when they remove a connection; they follow the same patterns.
+//!
+//! A part a client or publisher chooses and that may hold `:` (a URL, a group name, a
+//! target) is hashed into the name when the name has more than one such part or a fixed
+//! suffix after it: otherwise the URL `X:failures` would name URL `X`'s failure list, and
+//! group `a:b` with target `c` the bucket of group `a` with target `b:c`.
 //!
 //! The prefix `{p}` is `--redis-prefix` (default `hubcast`), so clusters and tests sharing a
 //! Redis never see each other's names.
@@ -152,14 +157,19 @@ impl Keys {
         format!("{}:throttle:health:{provider}", self.prefix)
     }
 
-    /// Circuit-breaker state of a webhook URL.
+    /// Circuit-breaker state of a webhook URL, exactly as sent: two URLs that differ in
+    /// any byte have two breakers, even when their group names coincide.
     pub fn breaker(&self, url: &str) -> String {
-        format!("{}:throttle:breaker:{url}", self.prefix)
+        format!("{}:throttle:breaker:{}", self.prefix, digest(&[url]))
     }
 
     /// Failure times in a webhook URL's breaker window.
     pub fn breaker_failures(&self, url: &str) -> String {
-        format!("{}:throttle:breaker:{url}:failures", self.prefix)
+        format!(
+            "{}:throttle:breaker:{}:failures",
+            self.prefix,
+            digest(&[url])
+        )
     }
 
     /// Marker of a task that reached a terminal state.
@@ -167,9 +177,15 @@ impl Keys {
         format!("{}:throttle:task:{kind}:{task}:done", self.prefix)
     }
 
-    /// Token bucket of a storm-protection rule for one group and target.
+    /// Token bucket of a storm-protection rule for one group and target. Group and
+    /// target may hold `:`, so they are hashed together; the hub (which cannot) stays
+    /// readable, for an operator looking at one hub's buckets.
     pub fn rate(&self, hub: &str, group: &str, target: &str) -> String {
-        format!("{}:throttle:rate:{hub}:{group}:{target}", self.prefix)
+        format!(
+            "{}:throttle:rate:{hub}:{}",
+            self.prefix,
+            digest(&[group, target])
+        )
     }
 
     /// The group of a group channel of `hub`, if `channel` is one.
@@ -180,6 +196,22 @@ impl Keys {
             .strip_prefix(hub)?
             .strip_prefix(":group:")
     }
+}
+
+/// Hex of the SHA-256 of `parts`, each preceded by its length: no two different lists
+/// of parts give the same bytes to hash, whatever `:` or other separators they hold.
+fn digest(parts: &[&str]) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The hub part of a channel name, for metric labels (`node` for node channels). Prefixes
@@ -216,5 +248,46 @@ mod tests {
         assert_eq!(k.node_generation("n1"), "t1:node:n1:gen");
         let idem = k.idempotency("s", "any key: with spaces");
         assert!(idem.starts_with("t1:idem:s:") && idem.len() == "t1:idem:s:".len() + 32);
+    }
+
+    #[test]
+    fn webhook_keys_of_different_urls_never_meet() {
+        let k = Keys::new("t1");
+        let x = "https://h.example/a";
+        let x_failures = "https://h.example/a:failures";
+        // Before hashing, the second URL's breaker was the first one's failure list.
+        assert_ne!(k.breaker(x_failures), k.breaker_failures(x));
+        for (a, b) in [
+            (x, x_failures),
+            ("https://a.example/h", "https://a-example/h"),
+        ] {
+            let names = [
+                k.breaker(a),
+                k.breaker_failures(a),
+                k.breaker(b),
+                k.breaker_failures(b),
+            ];
+            for (i, n) in names.iter().enumerate() {
+                assert!(n.starts_with("t1:throttle:breaker:"), "{n}");
+                assert!(!names[i + 1..].contains(n), "{n} is named twice");
+            }
+        }
+        assert_eq!(k.breaker(x), k.breaker(x), "stable");
+        assert_eq!(
+            k.breaker(x).len(),
+            "t1:throttle:breaker:".len() + 64,
+            "fixed size, whatever the URL"
+        );
+    }
+
+    #[test]
+    fn rate_buckets_do_not_depend_on_where_a_colon_falls() {
+        let k = Keys::new("t1");
+        assert_ne!(k.rate("tasks", "a:b", "c"), k.rate("tasks", "a", "b:c"));
+        assert_ne!(k.rate("tasks", "ab", "c"), k.rate("tasks", "a", "bc"));
+        assert_ne!(k.rate("tasks", "g", "t"), k.rate("spend", "g", "t"));
+        assert!(k
+            .rate("tasks", "g", "t")
+            .starts_with("t1:throttle:rate:tasks:"));
     }
 }

@@ -74,6 +74,10 @@
 //! | `{p}:pos:{c}` | hash, TTL | channel `c`'s delivery position: epoch and last sequence |
 //! | `{p}:hist:{c}` | stream, TTL | channel `c`'s recent messages, by sequence |
 //! | `{p}:idem:{scope}:{k}` | string, TTL | what the first publish with idempotency key `k` did |
+//! | `{p}:throttle:budget:{vkey}`, `{p}:throttle:health:{provider}` | set, hash | the flows' announced thresholds and health state |
+//! | `{p}:throttle:breaker:{h}`, `…:{h}:failures` | hash, sorted set | a webhook URL's breaker (`h`: hex SHA-256 of the exact URL) |
+//! | `{p}:throttle:task:{kind}:{id}:done` | string, TTL | a task ended: later progress is dropped |
+//! | `{p}:throttle:rate:{hub}:{h}` | hash, TTL | a storm-protection bucket (`h`: hex SHA-256 of group and target) |
 //!
 //! `{p}` is the prefix (`--redis-prefix`, default `hubcast`). [`keys`] owns every name.
 //!

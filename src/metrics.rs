@@ -1,7 +1,8 @@
 //! Every metric name, its type, unit and help, in one place.
 //!
-//! Labels come only from closed sets (hub names from configuration, event targets named by
-//! publishers, outcomes, reasons): never group names, user ids or connection ids.
+//! Labels come only from closed sets (hub names from configuration, the event targets a
+//! hub declares with any other target as `other` — see [`crate::events::target_label`] —
+//! outcomes, reasons): never group names, user ids or connection ids.
 
 use std::sync::OnceLock;
 

@@ -1,12 +1,19 @@
 //! Property tests of the code that reads hostile input: record framing, hub messages, the
-//! handshake, the backplane envelope and the publish body.
+//! handshake, the backplane envelope, the publish body and the whole send request (path
+//! name, correlation and idempotency headers, body), and the throttle keys built from them.
 //!
 //! The same pieces have cargo-fuzz targets in `fuzz/` (run them with `scripts/fuzz.sh`);
 //! these properties run in `cargo test` with bounded case counts, so they take seconds.
 
+use axum::http::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use hubcast::envelope::{Envelope, EnvelopeError, Kind, Position};
-use hubcast::http::api::{PublishBody, MAX_TARGET_BYTES};
+use hubcast::http::api::{PublishBody, SendPath, SendRequest, MAX_TARGET_BYTES};
+use hubcast::http::error::ApiError;
+use hubcast::http::gate::PublisherScope;
+use hubcast::ids::{ConnectionId, CorrelationId, GroupName, UserId};
+use hubcast::keys::Keys;
+use hubcast::node::Audience;
 use hubcast::protocol::framing::{RecordReader, RecordTooLarge, RECORD_SEPARATOR};
 use hubcast::protocol::handshake::{self, HandshakeError, MAX_VERSION};
 use hubcast::protocol::message::{self, ClientMessage, MAX_INVOCATION_ID};
@@ -761,6 +768,264 @@ proptest! {
             };
             let got: Value = serde_json::from_str(&body.arguments_json).unwrap();
             prop_assert_eq!(got, want);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Send requests: the path's name, the headers and the body, as the send routes check them
+// ---------------------------------------------------------------------------------------
+
+/// A name as a path segment may carry it: ordinary, with `:` and `/`, control
+/// characters, the shape of a connection id, too long, empty.
+fn path_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => "[a-z0-9:./_-]{1,20}",
+        1 => json_string(),
+        1 => "\\PC{0,12}",
+        1 => "[A-Za-z0-9_-]{22}",
+        1 => (250usize..300).prop_map(|n| "g".repeat(n)),
+        1 => Just(String::new()),
+    ]
+}
+
+/// A header's bytes, or no header.
+fn header_bytes(shaped: BoxedStrategy<String>) -> impl Strategy<Value = Option<Vec<u8>>> {
+    prop::option::of(prop_oneof![
+        3 => shaped.prop_map(String::into_bytes),
+        2 => "[ -~]{0,300}".prop_map(String::into_bytes),
+        1 => prop::collection::vec(any::<u8>(), 0..300),
+    ])
+}
+
+fn trace_parent() -> BoxedStrategy<String> {
+    prop_oneof![
+        "00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]",
+        Just(format!("00-{}-{}-01", "0".repeat(32), "1".repeat(16))),
+        "[0-9a-f-]{0,60}",
+    ]
+    .boxed()
+}
+
+#[derive(Debug, Clone)]
+enum PathKind {
+    Hub,
+    Group,
+    User,
+    Connection,
+}
+
+fn send_path<'a>(kind: &PathKind, name: &'a str) -> SendPath<'a> {
+    match kind {
+        PathKind::Hub => SendPath::Hub,
+        PathKind::Group => SendPath::Group(name),
+        PathKind::User => SendPath::User(name),
+        PathKind::Connection => SendPath::Connection(name),
+    }
+}
+
+/// Builds the headers a request could carry (bytes no header value may hold leave the
+/// header out, as the HTTP layer would refuse the request first); returns the values kept.
+fn headers(given: [(&'static str, &Option<Vec<u8>>); 3]) -> (HeaderMap, [Option<HeaderValue>; 3]) {
+    let mut map = HeaderMap::new();
+    let kept = given.map(|(name, bytes)| {
+        let v = bytes
+            .as_deref()
+            .and_then(|b| HeaderValue::from_bytes(b).ok())?;
+        map.insert(name, v.clone());
+        Some(v)
+    });
+    (map, kept)
+}
+
+/// A request is refused by the first check it fails, in the routes' order (name, body,
+/// correlation id, idempotency key), and an accepted one carries exactly what it sent.
+fn check_send_request(
+    kind: &PathKind,
+    name: &str,
+    given: [Option<Vec<u8>>; 3],
+    body: &[u8],
+) -> Result<(), TestCaseError> {
+    let [corr_given, trace_given, idem_given] = &given;
+    let (map, [corr, trace, idem]) = headers([
+        ("x-correlation-id", corr_given),
+        ("traceparent", trace_given),
+        ("idempotency-key", idem_given),
+    ]);
+    let scope = PublisherScope("scope-1".into());
+    let result = SendRequest::parse(
+        send_path(kind, name),
+        &map,
+        &scope,
+        Ok(Bytes::copy_from_slice(body)),
+    );
+
+    let name_ok = match kind {
+        PathKind::Hub => true,
+        PathKind::Group => GroupName::parse(name).is_ok(),
+        PathKind::User => UserId::parse(name).is_ok(),
+        PathKind::Connection => ConnectionId::parse(name).is_some(),
+    };
+    if !name_ok {
+        prop_assert!(
+            matches!(
+                result,
+                Err(ApiError::InvalidName { .. } | ApiError::UnknownConnection(_))
+            ),
+            "a bad name is refused first, whatever follows: {:?}",
+            result
+        );
+        return Ok(());
+    }
+    if let Err(why) = PublishBody::parse(body) {
+        prop_assert!(
+            matches!(&result, Err(ApiError::BadRequest(m)) if *m == why),
+            "{:?}",
+            result
+        );
+        return Ok(());
+    }
+    let corr_text = corr
+        .as_ref()
+        .map(|v| v.to_str().ok().and_then(CorrelationId::parse));
+    if let Some(None) = corr_text {
+        prop_assert!(
+            matches!(&result, Err(ApiError::BadRequest(m)) if m.contains("X-Correlation-Id")),
+            "{:?}",
+            result
+        );
+        return Ok(());
+    }
+    let idem_text = idem.as_ref().map(|v| {
+        v.to_str()
+            .ok()
+            .filter(|k| {
+                (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            })
+            .map(str::to_owned)
+    });
+    if let Some(None) = idem_text {
+        prop_assert!(
+            matches!(&result, Err(ApiError::BadRequest(m)) if m.contains("Idempotency-Key")),
+            "{:?}",
+            result
+        );
+        return Ok(());
+    }
+
+    let req = match result {
+        Ok(req) => req,
+        Err(e) => return Err(TestCaseError::fail(format!("refused a valid request: {e}"))),
+    };
+    match (&req.audience, kind) {
+        (Audience::Hub, PathKind::Hub) => {}
+        (Audience::Group(g), PathKind::Group) => prop_assert_eq!(g.as_str(), name),
+        (Audience::User(u), PathKind::User) => prop_assert_eq!(u.as_str(), name),
+        (Audience::Connection(c), PathKind::Connection) => prop_assert_eq!(c.as_str(), name),
+        (a, k) => return Err(TestCaseError::fail(format!("{k:?} path gave {a:?}"))),
+    }
+    check_publish_body(&req.body)?;
+    let trace_id = trace
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.split('-').nth(1))
+        .filter(|id| {
+            id.len() == 32
+                && id.bytes().all(|b| b.is_ascii_hexdigit())
+                && id.bytes().any(|b| b != b'0')
+        });
+    let c = req.correlation.as_str();
+    match (corr_text.flatten(), trace_id) {
+        (Some(sent), _) => prop_assert_eq!(c, sent.as_str(), "X-Correlation-Id wins"),
+        (None, Some(t)) => prop_assert_eq!(c, t, "then the trace id"),
+        (None, None) => prop_assert!(
+            c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()),
+            "else a new one: {}",
+            c
+        ),
+    }
+    match (req.idempotency, idem_text.flatten()) {
+        (None, None) => {}
+        (Some(k), Some(sent)) => {
+            prop_assert_eq!(&k.key, &sent);
+            prop_assert_eq!(&k.scope, &scope.0);
+            prop_assert!(
+                k.exact,
+                "a client's own publish repeats only with the same arguments"
+            );
+            // Whatever the key, its Redis name has one size.
+            let keys = Keys::new("p");
+            prop_assert_eq!(
+                keys.idempotency(&k.scope, &k.key).len(),
+                "p:idem:scope-1:".len() + 32
+            );
+        }
+        (got, sent) => {
+            return Err(TestCaseError::fail(format!(
+                "key {got:?} for header {sent:?}"
+            )))
+        }
+    }
+    if let Audience::Group(g) = &req.audience {
+        let keys = Keys::new("p");
+        let bucket = keys.rate("tasks", g.as_str(), &req.body.target);
+        prop_assert_eq!(bucket.len(), "p:throttle:rate:tasks:".len() + 64);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn send_requests_are_checked_in_the_routes_order(
+        kind in prop_oneof![
+            Just(PathKind::Hub),
+            Just(PathKind::Group),
+            Just(PathKind::User),
+            Just(PathKind::Connection),
+        ],
+        name in path_name(),
+        corr in header_bytes("[!-~]{1,130}".boxed()),
+        trace in header_bytes(trace_parent()),
+        idem in header_bytes("[ -~]{0,260}".boxed()),
+        body in prop_oneof![
+            2 => (valid_target(), prop::collection::vec(json_value(), 0..3)).prop_map(|(t, a)| {
+                serde_json::to_vec(&json!({"target": t, "arguments": a})).unwrap()
+            }),
+            1 => hostile_bytes(),
+        ],
+    ) {
+        check_send_request(&kind, &name, [corr, trace, idem], &body)?;
+    }
+
+    /// Wherever a `:` falls between group and target, the bucket is another one.
+    #[test]
+    fn rate_buckets_differ_for_every_split_of_the_same_text(
+        text in "[a-z:]{2,16}",
+        i in any::<prop::sample::Index>(),
+        j in any::<prop::sample::Index>(),
+    ) {
+        let (i, j) = (i.index(text.len() + 1), j.index(text.len() + 1));
+        prop_assume!(i != j);
+        let keys = Keys::new("p");
+        prop_assert_ne!(
+            keys.rate("h", &text[..i], &text[i..]),
+            keys.rate("h", &text[..j], &text[j..])
+        );
+    }
+
+    /// Two different URLs never name each other's breaker or failure list.
+    #[test]
+    fn webhook_breaker_keys_of_different_urls_never_meet(
+        a in "https://[a-z.-]{1,10}/[a-z:/]{0,12}",
+        suffix in prop_oneof![Just(":failures".to_owned()), "[a-z:/.-]{1,6}"],
+    ) {
+        let b = format!("{a}{suffix}");
+        let keys = Keys::new("p");
+        let names = [keys.breaker(&a), keys.breaker_failures(&a), keys.breaker(&b), keys.breaker_failures(&b)];
+        for (n, name) in names.iter().enumerate() {
+            prop_assert!(!names[n + 1..].contains(name), "{} named twice", name);
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod contract;
 mod dto;
+mod label;
 mod registry;
 mod schema;
 
@@ -20,5 +21,6 @@ pub use self::dto::{
     VideoGenerationFailed, VideoGenerationProgress, VideoGenerationStarted,
     WebhookCircuitBreakerState, WebhookDeliveryFailure, WebhookDeliverySuccess, WebhookRetryInfo,
 };
+pub use self::label::{target_label, OTHER_TARGET};
 pub use self::registry::{contract, CONTRACTS};
 pub use self::schema::{render_markdown, schemas};

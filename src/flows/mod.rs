@@ -200,7 +200,8 @@ async fn send(
             key.as_ref(),
         )
         .await?;
-    metrics::counter!(m::EVENTS_PUBLISHED, "hub" => hub, "target" => target.to_owned())
+    let label = crate::events::target_label(&node.hubs()[index], target);
+    metrics::counter!(m::EVENTS_PUBLISHED, "hub" => hub, "target" => label)
         .increment(u64::from(!reach.suppressed));
     if !reach.suppressed {
         log_send(

@@ -1,5 +1,6 @@
-//! The webhook flow: a delivery outcome becomes its lifecycle events, and feeds the URL's
-//! circuit breaker, whose changes are announced once cluster-wide.
+//! The webhook flow: a delivery outcome becomes its lifecycle events, sent to the URL's
+//! group, and feeds the URL's circuit breaker (one per exact URL), whose changes are
+//! announced once cluster-wide.
 
 use std::time::Duration;
 
@@ -174,11 +175,14 @@ pub async fn webhook_delivery(
         window: Duration::from_millis(flows.breaker_window_ms),
         half_open_after: Duration::from_millis(flows.breaker_half_open_ms),
     };
+    // The breaker is the exact URL's, not the group's: the gateway's group name drops
+    // port, query and the difference between '.' and '-', so two endpoints (maybe two
+    // tenants') can share a group, but one's failures must not open the other's breaker.
     let transitions = node
         .backplane()
         .breaker_report(
-            &node.keys().breaker(&group),
-            &node.keys().breaker_failures(&group),
+            &node.keys().breaker(&fact.url),
+            &node.keys().breaker_failures(&fact.url),
             success,
             settings,
         )

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::events::target_label;
+use crate::hub::Hub;
 use crate::metrics as m;
 
 /// Counts suppressed events and logs them at most once per second per (hub, group,
@@ -16,8 +18,10 @@ pub struct Suppressions {
 
 impl Suppressions {
     /// Records one suppressed event.
-    pub fn record(&self, hub: &str, group: &str, target: &str, rule: &'static str) {
-        metrics::counter!(m::THROTTLED_EVENTS, "hub" => hub.to_owned(), "target" => target.to_owned(), "rule" => rule).increment(1);
+    pub fn record(&self, hub_def: &Hub, group: &str, target: &str, rule: &'static str) {
+        let hub = hub_def.name();
+        let label = target_label(hub_def, target);
+        metrics::counter!(m::THROTTLED_EVENTS, "hub" => hub.to_owned(), "target" => label, "rule" => rule).increment(1);
         let key = format!("{hub}\u{0}{group}\u{0}{target}\u{0}{rule}");
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if windows.len() > 10_000 {

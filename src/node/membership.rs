@@ -123,6 +123,7 @@ impl Node {
                 }
             }
         }
+        self.check_group_limit(hub, caller, &actions)?;
         let mut replies = Vec::new();
         // Groups this call added, taken back if a later join fails, so a refused call
         // changes nothing.
@@ -160,6 +161,55 @@ impl Node {
             }
         }
         Ok(replies)
+    }
+
+    /// Refuses, before anything is applied, a call whose joins would take the connection
+    /// past its group limit. Applying them one by one and rolling back on the first
+    /// refusal gives the same answer, but one call with 101 URLs cost about 1 400 Redis
+    /// commands (100 joins, then 100 leaves). The call's actions are replayed, in order,
+    /// over the groups the connection is in now, so a join of a group it is in already,
+    /// or after a leave in the same call, is counted as applying it would.
+    fn check_group_limit(
+        &self,
+        hub: usize,
+        caller: &Caller,
+        actions: &[Action],
+    ) -> Result<(), CallError> {
+        let max = self.limits.max_groups_per_connection;
+        if !actions.iter().any(|a| matches!(a, Action::Join(_))) {
+            return Ok(());
+        }
+        // Not held here: the first join reports it, as before.
+        let Some(conn) = self.registry.connection(&caller.connection_id) else {
+            return Ok(());
+        };
+        let name = self.hubs[hub].name();
+        let names: Vec<(bool, String)> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Join(g) => Some((true, self.keys.group_channel(name, g.as_str()))),
+                Action::Leave(g) => Some((false, self.keys.group_channel(name, g.as_str()))),
+                Action::Reply { .. } => None,
+            })
+            .collect();
+        let mut channels: std::collections::HashSet<&str> =
+            conn.channels.iter().map(|c| &**c).collect();
+        let mut groups = conn.groups;
+        for (join, channel) in &names {
+            if !*join {
+                if channels.remove(channel.as_str()) {
+                    groups -= 1;
+                }
+            } else if channels.insert(channel.as_str()) {
+                // The same test, and the same answer, as the registry's join.
+                if groups >= max {
+                    return Err(CallError::TooManyGroups(groups));
+                }
+                groups += 1;
+            }
+        }
+        // The joins still check the limit one by one: another call may join meanwhile.
+        Ok(())
     }
 
     /// Adds a connection held by this node to a channel, and returns once the node is

@@ -166,7 +166,7 @@ impl Node {
                     (_, Audience::Group(g)) => ("rate_limit", g.to_string()),
                     _ => ("rate_limit", String::new()),
                 };
-                self.suppressions.record(hub_name, &group, target, rule);
+                self.suppressions.record(hub_def, &group, target, rule);
                 return Ok(Reach {
                     nodes: 0,
                     local_connections: 0,

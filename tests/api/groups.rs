@@ -173,3 +173,112 @@ async fn the_api_adds_and_removes_a_connection_and_sends_to_it() {
         Some(json!({"type": 7, "allowReconnect": true}))
     );
 }
+
+/// Redis commands the test's server ran, in all and for (un)subscribing; `None` on the
+/// in-process backplane.
+async fn redis_calls(app: &TestApp) -> Option<(u64, u64)> {
+    let redis = app.redis.as_ref()?;
+    let mut c = redis.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let (mut all, mut subscribing) = (0, 0);
+    for line in info.lines() {
+        let Some((name, stats)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let calls: u64 = stats
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("calls="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        all += calls;
+        if name.ends_with("subscribe") {
+            subscribing += calls;
+        }
+    }
+    Some((all, subscribing))
+}
+
+#[tokio::test]
+async fn a_call_whose_joins_pass_the_group_limit_is_refused_before_any_is_applied() {
+    let app = TestApp::spawn().await;
+    let mut c = Client::connect(&app, "/hubs/webhooks").await;
+    c.call("JoinGroup", json!(["kept"])).await;
+    let groups_now = || {
+        let conns = app.node.registry().snapshot();
+        assert_eq!(conns.len(), 1);
+        let mut channels: Vec<String> = conns[0].1.channels.iter().map(|c| c.to_string()).collect();
+        channels.sort();
+        (conns[0].1.groups, channels)
+    };
+    let before = groups_now();
+    assert_eq!(before.0, 1);
+
+    // 101 URLs: the joins would take the connection to 102 groups, over the 100 allowed.
+    let urls: Vec<String> = (0..101)
+        .map(|i| format!("https://h{i}.example/hook"))
+        .collect();
+    let calls_before = redis_calls(&app).await;
+    let refused = c.invoke("SubscribeToWebhooks", json!([urls])).await;
+    let calls_after = redis_calls(&app).await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("already in 100 groups, the most allowed"),
+        "the Completion error a join over the limit gets: {refused}"
+    );
+    assert_eq!(
+        groups_now(),
+        before,
+        "the connection's groups are unchanged"
+    );
+    assert_eq!(
+        app.group_members("webhooks", "webhook-h0-example--hook")
+            .await,
+        0
+    );
+    if let (Some((all0, sub0)), Some((all1, sub1))) = (calls_before, calls_after) {
+        // Joining 100 and rolling them back cost about 1 400 commands; refusing up front
+        // costs none. What runs meanwhile is the node's heartbeat and this test's INFO.
+        assert_eq!(
+            (sub1 - sub0, all1 - all0 < 20),
+            (0, true),
+            "no channel (un)subscribed and nearly no command: {} (un)subscribes, {} commands",
+            sub1 - sub0,
+            all1 - all0
+        );
+        assert!(
+            all1 - all0 < 20,
+            "{} Redis commands for a refused call",
+            all1 - all0
+        );
+    }
+
+    // Exactly up to the limit is allowed; joins of groups it is in already, or twice in
+    // one call, add nothing and count nothing.
+    let mut fit = urls[..99].to_vec();
+    fit.push(urls[0].clone());
+    c.call("SubscribeToWebhooks", json!([fit])).await;
+    assert_eq!(groups_now().0, 100);
+    c.call("SubscribeToWebhooks", json!([[urls[5].clone()]]))
+        .await;
+    c.call("JoinGroup", json!(["kept"])).await;
+    let over = c
+        .invoke("SubscribeToWebhooks", json!([[urls[100].clone()]]))
+        .await;
+    assert!(
+        over["error"]
+            .as_str()
+            .unwrap()
+            .contains("already in 100 groups"),
+        "{over}"
+    );
+    assert_eq!(groups_now().0, 100);
+}

@@ -541,3 +541,198 @@ async fn a_malformed_payload_for_a_registered_target_is_rejected_naming_the_fiel
     assert!(schemas["events"]["SpendUpdate@spend"]["arguments"].is_object());
     let _ = WAIT;
 }
+
+/// The breaker changes one webhook report made, as `from->to`.
+fn breaker_changes(report: &Value) -> Vec<String> {
+    report["breaker"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}->{}",
+                c["from"].as_str().unwrap(),
+                c["to"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+async fn report_failure(app: &TestApp, url: &str) -> Vec<String> {
+    let body = json!({"url": url, "outcome": "failed", "attempt": 1, "error": "HTTP 500"});
+    breaker_changes(&post(app, "/api/v1/webhooks/deliveries", body).await)
+}
+
+#[tokio::test]
+async fn a_url_ending_in_failures_has_its_own_breaker_and_no_503() {
+    let p = pair(fast_breaker).await;
+    // Its breaker's name used to be the failure list of the URL without the suffix: the
+    // wrong type for the breaker script, so every report on it answered 503.
+    let x = "https://hooks.example.com/a";
+    let x_failures = "https://hooks.example.com/a:failures";
+    let none: Vec<String> = Vec::new();
+    let open = vec!["Closed->Open".to_owned()];
+    assert_eq!(report_failure(&p.nodes[0], x).await, none);
+    assert_eq!(report_failure(&p.nodes[1], x).await, none);
+    assert_eq!(report_failure(&p.nodes[0], x_failures).await, none);
+    assert_eq!(report_failure(&p.nodes[1], x_failures).await, none);
+    assert_eq!(
+        report_failure(&p.nodes[0], x_failures).await,
+        open,
+        "its own third failure opens it"
+    );
+    assert_eq!(
+        report_failure(&p.nodes[1], x).await,
+        open,
+        "the other URL's failures did not count"
+    );
+}
+
+#[tokio::test]
+async fn urls_whose_group_names_coincide_share_the_group_but_not_the_breaker() {
+    let p = pair(fast_breaker).await;
+    let a = "https://a.example/h";
+    let b = "https://a-example/h";
+    let group = "webhook-a-example--h";
+    let mut watcher = member(&p.nodes[0], "webhooks", group).await;
+    let none: Vec<String> = Vec::new();
+    for url in [a, a, b, b] {
+        // With one breaker for both, b's first failure was the third and opened it.
+        assert_eq!(report_failure(&p.nodes[1], url).await, none, "{url}");
+    }
+    assert_eq!(
+        report_failure(&p.nodes[0], b).await,
+        vec!["Closed->Open"],
+        "b's own third failure"
+    );
+    // a's breaker is still closed with two failures: a success changes nothing.
+    let ok = post(
+        &p.nodes[1],
+        "/api/v1/webhooks/deliveries",
+        json!({"url": a, "outcome": "succeeded", "attempt": 3}),
+    )
+    .await;
+    assert_eq!(breaker_changes(&ok), none);
+    assert_eq!(ok["group"], group, "the gateway's group name, for both");
+
+    marker(&p.nodes[1], "webhooks", group).await;
+    let events = collect_until(&mut watcher, "Marker").await;
+    let of = |target: &str, url: &str| {
+        events
+            .iter()
+            .filter(|e| e["target"] == target && e["arguments"][0]["url"] == url)
+            .count()
+    };
+    // The group is shared (that is the gateway's naming): its members see both URLs.
+    assert_eq!((of("DeliveryFailed", a), of("DeliveryFailed", b)), (2, 3));
+    assert_eq!(of("DeliverySucceeded", a), 1);
+    assert_eq!(
+        (
+            of("CircuitBreakerStateChanged", a),
+            of("CircuitBreakerStateChanged", b)
+        ),
+        (0, 1),
+        "only b's breaker changed"
+    );
+}
+
+fn colon_rules(config: &mut Config) {
+    for target in ["y", "x:y"] {
+        config.flows.rate_limits.push(RateRule {
+            hub: Some("tasks".into()),
+            target: target.into(),
+            // One event, then none for the rest of the test.
+            per_second: 0.001,
+            burst: Some(1.0),
+        });
+    }
+}
+
+#[tokio::test]
+async fn rate_buckets_of_parts_holding_colons_do_not_collide() {
+    let p = pair(colon_rules).await;
+    // Group `g` with target `x:y` and group `g:x` with target `y` used to name one
+    // bucket (`…:rate:tasks:g:x:y`), so one drained the other.
+    let first = p.nodes[0].publish("tasks", "g", "x:y", json!([])).await;
+    assert_eq!(first["suppressed"], 0);
+    let other = p.nodes[1].publish("tasks", "g:x", "y", json!([])).await;
+    assert_eq!(other["suppressed"], 0, "its own bucket is full: {other}");
+    // Each bucket is now empty: the rules still hold.
+    for (group, target) in [("g", "x:y"), ("g:x", "y")] {
+        let again = p.nodes[0].publish("tasks", group, target, json!([])).await;
+        assert_eq!(again["suppressed"], 1, "{group} / {target}: {again}");
+    }
+}
+
+#[tokio::test]
+async fn made_up_targets_share_one_metric_label_and_declared_ones_keep_theirs() {
+    let redis = RedisServer::start().await;
+    let mut config = test_config();
+    use_redis(&mut config, &redis, &unique_prefix());
+    // The node serves /metrics, so the process-wide recorder is installed (once per test
+    // binary; other tests of this binary may add to it, never take away).
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let tag = &hubcast::ids::random_token()[..10];
+    let made_up = |i: usize| format!("MadeUp{tag}N{i}");
+    config.flows.rate_limits.push(RateRule {
+        hub: Some("tasks".into()),
+        target: made_up(0),
+        per_second: 0.001,
+        burst: Some(1.0),
+    });
+    let app = hubcast::app::App::build(config).await.expect("node starts");
+    let metrics = app.metrics_addr().expect("a metrics listener");
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(app.run(async move {
+        let _ = stopped.await;
+    }));
+    helpers::wait_ready_at(&base).await;
+    let http = reqwest::Client::new();
+    let publish = |target: String| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/hubs/tasks/groups/labels");
+        async move {
+            let r = http
+                .post(url)
+                .json(&json!({"target": target, "arguments": []}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+    };
+    // 500 targets nobody declared; the first one twice, so its rule suppresses one.
+    publish(made_up(0)).await;
+    for i in 0..500 {
+        publish(made_up(i)).await;
+    }
+    // A declared target (its arguments miss the contract: counted, sent anyway).
+    publish("TaskProgress".to_owned()).await;
+
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains(tag),
+        "a made-up target became a label: {}",
+        text.lines().find(|l| l.contains(tag)).unwrap_or_default()
+    );
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in /metrics"))
+    };
+    assert!(value(r#"hubcast_events_published_total{hub="tasks",target="other"}"#) >= 500.0);
+    assert!(
+        value(r#"hubcast_throttled_events_total{hub="tasks",target="other",rule="rate_limit"}"#)
+            >= 1.0
+    );
+    assert!(value(r#"hubcast_events_published_total{hub="tasks",target="TaskProgress"}"#) >= 1.0);
+    assert!(value(r#"hubcast_schema_mismatches_total{hub="tasks",target="TaskProgress"}"#) >= 1.0);
+    let _ = stop.send(());
+    let _ = run.await;
+}

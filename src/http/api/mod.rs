@@ -33,7 +33,7 @@ use self::members::{
 };
 use self::send::{broadcast, to_connection, to_group, to_user};
 pub(crate) use self::send::{count_unavailable, replayed};
-pub use self::send::{PublishBody, MAX_TARGET_BYTES};
+pub use self::send::{PublishBody, SendPath, SendRequest, MAX_TARGET_BYTES};
 use super::error::ApiError;
 use super::gate::PublisherScope;
 use super::AppState;
