@@ -425,11 +425,27 @@ impl NodeProcess {
     /// Starts `hubcast --insecure` with `config_toml` as its config file and waits until
     /// it is ready.
     pub async fn spawn(config_toml: &str) -> Self {
+        Self::spawn_with_open_files(config_toml, None).await
+    }
+
+    /// As [`Self::spawn`], with the process's open-file limit set to `limit` (through the
+    /// shell's `ulimit`, so no unsafe code is needed here).
+    pub async fn spawn_with_open_files(config_toml: &str, limit: Option<u32>) -> Self {
         let config = std::env::temp_dir().join(format!("hubcast-{}.toml", unique_prefix()));
         std::fs::write(&config, config_toml).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hubcast"))
+        let mut command = match limit {
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_hubcast")),
+            Some(n) => {
+                let mut c = std::process::Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_hubcast"));
+                c
+            }
+        };
+        let child = command
             .args(["--listen", &addr.to_string()])
             .args(["--metrics-listen", &metrics_addr.to_string()])
             .arg("--config")
@@ -451,6 +467,11 @@ impl NodeProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Resident memory of the process, in bytes (`VmRSS` of `/proc/<pid>/status`).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{test_config, TestApp, WAIT};
+use crate::helpers::{test_config, NodeProcess, TestApp, WAIT};
 
 /// Reads until the server closes the connection (EOF or reset), within [`WAIT`];
 /// returns what came before.
@@ -198,4 +198,53 @@ async fn an_http2_prior_knowledge_preface_is_not_served() {
         got.is_empty() || got.starts_with(b"HTTP/1.1 "),
         "answered as HTTP/2: {got:?}"
     );
+}
+
+#[tokio::test]
+async fn a_node_out_of_file_descriptors_keeps_running_counts_and_recovers() {
+    // The socket cap is set above what the process may open, so accepting itself fails
+    // (EMFILE): the accept loop must back off and count, not spin or die.
+    let mut node = NodeProcess::spawn_with_open_files(
+        "[limits]\nmax_open_sockets = 100000\n[timeouts]\nheader_read_ms = 3600000\nhttp_idle_ms = 3600000\n",
+        Some(256),
+    )
+    .await;
+    // Open sockets until the node stops taking them: past its descriptors it cannot
+    // accept, the listen backlog fills and a connect no longer completes.
+    let mut held = Vec::new();
+    for _ in 0..2_000 {
+        match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(node.addr)).await
+        {
+            Ok(Ok(tcp)) => held.push(tcp),
+            _ => break,
+        }
+    }
+    assert!(
+        held.len() > 256,
+        "more sockets than the node may open: {}",
+        held.len()
+    );
+    assert!(
+        node.is_running(),
+        "the node survived running out of descriptors"
+    );
+    drop(held);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reqwest::get(node.url("/healthz")).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        node.metric(
+            "hubcast_http_connections_refused_total",
+            &[("reason", "accept_error")]
+        )
+        .await
+            > 0.0,
+        "the failed accepts were counted"
+    );
+    assert!(node.is_running());
 }

@@ -36,6 +36,7 @@ pub(crate) use self::send::{count_unavailable, replayed};
 pub use self::send::{PublishBody, SendPath, SendRequest, MAX_TARGET_BYTES};
 use super::error::ApiError;
 use super::gate::PublisherScope;
+use super::log_every::LogEvery;
 use super::AppState;
 use crate::ids::{ConnectionId, CorrelationId, GroupName, UserId};
 use crate::metrics as m;
@@ -64,6 +65,10 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
+/// Refusals a caller can cause by the thousand: each is counted, one a second is logged.
+static UNAUTHORIZED_LOG: LogEvery = LogEvery::new(std::time::Duration::from_secs(1));
+static RATE_LIMITED_LOG: LogEvery = LogEvery::new(std::time::Duration::from_secs(1));
+
 /// Every API request needs a publisher credential; every send also takes one unit of
 /// that publisher's rate limit. Refusals are 401 or 429 (with `Retry-After`), counted and
 /// logged, and nothing happens.
@@ -72,7 +77,9 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
         Ok(p) => p,
         Err(e) => {
             metrics::counter!(m::PUBLISHES_REFUSED, "reason" => "unauthorized").increment(1);
-            tracing::info!(path = %req.uri().path(), error = %e, "publish API request refused");
+            if let Some(skipped) = UNAUTHORIZED_LOG.ready() {
+                tracing::info!(path = %req.uri().path(), error = %e, skipped, "publish API request refused");
+            }
             let mut resp = (
                 StatusCode::UNAUTHORIZED,
                 Json(serde_json::json!({ "error": e.to_string() })),
@@ -89,7 +96,9 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
     if req.method() == Method::POST {
         if let Err(wait) = state.gate.take_publish(publisher) {
             metrics::counter!(m::PUBLISHES_REFUSED, "reason" => "rate_limited").increment(1);
-            tracing::info!(path = %req.uri().path(), "publish rate limit reached");
+            if let Some(skipped) = RATE_LIMITED_LOG.ready() {
+                tracing::info!(path = %req.uri().path(), skipped, "publish rate limit reached");
+            }
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             let mut resp = (
                 StatusCode::TOO_MANY_REQUESTS,
