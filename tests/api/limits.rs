@@ -69,12 +69,18 @@ async fn half_sent_requests_and_silent_sockets_are_closed_after_the_header_read_
     config.timeouts.http_idle_ms = 3_600_000;
     let app = TestApp::spawn_with(config).await;
 
-    let mut half = TcpStream::connect(app.addr).await.unwrap();
-    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    // As many half-sent requests as took a node offline before, and a silent socket.
+    let mut half = Vec::new();
+    for _ in 0..3_000 {
+        let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        half.push(tcp);
+    }
     let mut silent = TcpStream::connect(app.addr).await.unwrap();
-    read_to_close(&mut half).await;
+    let closed = futures_util::future::join_all(half.iter_mut().map(read_to_close)).await;
+    assert_eq!(closed.len(), 3_000, "every half-sent request was closed");
     read_to_close(&mut silent).await;
 
     // A whole request is still answered.
