@@ -15,7 +15,7 @@
 //! |---|---|
 //! | [`app`] | binds listeners, builds the node, runs until shutdown and owns the drain order |
 //! | [`telemetry`] | logging set-up (human or JSON) |
-//! | [`http`] | negotiate, WebSocket upgrade, the publish API, the flow endpoints, probes; [`http::error::ApiError`] |
+//! | [`http`] | the HTTP/1.1 accept loop (timeouts, socket cap), negotiate, WebSocket upgrade, the publish API, the flow endpoints, probes; [`http::error::ApiError`] |
 //! | [`session`] | one connection's task: handshake, the read/write/keep-alive loop |
 //! | [`flows`] | budget alerts, provider-health hysteresis, task progress, webhook breakers (one file each) |
 //! | [`node`] | the coordinator: membership, the publish path, dispatch, subscriptions, remote operations, background tasks |
@@ -25,7 +25,7 @@
 //! | [`events`] | typed event contracts (the gateway's DTOs), their JSON Schemas and the publish check |
 //! | [`config`] | flags, `HUBCAST_*` variables and the TOML file (schema, defaults), validated into one [`config::Config`] |
 //! | [`hub`] | hub definitions: group templates, client methods (as data), the gateway's seven defaults |
-//! | [`auth`] | credentials: access keys and JWTs, client auth modes, signed connection tokens, connect proxy |
+//! | [`auth`] | credentials: access keys and JWTs, client auth modes, single-use connection tokens, handshake admission, the bounded connect proxy |
 //! | [`protocol`] | the SignalR wire protocol: framing, handshake, messages, negotiate (pure) |
 //! | [`envelope`] | the binary envelope carried on backplane channels |
 //! | [`keys`] | every channel and key name |
