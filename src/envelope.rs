@@ -43,6 +43,10 @@ pub enum Kind {
     Probe = 6,
     /// The answer to a [`Kind::Join`] or [`Kind::Leave`]; the body is an [`Ack`].
     Ack = 7,
+    /// A publisher's word that a channel's previous stream ended at least at the position
+    /// in the body (`{epoch}:{seq}`): sent when its publish starts a new epoch (Redis lost
+    /// its data), so receivers can count what the lost stream held that they never got.
+    EpochEnd = 8,
 }
 
 /// Body of [`Kind::Join`] and [`Kind::Leave`].
@@ -88,6 +92,7 @@ impl Kind {
             5 => Self::Close,
             6 => Self::Probe,
             7 => Self::Ack,
+            8 => Self::EpochEnd,
             _ => return None,
         })
     }

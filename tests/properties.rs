@@ -165,6 +165,7 @@ fn kind() -> impl Strategy<Value = Kind> {
         Just(Kind::Close),
         Just(Kind::Probe),
         Just(Kind::Ack),
+        Just(Kind::EpochEnd),
     ]
 }
 
@@ -593,7 +594,7 @@ proptest! {
         data in prop_oneof![
             prop::collection::vec(any::<u8>(), 0..64),
             // Mostly-valid headers: the current version, a known kind, short length bytes.
-            (1u8..=7, prop::collection::vec(any::<u8>(), 10..80), 0u8..40, 0u8..40, 0u8..12)
+            (1u8..=8, prop::collection::vec(any::<u8>(), 10..80), 0u8..40, 0u8..40, 0u8..12)
                 .prop_map(|(k, mut rest, corr, conn, pos)| {
                     rest[8] = corr;
                     let at = 9 + usize::from(corr);
@@ -630,7 +631,7 @@ proptest! {
             }
             Err(EnvelopeError::Kind(k)) => {
                 prop_assert_eq!(Some(&k), data.get(1));
-                prop_assert!(k == 0 || k > 7);
+                prop_assert!(k == 0 || k > 8);
             }
             Err(EnvelopeError::Position) => {
                 let (p, b) = (pos_at.unwrap(), body_at.unwrap());

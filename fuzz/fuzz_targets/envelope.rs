@@ -8,7 +8,7 @@ use bytes::Bytes;
 use hubcast::envelope::{Envelope, EnvelopeError, Kind, Position};
 use libfuzzer_sys::fuzz_target;
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 8] = [
     Kind::Deliver,
     Kind::Send,
     Kind::Join,
@@ -16,6 +16,7 @@ const KINDS: [Kind; 7] = [
     Kind::Close,
     Kind::Probe,
     Kind::Ack,
+    Kind::EpochEnd,
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -53,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
         Err(EnvelopeError::Version(v)) => assert_eq!(Some(&v), data.first()),
         Err(EnvelopeError::Kind(k)) => {
             assert_eq!(Some(&k), data.get(1));
-            assert!(k == 0 || k > 7);
+            assert!(k == 0 || k > 8);
         }
     }
 

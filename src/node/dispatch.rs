@@ -110,6 +110,14 @@ pub(super) async fn dispatch_worker(node: Arc<Node>, mut rx: mpsc::Receiver<Inbo
                         continue;
                     }
                 };
+                if env.kind == Kind::EpochEnd {
+                    if let Some(ended) = Position::parse(&env.body) {
+                        if let Some((from, to)) = positions.epoch_ended(&channel, &ended) {
+                            node.count_gap(&channel, &ended.epoch, (from, to), to + 1 - from);
+                        }
+                    }
+                    continue;
+                }
                 if let Some(pos) = &env.position {
                     match positions.observe(&channel, pos) {
                         Step::Deliver => {}
@@ -205,6 +213,8 @@ impl Node {
                 }
             }
             Kind::Send | Kind::Close | Kind::Probe | Kind::Ack => self.apply_control(env).await,
+            // Handled by the dispatch worker, which holds the positions.
+            Kind::EpochEnd => {}
             Kind::Join | Kind::Leave => {
                 let node = self.clone();
                 self.tasks
@@ -277,27 +287,33 @@ impl Node {
             );
         }
         if missing > 0 {
-            // Deliveries lost: each missing message, to each local member (a message for one
-            // connection on a control channel counts once).
-            let members = self.registry.member_count(channel).max(1) as u64;
-            metrics::counter!(m::DELIVERY_FAILURES, "hub" => hub.clone(), "reason" => m::REASON_BACKPLANE_GAP)
-                .increment(missing * members);
-            tracing::warn!(
-                hub,
-                channel,
-                epoch = %String::from_utf8_lossy(&fill.epoch),
-                from = fill.from,
-                to = fill.to,
-                missing,
-                local_members = members,
-                "messages missed on this channel are no longer in its history; counted as backplane_gap"
-            );
+            self.count_gap(channel, &fill.epoch, (fill.from, fill.to), missing);
         }
         if count_missing {
             fill.to
         } else {
             reached
         }
+    }
+
+    /// Counts `missing` messages of `from..=to` that this node missed on `channel` and can
+    /// no longer get as `backplane_gap`: once per local member (a message for one connection on a control
+    /// channel counts once), with a log line naming the range.
+    fn count_gap(&self, channel: &str, epoch: &[u8], (from, to): (u64, u64), missing: u64) {
+        let hub = crate::keys::hub_label(channel);
+        let members = self.registry.member_count(channel).max(1) as u64;
+        metrics::counter!(m::DELIVERY_FAILURES, "hub" => hub.to_owned(), "reason" => m::REASON_BACKPLANE_GAP)
+            .increment(missing * members);
+        tracing::warn!(
+            hub,
+            channel,
+            epoch = %String::from_utf8_lossy(epoch),
+            from,
+            to,
+            missing,
+            local_members = members,
+            "messages missed on this channel can no longer be fetched; counted as backplane_gap"
+        );
     }
 
     /// Queues a [`InboundItem::Verify`] for `channel` after [`VERIFY_AFTER`].

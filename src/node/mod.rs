@@ -130,6 +130,9 @@ pub struct Node {
     /// the backplane delivered.
     inbound_tx: Inbound,
     suppressions: crate::guard::Suppressions,
+    /// The last position this node published per channel: when a publish starts a new
+    /// epoch, receivers are told where the lost stream ended (bounded: cleared when full).
+    heads: Mutex<HashMap<Arc<str>, crate::envelope::Position>>,
     /// Task progress waiting for its coalescing window, per task.
     pub(crate) progress: crate::guard::Coalescer,
     draining: AtomicBool,
@@ -200,6 +203,7 @@ impl Node {
             delivery: parts.delivery,
             inbound_tx: parts.inbound_tx,
             suppressions: crate::guard::Suppressions::default(),
+            heads: Mutex::new(HashMap::new()),
             progress: crate::guard::Coalescer::default(),
             draining: AtomicBool::new(false),
             needs_resync: AtomicBool::new(false),

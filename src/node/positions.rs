@@ -49,6 +49,9 @@ struct Last {
     /// so it is delivered rather than taken for a duplicate.
     tentative: bool,
     since_micros: u64,
+    /// The stream before this one and the last position delivered (or counted) in it, to
+    /// compare with a publisher's [`crate::envelope::Kind::EpochEnd`].
+    previous: Option<(Box<[u8]>, u64)>,
 }
 
 /// Last positions of the channels one dispatch worker serves.
@@ -90,7 +93,7 @@ impl Positions {
         }
         let since_micros = last.since_micros;
         let restarted = !last.epoch.is_empty();
-        *last = new_last(pos);
+        switch(last, pos);
         if pos.seq == 1 {
             return Step::Deliver;
         }
@@ -113,6 +116,7 @@ impl Positions {
             seq: head.map_or(0, |h| h.seq),
             tentative: head.is_some(),
             since_micros,
+            previous: None,
         });
     }
 
@@ -159,11 +163,13 @@ impl Positions {
         let since_micros = last.since_micros;
         let restarted = !last.epoch.is_empty();
         // A new stream: nothing of it delivered yet.
-        *last = new_last(&Position {
-            epoch: head.epoch.clone(),
-            seq: 0,
-        });
-        last.since_micros = since_micros;
+        switch(
+            last,
+            &Position {
+                epoch: head.epoch.clone(),
+                seq: 0,
+            },
+        );
         Some(Fill {
             epoch: head.epoch.clone(),
             from: 1,
@@ -171,6 +177,27 @@ impl Positions {
             restarted,
             since_micros,
         })
+    }
+
+    /// A publisher says the channel's stream `ended.epoch` reached at least `ended.seq`.
+    /// Returns the positions of it this node never got (`from..=to`), now counted: the
+    /// stream is gone, so they cannot be fetched.
+    pub fn epoch_ended(&mut self, channel: &str, ended: &Position) -> Option<(u64, u64)> {
+        let last = self.last.get_mut(channel)?;
+        let seen = if *last.epoch == ended.epoch[..] {
+            &mut last.seq
+        } else {
+            match &mut last.previous {
+                Some((epoch, seq)) if **epoch == ended.epoch[..] => seq,
+                _ => return None,
+            }
+        };
+        if ended.seq <= *seen {
+            return None;
+        }
+        let from = *seen + 1;
+        *seen = ended.seq;
+        Some((from, ended.seq))
     }
 
     /// Records that everything of `epoch` up to `seq` was delivered (or is not owed).
@@ -203,7 +230,17 @@ fn new_last(pos: &Position) -> Last {
         seq: pos.seq,
         tentative: false,
         since_micros: 0,
+        previous: None,
     }
+}
+
+/// `last` moves to a new stream; the old one is kept as the previous.
+fn switch(last: &mut Last, pos: &Position) {
+    let old = std::mem::replace(last, new_last(pos));
+    if !old.epoch.is_empty() {
+        last.previous = Some((old.epoch, old.seq));
+    }
+    last.since_micros = old.since_micros;
 }
 
 #[cfg(test)]
@@ -324,6 +361,28 @@ mod tests {
             p.catch_up(&c, &pos("e", 12), Some(&pos("e", 11))),
             Some(fill("e", 11, 12, false))
         );
+    }
+
+    #[test]
+    fn a_publishers_epoch_end_counts_what_the_lost_stream_held_once() {
+        let mut p = Positions::default();
+        let c: Arc<str> = "c".into();
+        p.observe(&c, &pos("old", 113));
+        // The new stream shows up first, then a publisher says the old one reached 114.
+        assert!(matches!(p.observe(&c, &pos("new", 1)), Step::Deliver));
+        assert_eq!(p.epoch_ended(&c, &pos("old", 114)), Some((114, 114)));
+        assert_eq!(p.epoch_ended(&c, &pos("old", 114)), None, "counted once");
+        assert_eq!(p.epoch_ended(&c, &pos("old", 110)), None, "already seen");
+        assert_eq!(
+            p.epoch_ended(&c, &pos("other", 5)),
+            None,
+            "not a stream it knew"
+        );
+        // Said before the new stream arrives: the same.
+        let d: Arc<str> = "d".into();
+        p.observe(&d, &pos("old", 3));
+        assert_eq!(p.epoch_ended(&d, &pos("old", 5)), Some((4, 5)));
+        assert_eq!(p.observe(&d, &pos("old", 5)), Step::Duplicate);
     }
 
     #[test]

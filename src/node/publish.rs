@@ -1,6 +1,8 @@
 //! The publish path: encode the client record once, wrap it in an envelope and run one
 //! backplane command, under the storm or done-marker guard.
 
+use std::sync::Arc;
+
 use axum::extract::ws::Utf8Bytes;
 
 use super::dispatch::deliver_to;
@@ -159,7 +161,11 @@ impl Node {
             })
             .await?;
         let (nodes, repeat_of) = match published {
-            Published::Sent { nodes, .. } => (nodes, None),
+            Published::Sent { nodes, position } => {
+                self.announce_epoch_end(&channel, position, correlation)
+                    .await;
+                (nodes, None)
+            }
             Published::Suppressed => {
                 let (rule, group) = match (guard, audience) {
                     (Guard::UnlessDone(_), _) => ("after_terminal", String::new()),
@@ -211,6 +217,43 @@ impl Node {
             suppressed: false,
             repeat_of,
         })
+    }
+}
+
+/// Most channels whose last published position a node remembers.
+const MAX_HEADS: usize = 65_536;
+
+impl Node {
+    /// When `position` starts a new stream on `channel` (Redis lost its data) and this node
+    /// published to the old one, tells the receivers how far the old one went: what a
+    /// crash kept from them is then counted rather than lost silently. One extra command,
+    /// only on an epoch change.
+    async fn announce_epoch_end(
+        &self,
+        channel: &str,
+        position: crate::envelope::Position,
+        correlation: &CorrelationId,
+    ) {
+        let previous = {
+            let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+            if heads.len() >= MAX_HEADS && !heads.contains_key(channel) {
+                heads.clear();
+            }
+            heads.insert(Arc::from(channel), position.clone())
+        };
+        let Some(old) = previous.filter(|old| old.epoch != position.epoch) else {
+            return;
+        };
+        let marker = Envelope::encode(
+            Kind::EpochEnd,
+            now_micros(),
+            correlation.as_str().as_bytes(),
+            b"",
+            &crate::envelope::Position::render(&old.epoch, old.seq),
+        );
+        if let Err(e) = self.backplane.publish(channel, marker).await {
+            tracing::warn!(channel, error = %e, "could not tell receivers where the channel's lost stream ended");
+        }
     }
 }
 

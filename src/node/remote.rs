@@ -253,7 +253,7 @@ impl Node {
                     tracing::warn!(error = %e, "could not acknowledge a remote group change");
                 }
             }
-            Kind::Deliver | Kind::Probe | Kind::Ack => {}
+            Kind::Deliver | Kind::Probe | Kind::Ack | Kind::EpochEnd => {}
         }
     }
 
