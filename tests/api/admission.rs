@@ -527,14 +527,7 @@ async fn the_publish_api_names_the_credential_it_reads_and_ignores_forwarded_hos
 async fn development_nodes_accept_each_others_connection_tokens() {
     let a = TestApp::spawn_in_memory(crate::helpers::test_config()).await;
     let b = TestApp::spawn_in_memory(crate::helpers::test_config()).await;
-    let neg: Value = reqwest::Client::new()
-        .post(a.url("/hubs/spend/negotiate?negotiateVersion=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let neg = crate::helpers::negotiate(&a, "/hubs/spend").await;
     let token = neg["connectionToken"].as_str().unwrap();
     let mut c = Client::open(&b.ws_url(&format!("/hubs/spend?id={token}"))).await;
     c.handshake().await;

@@ -1,6 +1,6 @@
 //! Joining and leaving, isolation between groups and hubs, order, and the membership API.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::{eventually, Client, TestApp, WAIT};
 
@@ -112,14 +112,7 @@ async fn a_thousand_messages_to_one_group_arrive_in_order() {
 #[tokio::test]
 async fn the_api_adds_and_removes_a_connection_and_sends_to_it() {
     let app = TestApp::spawn().await;
-    let neg: Value = reqwest::Client::new()
-        .post(app.url("/hubs/tasks/negotiate?negotiateVersion=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let neg = crate::helpers::negotiate(&app, "/hubs/tasks").await;
     let id = neg["connectionId"].as_str().unwrap().to_owned();
     let token = neg["connectionToken"].as_str().unwrap();
     let mut c = Client::open(&app.ws_url(&format!("/hubs/tasks?id={token}"))).await;

@@ -276,6 +276,18 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// `POST {hub_path}/negotiate?negotiateVersion=1` without a credential: its JSON answer.
+pub async fn negotiate(app: &TestApp, hub_path: &str) -> Value {
+    reqwest::Client::new()
+        .post(app.url(&format!("{hub_path}/negotiate?negotiateVersion=1")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A raw SignalR JSON client over tokio-tungstenite.
 pub struct Client {
     pub ws: Ws,
@@ -306,14 +318,7 @@ impl Client {
 
     /// Negotiates (v1), opens with `?id=`, and completes the handshake.
     pub async fn connect(app: &TestApp, hub_path: &str) -> Self {
-        let neg: Value = reqwest::Client::new()
-            .post(app.url(&format!("{hub_path}/negotiate?negotiateVersion=1")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let neg = negotiate(app, hub_path).await;
         let token = neg["connectionToken"].as_str().unwrap();
         let mut c = Self::open(&app.ws_url(&format!("{hub_path}?id={token}"))).await;
         c.handshake().await;

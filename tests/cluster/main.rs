@@ -293,14 +293,7 @@ async fn user_targeting_reaches_every_connection_of_the_user_on_every_node() {
 async fn the_api_changes_and_sends_to_a_connection_held_by_another_node() {
     let cluster = Cluster::spawn(2).await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let neg: Value = reqwest::Client::new()
-        .post(a.url("/hubs/tasks/negotiate?negotiateVersion=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let neg = crate::helpers::negotiate(a, "/hubs/tasks").await;
     let id = neg["connectionId"].as_str().unwrap().to_owned();
     let mut c = Client::open(&a.ws_url(&format!(
         "/hubs/tasks?id={}",
