@@ -92,6 +92,22 @@ def section(title: str) -> None:
     print(f"\n--- {title}", flush=True)
 
 
+def poll_until(check, seconds: float, every: float = 0.1):
+    """Calls `check` until it returns something other than None (or raises nothing but
+    OSError), or `seconds` pass; returns its last result. The only wait in these checks:
+    a condition with a deadline, never a fixed pause."""
+    d = Deadline(seconds)
+    result = None
+    while True:
+        try:
+            result = check()
+        except OSError:
+            result = None
+        if result is not None or d.over():
+            return result
+        time.sleep(min(every, d.left()))
+
+
 class Deadline:
     def __init__(self, seconds: float):
         self.end = time.monotonic() + seconds
@@ -191,18 +207,13 @@ class Node:
         self.metrics_url = f"http://127.0.0.1:{self.mport}/metrics"
 
     def wait_up(self, seconds: float = 20) -> bool:
-        d = Deadline(seconds)
-        while not d.over():
+        def up():
             if self.proc.poll() is not None:
                 return False
-            try:
-                if http("GET", self.base + "/readyz", timeout=2)[0] == 200 and \
-                        http("GET", self.metrics_url, timeout=2)[0] == 200:
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.1)
-        return False
+            ok = http("GET", self.base + "/readyz", timeout=2)[0] == 200 and \
+                http("GET", self.metrics_url, timeout=2)[0] == 200
+            return True if ok else None
+        return bool(poll_until(up, seconds))
 
     def scrape(self) -> str:
         status, body, _ = http("GET", self.metrics_url)
@@ -635,12 +646,10 @@ def drive_traffic(node: Node) -> list[str]:
 def wait_scrape_complete(node: Node, names: set[str], exempt: set[str], seconds: float = 10) -> None:
     """Waits (polling, with a deadline) until every expected series is in the scrape: the
     lag histogram and coalesced progress are recorded asynchronously after the traffic."""
-    deadline = Deadline(seconds)
-    while not deadline.over():
+    def complete():
         _, samples = parse_scrape(node.scrape())
-        if all(n in samples for n in names if base_name(n) not in exempt):
-            return
-        time.sleep(0.1)
+        return True if all(n in samples for n in names if base_name(n) not in exempt) else None
+    poll_until(complete, seconds)
 
 
 def check_scrape(label: str, node: Node, names: set[str], exempt: set[str]) -> None:
@@ -691,15 +700,11 @@ def check_c(d: dict) -> None:
     rport = free_port()
     redis = spawn("c-redis", [REDIS_BIN, "--port", str(rport), "--bind", "127.0.0.1",
                               "--save", "", "--appendonly", "no"])
-    d0 = Deadline(10)
-    while not d0.over():
-        try:
-            with socket.create_connection(("127.0.0.1", rport), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            time.sleep(0.1)
+    def pong():
+        with socket.create_connection(("127.0.0.1", rport), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return True if s.recv(16).startswith(b"+PONG") else None
+    poll_until(pong, 10)
     rnode = Node("c-redis-node", redis_url=f"redis://127.0.0.1:{rport}")
     if not check("c: node on a Redis backplane starts and is ready", rnode.wait_up(),
                  log_tail("c-redis-node")):
@@ -735,17 +740,11 @@ class Prom:
             "--storage.tsdb.retention.time=1h"])
 
     def wait_ready(self, seconds: float = 30) -> bool:
-        d = Deadline(seconds)
-        while not d.over():
+        def ready():
             if self.proc.poll() is not None:
                 return False
-            try:
-                if http("GET", self.base + "/-/ready", timeout=2)[0] == 200:
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.2)
-        return False
+            return True if http("GET", self.base + "/-/ready", timeout=2)[0] == 200 else None
+        return bool(poll_until(ready, seconds, every=0.2))
 
     def query(self, q: str) -> tuple[str, list]:
         url = self.base + "/api/v1/query?" + urllib.parse.urlencode({"query": q})
@@ -762,14 +761,12 @@ class Prom:
         return float(result[0]["value"][1])
 
     def wait_value(self, q: str, want: float, seconds: float) -> tuple[bool, float | None]:
-        d = Deadline(seconds)
-        v = None
-        while not d.over():
-            v = self.scalar(q)
-            if v is not None and abs(v - want) < 1e-9:
-                return True, v
-            time.sleep(0.5)
-        return False, v
+        last = [None]
+
+        def equal():
+            last[0] = self.scalar(q)
+            return True if last[0] is not None and abs(last[0] - want) < 1e-9 else None
+        return bool(poll_until(equal, seconds, every=0.5)), last[0]
 
 
 def check_d(d: dict) -> None:
@@ -794,14 +791,15 @@ def check_d(d: dict) -> None:
             c.invoke("JoinGroup", "obs")
         ok, v = prom.wait_value("sum(hubcast_connections)", 5, 20)
         check("d: sum(hubcast_connections) == 5 (3 clients on one node, 2 on the other)", ok, *both(f"last value {v}"))
-        status, result = prom.query('hubcast_ready{job="hubcast"}')
-        ready = {r["metric"].get("pod"): r["value"][1] for r in result} if status == "success" else {}
-        if ready != {"hubcast-0": "1", "hubcast-1": "1"}:
-            dl = Deadline(12)  # the gauge is refreshed every 5 s
-            while not dl.over() and ready != {"hubcast-0": "1", "hubcast-1": "1"}:
-                time.sleep(0.5)
-                status, result = prom.query('hubcast_ready{job="hubcast"}')
-                ready = {r["metric"].get("pod"): r["value"][1] for r in result} if status == "success" else {}
+        both_ready = {"hubcast-0": "1", "hubcast-1": "1"}
+        seen_ready = [{}]
+
+        def ready_now():
+            status, result = prom.query('hubcast_ready{job="hubcast"}')
+            seen_ready[0] = {r["metric"].get("pod"): r["value"][1] for r in result} if status == "success" else {}
+            return True if seen_ready[0] == both_ready else None
+        poll_until(ready_now, 12, every=0.5)  # a scrape interval or two
+        ready = seen_ready[0]
         check("d: hubcast_ready is 1 for both targets", ready == {"hubcast-0": "1", "hubcast-1": "1"}, *both(f"got {ready}"))
         ok, v = prom.wait_value('sum(hubcast_group_members{hub="tasks"})', 5, 15)
         check("d: sum(hubcast_group_members{hub=\"tasks\"}) == 5 (each in-process node counts its own)", ok, *both(f"last value {v}"))
@@ -855,9 +853,8 @@ def check_d(d: dict) -> None:
         # Every dashboard expression evaluates on real data, scoped to the test namespace:
         # wait for two more scrapes, so that rate() over the traffic has two points.
         seen = prom.scalar("min(count_over_time(hubcast_ready[5m]))") or 0
-        more = Deadline(15)
-        while not more.over() and (prom.scalar("min(count_over_time(hubcast_ready[5m]))") or 0) < seen + 2:
-            time.sleep(0.2)
+        poll_until(lambda: True if (prom.scalar("min(count_over_time(hubcast_ready[5m]))") or 0) >= seen + 2
+                   else None, 15, every=0.2)
         errors, empty = [], []
         for where, e in dashboard_exprs(d):
             q = substitute(e, namespace=NAMESPACE)
