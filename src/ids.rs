@@ -107,13 +107,14 @@ impl fmt::Display for UserId {
 
 /// A SignalR connection id: 16 random bytes, base64url without padding (22 characters),
 /// as ASP.NET makes them. URL-safe because the JS client pastes ids into URLs unencoded.
+/// Shared, not owned: the fan-out path clones the ids of a message's recipients.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(String);
+pub struct ConnectionId(std::sync::Arc<str>);
 
 impl ConnectionId {
     /// A fresh random id.
     pub fn random() -> Self {
-        Self(random_token())
+        Self(random_token().into())
     }
 
     /// Accepts an id from outside; anything that is not 22 to 96 base64url characters
@@ -124,7 +125,7 @@ impl ConnectionId {
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Self(raw.to_owned()))
+        ok.then(|| Self(raw.into()))
     }
 
     /// The id as text.
@@ -156,9 +157,15 @@ impl CorrelationId {
 
     /// A fresh id (32 hex digits, the shape of a W3C trace id).
     pub fn generate() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut bytes);
-        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        let mut out = String::with_capacity(32);
+        for b in bytes {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0F)]));
+        }
+        Self(out)
     }
 
     /// Accepts a caller's id: 1 to 128 visible ASCII characters.

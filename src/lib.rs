@@ -115,3 +115,4 @@ pub mod node;
 pub mod protocol;
 pub mod session;
 pub mod telemetry;
+pub mod ws;

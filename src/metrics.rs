@@ -145,6 +145,46 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// One hub's delivery series, registered once so the fan-out path updates them without
+/// building label strings or looking them up per message.
+#[derive(Debug, Clone)]
+pub struct HubMeters {
+    /// Messages written to client sockets.
+    pub delivered: metrics::Counter,
+    /// Publish time until written.
+    pub lag: metrics::Histogram,
+    /// Not queued: the connection was closing.
+    pub connection_closed: metrics::Counter,
+    /// Not queued: the connection's queue was full (it is closed).
+    pub slow_consumer: metrics::Counter,
+    /// Not written: the socket failed or timed out.
+    pub write_error: metrics::Counter,
+}
+
+impl HubMeters {
+    /// The series of hub `hub`.
+    pub fn new(hub: &str) -> Self {
+        let failures = |reason: &'static str| metrics::counter!(DELIVERY_FAILURES, "hub" => hub.to_owned(), "reason" => reason);
+        Self {
+            delivered: metrics::counter!(MESSAGES_DELIVERED, "hub" => hub.to_owned()),
+            lag: metrics::histogram!(DELIVERY_LAG, "hub" => hub.to_owned()),
+            connection_closed: failures(REASON_CONNECTION_CLOSED),
+            slow_consumer: failures(REASON_SLOW_CONSUMER),
+            write_error: failures(REASON_WRITE_ERROR),
+        }
+    }
+
+    /// Counts `count` deliveries of a message published at `published_at_micros`,
+    /// written at `now_micros`.
+    pub fn delivered(&self, count: u64, published_at_micros: u64, now_micros: u64) {
+        self.delivered.increment(count);
+        if published_at_micros > 0 {
+            let lag = now_micros.saturating_sub(published_at_micros) as f64 / 1e6;
+            self.lag.record_many(lag, count as usize);
+        }
+    }
+}
+
 /// Registers every series with fixed labels at zero, so dashboards and alerts see them
 /// before the first event.
 pub fn init_series(hubs: &[&str]) {

@@ -1,3 +1,6 @@
+//! (Longer than usual because the queue and its direct-write path share one lock and one
+//! set of invariants, and their tests, with real sockets, sit beside them.)
+//!
 //! What the rest of the node holds of a session: a bounded outbound queue and a way to
 //! close it with a reason.
 //!
@@ -10,23 +13,62 @@
 //! client that stops reading pin `outbound_queue` × the largest publish (1 024 × 1 MiB).
 //! The bytes a batch carries stay counted while the session writes it, so the budget
 //! covers everything the connection holds on to, not only what waits.
+//!
+//! **Direct writes.** When nothing is queued and the session is not writing, `try_send`
+//! writes the frame straight into the socket (a non-blocking `write`), and the session's
+//! task is not woken at all; only what the kernel does not take is queued. The decision
+//! and the write happen under the state lock, so a direct write can never overtake a
+//! queued one or interleave with the session's. The lock is a plain mutex held across a
+//! non-blocking system call, never across an `.await`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 
 use super::close::CloseReason;
+use crate::ws::{Frame, Socket};
 
 /// One message waiting to be written to a client.
 #[derive(Debug, Clone)]
 pub struct Outbound {
-    /// The encoded record(s); shared by every recipient of the same publish.
-    pub frame: Utf8Bytes,
+    /// The WebSocket frame; shared by every recipient of the same publish.
+    pub frame: Frame,
+    /// Bytes of the frame already written (a direct write the kernel took only part of).
+    pub offset: usize,
     /// When it was published (µs since the epoch), for the delivery-lag histogram; 0 when
-    /// not from a publish.
+    /// not a delivery (replies, pings, pongs).
     pub published_at_micros: u64,
+}
+
+impl Outbound {
+    /// A delivery of a publish made at `published_at_micros`.
+    pub fn delivery(frame: Frame, published_at_micros: u64) -> Self {
+        Self {
+            frame,
+            offset: 0,
+            published_at_micros,
+        }
+    }
+
+    /// A frame of the session's own (a reply, a ping, a pong).
+    pub fn reply(frame: Frame) -> Self {
+        Self::delivery(frame, 0)
+    }
+
+    /// The bytes still to write.
+    pub fn unwritten(&self) -> &[u8] {
+        &self.frame.as_bytes()[self.offset..]
+    }
+}
+
+/// Where [`SessionHandle::try_send`] put a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Written to the socket in full, now.
+    Written,
+    /// Queued for the session to write.
+    Queued,
 }
 
 /// Why a message could not be queued.
@@ -38,7 +80,7 @@ pub enum QueueError {
     Closed,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     queue: VecDeque<Outbound>,
     /// Bytes of the frames queued or taken by the session and not yet written.
@@ -46,6 +88,9 @@ struct State {
     reason: Option<CloseReason>,
     /// The receiving side is gone.
     ended: bool,
+    /// The session owns the socket's write side: it writes a batch, or has not finished
+    /// its handshake. No direct writes meanwhile.
+    writing: bool,
 }
 
 #[derive(Debug)]
@@ -57,6 +102,8 @@ struct Shared {
     queued: Notify,
     /// Wakes the session when it is asked to close.
     closing: Notify,
+    /// The connection's socket, for direct writes; `None` for a queue alone.
+    socket: Option<Socket>,
 }
 
 impl Shared {
@@ -87,14 +134,33 @@ impl SessionHandle {
     }
 
     /// A handle and the receiving end of its queue of `capacity` messages and at most
-    /// `byte_budget` bytes queued or being written.
+    /// `byte_budget` bytes queued or being written, with no socket (messages wait for
+    /// the receiver).
     pub fn with_budget(capacity: usize, byte_budget: usize) -> (Self, Receiver) {
+        Self::build(capacity, byte_budget, None)
+    }
+
+    /// As [`Self::with_budget`], owning the connection's socket: messages are written
+    /// straight to it while nothing waits. The session's writes stay its own until it
+    /// calls [`Receiver::release`].
+    pub fn with_socket(capacity: usize, byte_budget: usize, socket: Socket) -> (Self, Receiver) {
+        Self::build(capacity, byte_budget, Some(socket))
+    }
+
+    fn build(capacity: usize, byte_budget: usize, socket: Option<Socket>) -> (Self, Receiver) {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                bytes: 0,
+                reason: None,
+                ended: false,
+                writing: socket.is_some(),
+            }),
             capacity,
             byte_budget,
             queued: Notify::new(),
             closing: Notify::new(),
+            socket,
         });
         (
             Self {
@@ -107,28 +173,40 @@ impl SessionHandle {
         )
     }
 
-    /// Queues a message without waiting: the fan-out path never blocks on one client.
+    /// Writes or queues a message without waiting: the fan-out path never blocks on one
+    /// client.
     ///
     /// # Errors
     /// [`QueueError::Full`] when the client is not keeping up (the message bound or the
     /// byte budget would be exceeded), [`QueueError::Closed`] when the session is gone or
     /// closing.
-    pub fn try_send(&self, item: Outbound) -> Result<(), QueueError> {
+    pub fn try_send(&self, mut item: Outbound) -> Result<Sent, QueueError> {
         {
             let mut state = self.shared.state();
             if state.ended || state.reason.is_some() {
                 return Err(QueueError::Closed);
             }
-            let bytes = state.bytes.saturating_add(item.frame.len());
+            let bytes = state.bytes.saturating_add(item.unwritten().len());
             if state.queue.len() >= self.shared.capacity || bytes > self.shared.byte_budget {
                 return Err(QueueError::Full);
             }
-            state.bytes = bytes;
+            if let (true, false, Some(socket)) =
+                (state.queue.is_empty(), state.writing, &self.shared.socket)
+            {
+                match socket.try_write(item.unwritten()) {
+                    Ok(n) if n == item.unwritten().len() => return Ok(Sent::Written),
+                    Ok(n) => item.offset += n,
+                    // Full (`WouldBlock`) or failing: the session's own write of the
+                    // queued frame waits for room or reports the failure.
+                    Err(_) => {}
+                }
+            }
+            state.bytes = state.bytes.saturating_add(item.unwritten().len());
             state.queue.push_back(item);
         }
         // A stored permit if the session is not waiting right now: no wake-up is lost.
         self.shared.queued.notify_one();
-        Ok(())
+        Ok(Sent::Queued)
     }
 
     /// Asks the session to close. The first reason given wins; returns whether this call
@@ -175,13 +253,14 @@ impl SessionHandle {
 impl Receiver {
     /// Waits for messages and moves up to `max` of them into `batch`. Their bytes stay
     /// counted against the budget until [`Self::written`].
-    pub async fn recv_batch(&mut self, batch: &mut Vec<Outbound>, max: usize) {
+    pub async fn recv_batch(&self, batch: &mut Vec<Outbound>, max: usize) {
         loop {
             {
                 let mut state = self.shared.state();
                 if !state.queue.is_empty() {
                     let n = state.queue.len().min(max);
                     batch.extend(state.queue.drain(..n));
+                    state.writing = true;
                     // Give back what a burst grew, so an idle connection holds nothing.
                     if state.queue.is_empty() && state.queue.capacity() > 64 {
                         state.queue = VecDeque::new();
@@ -198,9 +277,21 @@ impl Receiver {
     /// Gives back to the budget the bytes of a batch from [`Self::recv_batch`], once it
     /// is written.
     pub fn written(&mut self, batch: &[Outbound]) {
-        let n: usize = batch.iter().map(|o| o.frame.len()).sum();
+        let n: usize = batch.iter().map(|o| o.unwritten().len()).sum();
         let mut state = self.shared.state();
         state.bytes = state.bytes.saturating_sub(n);
+        state.writing = false;
+    }
+
+    /// The session is done writing on its own (its handshake reply is out): from now on
+    /// messages may be written directly while nothing waits.
+    pub fn release(&mut self) {
+        self.shared.state().writing = false;
+    }
+
+    /// The connection's socket, when the handle owns one.
+    pub fn socket(&self) -> Option<&Socket> {
+        self.shared.socket.as_ref()
     }
 
     /// Waits for the next message (one at a time; the session itself uses batches). Its
@@ -216,7 +307,7 @@ impl Receiver {
     pub fn try_recv(&mut self) -> Option<Outbound> {
         let mut state = self.shared.state();
         let item = state.queue.pop_front()?;
-        state.bytes = state.bytes.saturating_sub(item.frame.len());
+        state.bytes = state.bytes.saturating_sub(item.unwritten().len());
         Some(item)
     }
 }
@@ -255,15 +346,12 @@ mod tests {
     use super::*;
 
     fn item(n: u64) -> Outbound {
-        Outbound {
-            frame: Utf8Bytes::from_static("x"),
-            published_at_micros: n,
-        }
+        Outbound::delivery(Frame::text(b"x"), n)
     }
 
     #[tokio::test]
     async fn messages_come_out_in_order_in_batches() {
-        let (h, mut rx) = SessionHandle::new(10);
+        let (h, rx) = SessionHandle::new(10);
         for n in 1..=5 {
             h.try_send(item(n)).unwrap();
         }
@@ -290,11 +378,9 @@ mod tests {
         assert_eq!(h.try_send(item(3)), Err(QueueError::Closed));
     }
 
+    /// A frame of `len` bytes in all (2 of them header).
     fn sized(len: usize) -> Outbound {
-        Outbound {
-            frame: Utf8Bytes::from("x".repeat(len)),
-            published_at_micros: 0,
-        }
+        Outbound::reply(Frame::text("x".repeat(len - 2).as_bytes()))
     }
 
     #[tokio::test]
@@ -306,7 +392,7 @@ mod tests {
         let mut batch = Vec::new();
         rx.recv_batch(&mut batch, 8).await;
         assert_eq!(
-            h.try_send(sized(1)),
+            h.try_send(sized(2)),
             Err(QueueError::Full),
             "a batch being written still counts"
         );
@@ -332,7 +418,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_queued_before_waiting_is_not_missed() {
-        let (h, mut rx) = SessionHandle::new(4);
+        let (h, rx) = SessionHandle::new(4);
         h.try_send(item(7)).unwrap();
         let mut batch = Vec::new();
         tokio::time::timeout(
@@ -342,5 +428,94 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(batch[0].published_at_micros, 7);
+    }
+
+    /// A connected pair: the server end wrapped for a handle, the client end to read.
+    async fn socket_pair() -> (Socket, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (
+            Socket::new(accepted.unwrap().0, Box::new(())),
+            client.unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn direct_writes_wait_for_the_handshake_and_never_overtake_the_queue() {
+        use tokio::io::AsyncReadExt as _;
+        let (socket, mut client) = socket_pair().await;
+        let (h, mut rx) = SessionHandle::with_socket(16, 1 << 20, socket);
+        assert_eq!(
+            h.try_send(item(1)),
+            Ok(Sent::Queued),
+            "the session holds the socket"
+        );
+        rx.release();
+        assert_eq!(h.try_send(item(2)), Ok(Sent::Queued), "one is waiting");
+        let mut batch = Vec::new();
+        rx.recv_batch(&mut batch, 8).await;
+        assert_eq!(
+            h.try_send(item(3)),
+            Ok(Sent::Queued),
+            "the session is writing"
+        );
+        for o in &batch {
+            rx.socket().unwrap().write_all(o.unwritten()).await.unwrap();
+        }
+        rx.written(&batch);
+        batch.clear();
+        rx.recv_batch(&mut batch, 8).await;
+        rx.socket()
+            .unwrap()
+            .write_all(batch[0].unwritten())
+            .await
+            .unwrap();
+        rx.written(&batch);
+        assert_eq!(h.try_send(item(4)), Ok(Sent::Written));
+        let mut wire = vec![0u8; 4 * 3];
+        client.read_exact(&mut wire).await.unwrap();
+        assert_eq!(wire, [0x81, 1, b'x'].repeat(4));
+    }
+
+    #[tokio::test]
+    async fn a_frame_the_kernel_took_part_of_is_finished_in_order() {
+        use tokio::io::AsyncReadExt as _;
+        let (socket, mut client) = socket_pair().await;
+        let (h, mut rx) = SessionHandle::with_socket(1 << 16, usize::MAX, socket);
+        rx.release();
+        let frames: Vec<Frame> = (0..=255u8).map(|b| Frame::binary(&[b; 65_536])).collect();
+        let mut sent = 0;
+        // Until the kernel's buffers are full and something had to be queued.
+        while sent < frames.len() {
+            let r = h
+                .try_send(Outbound::delivery(frames[sent].clone(), 1))
+                .unwrap();
+            sent += 1;
+            if r == Sent::Queued {
+                break;
+            }
+        }
+        assert!(sent < frames.len(), "a non-reading peer fills the socket");
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let mut batch = Vec::new();
+        rx.recv_batch(&mut batch, 8).await;
+        for o in &batch {
+            rx.socket().unwrap().write_all(o.unwritten()).await.unwrap();
+        }
+        rx.written(&batch);
+        rx.socket().unwrap().shutdown();
+        let expected: Vec<u8> = frames[..sent]
+            .iter()
+            .flat_map(|f| f.as_bytes().to_vec())
+            .collect();
+        assert!(
+            reader.await.unwrap() == expected,
+            "every byte once, in order"
+        );
     }
 }

@@ -188,6 +188,11 @@ impl<S, Slot> Watched<S, Slot> {
             _slot: slot,
         }
     }
+
+    /// The socket and its slot, once HTTP is done with them (a WebSocket upgrade).
+    pub fn into_parts(self) -> (S, Slot) {
+        (self.inner, self._slot)
+    }
 }
 
 impl<S: AsyncRead + Unpin, Slot: Unpin> AsyncRead for Watched<S, Slot> {

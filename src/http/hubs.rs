@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -29,6 +28,7 @@ use crate::ids::ConnectionId;
 use crate::metrics as m;
 use crate::protocol::negotiate::{NegotiateResponse, VersionRequest};
 use crate::session::{self, SessionStart};
+use crate::ws::upgrade::{self, UpgradeError};
 
 /// Query parameters, matched case-insensitively as ASP.NET does; unknown ones are
 /// ignored (clients add their own).
@@ -171,23 +171,29 @@ pub async fn negotiate(
     cors(resp, &headers)
 }
 
-/// The WebSocket upgrade and the address it comes from (known when the server records
-/// peer addresses).
+/// The WebSocket upgrade (its accept key and hyper's handle on the connection) and the
+/// address it comes from (known when the server records peer addresses).
 #[derive(Debug)]
 pub struct Upgrade {
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<(HeaderValue, hyper::upgrade::OnUpgrade), UpgradeError>,
     peer: Option<SocketAddr>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        let ws = WebSocketUpgrade::from_request_parts(parts, state).await;
+        let ws = upgrade::check(&parts.method, &parts.headers).and_then(|accept| {
+            parts
+                .extensions
+                .remove::<hyper::upgrade::OnUpgrade>()
+                .map(|on| (accept, on))
+                .ok_or(UpgradeError::NotUpgrade)
+        });
         Ok(Self { ws, peer })
     }
 }
@@ -235,12 +241,15 @@ pub async fn connect(
     headers: HeaderMap,
     upgrade: Upgrade,
 ) -> Response {
-    let Ok(ws) = upgrade.ws else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": "this endpoint accepts WebSocket connections only (the only transport served)" })),
-        )
-            .into_response();
+    let (accept, on_upgrade) = match upgrade.ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": format!("this endpoint accepts WebSocket connections only (the only transport served): {e}") })),
+            )
+                .into_response();
+        }
     };
     if !state.gate.origin_allowed(&headers) {
         return refuse(
@@ -373,38 +382,25 @@ pub async fn connect(
         virtual_key: identity.virtual_key,
         granted: identity.groups,
     };
-    let sessions = state.sessions.clone();
-    let max_record = node.limits().max_record_bytes;
-    // Bytes a WebSocket gathers before writing them to the socket (tungstenite's default).
-    let write_buffer = 128 * 1024;
-    ws
-        // Records are bounded by the record reader; the WebSocket limits only stop a
-        // single huge frame from being buffered before that check can run.
-        // tungstenite zero-fills its whole read buffer before every read attempt, and
-        // keeps it per connection: the 128 KiB default cost a third of the CPU under load
-        // and 128 KiB of RSS per connection. Records are small; 4 KiB reads suffice.
-        .read_buffer_size(1024)
-        .max_message_size(max_record + 64 * 1024)
-        .max_frame_size(max_record + 64 * 1024)
-        // Unbounded by default: every Ping a client sends queues a Pong, so a client
-        // that pings and never reads grew the node by 90 MiB a second. The writer
-        // flushes past `write_buffer`, so the buffer holds at most that plus the
-        // largest frame; when Pongs have filled it, a Pong waits in one slot and the next
-        // message fails the write, which closes the connection as `write_error`.
-        .write_buffer_size(write_buffer)
-        .max_write_buffer_size(write_buffer + node.limits().largest_frame())
-        .on_upgrade(move |socket| {
-            let fut = session::run(
-                socket,
-                node,
-                SessionStart {
-                    hub,
-                    caller,
-                    handshake_permit: Some(permit),
-                    user_slot,
-                },
-            );
-
-            sessions.track_future(fut)
-        })
+    let start = SessionStart {
+        hub,
+        caller,
+        handshake_permit: Some(permit),
+        user_slot,
+    };
+    // The session starts once hyper has written the 101 and let go of the socket.
+    state.sessions.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        match super::serve::take_socket(upgraded) {
+            Some(upgraded) => session::run(upgraded, node, start).await,
+            None => tracing::error!("WebSocket upgrade on a connection without a TCP socket"),
+        }
+    });
+    upgrade::switching(accept)
 }

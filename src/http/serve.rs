@@ -67,6 +67,29 @@ impl Drop for Slot {
     }
 }
 
+/// The socket under a connection hyper upgraded, for the WebSocket layer (which writes
+/// to it directly). `None` when the connection was not accepted by [`serve`] or
+/// `axum::serve` (an in-memory transport in a test, say).
+pub fn take_socket(upgraded: hyper::upgrade::Upgraded) -> Option<crate::ws::Upgraded> {
+    use crate::ws::{Socket, Upgraded};
+    match upgraded.downcast::<TokioIo<Watched<TcpStream, Slot>>>() {
+        Ok(parts) => {
+            let (tcp, slot) = parts.io.into_inner().into_parts();
+            Some(Upgraded {
+                socket: Socket::new(tcp, Box::new(slot)),
+                leftover: parts.read_buf,
+            })
+        }
+        Err(upgraded) => upgraded
+            .downcast::<TokioIo<TcpStream>>()
+            .ok()
+            .map(|parts| Upgraded {
+                socket: Socket::new(parts.io.into_inner(), Box::new(())),
+                leftover: parts.read_buf,
+            }),
+    }
+}
+
 /// Serves `router` on `listener` until `stop` is cancelled, then waits for its HTTP
 /// connections to finish.
 pub async fn serve(

@@ -4,80 +4,91 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
 use super::positions::{Fill, Positions, Step};
 use super::Node;
 use crate::backplane::InboundItem;
 use crate::connection::close::CloseReason;
-use crate::connection::handle::{Outbound, QueueError, SessionHandle};
-use crate::envelope::{Envelope, Kind, Position};
+use crate::connection::handle::{Outbound, QueueError, Sent, SessionHandle};
+use crate::envelope::{now_micros, Envelope, Kind, Position};
 use crate::ids::ConnectionId;
 use crate::metrics as m;
+use crate::ws::Frame;
 
 impl Node {
     // ---- fan-out ---------------------------------------------------------------------
 
-    /// Writes a record to every local member of a channel. Never waits: a member whose
-    /// queue is full is closed as a slow consumer.
-    pub(super) fn deliver_local(&self, channel: &str, frame: Utf8Bytes, published_at: u64) {
-        let mut slow: Vec<(ConnectionId, SessionHandle)> = Vec::new();
+    /// Writes a frame to every local member of a channel. Never waits: an idle member's
+    /// socket is written at once, a busy one's queue takes it, and a member whose queue
+    /// is full is closed as a slow consumer.
+    pub(super) fn deliver_local(&self, channel: &str, frame: &Frame, published_at: u64) {
+        // The members are copied out first, so no registry lock is held across the
+        // socket writes (a join on this node must not wait for a large group's fan-out).
+        let mut members: Vec<(ConnectionId, SessionHandle)> = Vec::new();
+        let Some(hub) = self.registry.for_each_member(channel, |member| {
+            members.push((member.id.clone(), member.handle.clone()));
+        }) else {
+            return;
+        };
+        let meters = &self.meters[hub];
+        let mut written = 0u64;
         let mut closing = 0u64;
-        let hub = self.registry.for_each_member(channel, |member| {
-            match member.handle.try_send(Outbound {
-                frame: frame.clone(),
-                published_at_micros: published_at,
-            }) {
-                Ok(()) => {}
+        for (id, handle) in &members {
+            match handle.try_send(Outbound::delivery(frame.clone(), published_at)) {
+                Ok(Sent::Written) => written += 1,
+                Ok(Sent::Queued) => {}
                 Err(QueueError::Closed) => closing += 1,
-                Err(QueueError::Full) => slow.push((member.id.clone(), member.handle.clone())),
+                Err(QueueError::Full) => evict_slow(meters, handle, id, self.hubs[hub].name()),
             }
-        });
-        if let Some(hub) = hub {
-            let name = self.hubs[hub].name();
-            for (id, handle) in slow {
-                evict_slow(&handle, &id, name);
-            }
-            if closing > 0 {
-                metrics::counter!(m::DELIVERY_FAILURES, "hub" => name.to_owned(), "reason" => m::REASON_CONNECTION_CLOSED)
-                    .increment(closing);
-                tracing::debug!(
-                    channel,
-                    connections = closing,
-                    "message not queued: connections closing"
-                );
-            }
+        }
+        if written > 0 {
+            meters.delivered(written, published_at, now_micros());
+        }
+        if closing > 0 {
+            meters.connection_closed.increment(closing);
+            tracing::debug!(
+                channel,
+                connections = closing,
+                "message not queued: connections closing"
+            );
         }
     }
 }
 
 pub(super) fn deliver_to(
+    meters: &m::HubMeters,
     handle: &SessionHandle,
     id: &ConnectionId,
     hub: &str,
-    frame: Utf8Bytes,
+    frame: Frame,
     published_at: u64,
 ) -> bool {
-    match handle.try_send(Outbound {
-        frame,
-        published_at_micros: published_at,
-    }) {
-        Ok(()) => true,
+    match handle.try_send(Outbound::delivery(frame, published_at)) {
+        Ok(Sent::Written) => {
+            meters.delivered(1, published_at, now_micros());
+            true
+        }
+        Ok(Sent::Queued) => true,
         Err(QueueError::Closed) => {
-            metrics::counter!(m::DELIVERY_FAILURES, "hub" => hub.to_owned(), "reason" => m::REASON_CONNECTION_CLOSED).increment(1);
+            meters.connection_closed.increment(1);
             tracing::debug!(connection = %id, "message not queued: connection closing");
             false
         }
         Err(QueueError::Full) => {
-            evict_slow(handle, id, hub);
+            evict_slow(meters, handle, id, hub);
             false
         }
     }
 }
 
-pub(super) fn evict_slow(handle: &SessionHandle, id: &ConnectionId, hub: &str) {
-    metrics::counter!(m::DELIVERY_FAILURES, "hub" => hub.to_owned(), "reason" => m::REASON_SLOW_CONSUMER).increment(1);
+pub(super) fn evict_slow(
+    meters: &m::HubMeters,
+    handle: &SessionHandle,
+    id: &ConnectionId,
+    hub: &str,
+) {
+    meters.slow_consumer.increment(1);
     if handle.close(CloseReason::SlowConsumer) {
         tracing::warn!(connection = %id, hub, "slow consumer: outbound queue full, closing the connection");
     }
@@ -198,19 +209,23 @@ impl Node {
         match env.kind {
             Kind::Deliver => {
                 self.received.fetch_add(1, Ordering::Relaxed);
-                // The publish's correlation id, on every node that delivers it. Filter
-                // with `RUST_LOG=hubcast::delivery=warn` when the volume matters.
-                tracing::info!(
+                // The publish's correlation id, on every node that delivers it; at debug,
+                // since a line per message per node costs more than the delivery itself
+                // (`RUST_LOG=hubcast::delivery=debug` to trace one).
+                tracing::debug!(
                     target: "hubcast::delivery",
                     channel = %channel,
                     correlation_id = %String::from_utf8_lossy(&env.correlation),
                     local_members = self.registry.member_count(channel),
                     "delivering"
                 );
-                match Utf8Bytes::try_from(env.body) {
-                    Ok(frame) => self.deliver_local(channel, frame, env.published_at_micros),
-                    Err(_) => bad_envelope(crate::keys::hub_label(channel), "record is not UTF-8"),
+                if std::str::from_utf8(&env.body).is_err() {
+                    bad_envelope(crate::keys::hub_label(channel), "record is not UTF-8");
+                    return;
                 }
+                // Framed once here, for every local member.
+                let frame = Frame::text(&env.body);
+                self.deliver_local(channel, &frame, env.published_at_micros);
             }
             Kind::Send | Kind::Close | Kind::Probe | Kind::Ack => self.apply_control(env).await,
             // Handled by the dispatch worker, which holds the positions.

@@ -119,6 +119,8 @@ pub struct Node {
     id: String,
     keys: Keys,
     hubs: Vec<Hub>,
+    /// Each hub's delivery series, by hub index.
+    meters: Vec<crate::metrics::HubMeters>,
     registry: Registry,
     backplane: Backplane,
     reconcile: mpsc::UnboundedSender<Subscription>,
@@ -193,6 +195,11 @@ impl Node {
         let node = Arc::new(Self {
             id: parts.id,
             keys: parts.keys,
+            meters: parts
+                .hubs
+                .iter()
+                .map(|h| crate::metrics::HubMeters::new(h.name()))
+                .collect(),
             hubs: parts.hubs,
             registry: Registry::default(),
             backplane: parts.backplane,
@@ -234,6 +241,11 @@ impl Node {
     /// The hubs served.
     pub fn hubs(&self) -> &[Hub] {
         &self.hubs
+    }
+
+    /// The delivery series of hub `hub` (an index into [`Self::hubs`]).
+    pub fn meters(&self, hub: usize) -> &crate::metrics::HubMeters {
+        &self.meters[hub]
     }
 
     /// Index of the hub with this API name.

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
-
 use super::dispatch::deliver_to;
 use super::{Audience, Guard, IdempotencyKey, Node, NodeError, Reach};
 use crate::backplane::{Idempotency, Publish, PublishGuard, Published};
@@ -12,6 +10,7 @@ use crate::config::RateRule;
 use crate::envelope::{now_micros, Envelope, Kind};
 use crate::ids::CorrelationId;
 use crate::protocol::message;
+use crate::ws::Frame;
 
 impl Node {
     pub(super) fn storm_rule(&self, hub: &str, target: &str) -> Option<&RateRule> {
@@ -88,8 +87,15 @@ impl Node {
                 match local {
                     // Without a key there is nothing to remember: write it straight away.
                     Some(local) if idempotency.is_none() => {
-                        let frame = Utf8Bytes::from(record);
-                        let delivered = deliver_to(&local.handle, c, hub_name, frame, published_at);
+                        let frame = Frame::text(record.as_bytes());
+                        let delivered = deliver_to(
+                            &self.meters[hub],
+                            &local.handle,
+                            c,
+                            hub_name,
+                            frame,
+                            published_at,
+                        );
                         return Ok(Reach {
                             nodes: 1,
                             local_connections: usize::from(delivered),

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::oneshot;
 
 use super::dispatch::{bad_envelope, deliver_to};
@@ -15,6 +14,7 @@ use crate::connection::close::CloseReason;
 use crate::envelope::{now_micros, Ack, AckOutcome, Envelope, GroupChange, Kind};
 use crate::ids::{ConnectionId, GroupName};
 use crate::metrics as m;
+use crate::ws::Frame;
 
 /// How long a remote group change waits for the owning node's ack.
 pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -208,12 +208,14 @@ impl Node {
         };
         match env.kind {
             Kind::Send => {
-                let Ok(frame) = Utf8Bytes::try_from(env.body) else {
+                if std::str::from_utf8(&env.body).is_err() {
                     bad_envelope("node", "record is not UTF-8");
                     return;
-                };
+                }
+                let frame = Frame::text(&env.body);
                 if let Some(conn) = self.registry.connection(&id) {
                     deliver_to(
+                        &self.meters[conn.hub],
                         &conn.handle,
                         &id,
                         self.hubs[conn.hub].name(),

@@ -6,18 +6,26 @@
 //! connection low; a write blocked on a slow client is bounded by the write timeout and
 //! interrupted by eviction.
 //!
+//! Deliveries to an idle connection do not pass through this task at all: the dispatch
+//! worker writes them into the socket itself ([`crate::connection::handle`]). The task
+//! writes what had to wait, in one vectored write per batch.
+//!
 //! The handshake reply `{}` goes in a WebSocket frame of its own: with stateful reconnect
 //! the JS client starts counting messages only after the handshake resolves, so records
 //! sharing that frame would throw its numbering off.
 
-use std::sync::Arc;
+mod io;
+mod opening;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt as _;
-use tokio::time::{sleep_until, timeout, timeout_at, Duration, Instant};
+use std::sync::{Arc, LazyLock};
+
+use tokio::time::{sleep_until, timeout, Instant};
+
+use io::{close_code, close_now, readable, write_all, Incoming, MAX_BATCH};
+use opening::{do_handshake, refusal};
 
 use crate::connection::close::CloseReason;
-use crate::connection::handle::{self, Outbound, SessionHandle};
+use crate::connection::handle::{self, Outbound, QueueError, SessionHandle};
 use crate::connection::slot::UserSlot;
 use crate::envelope::now_micros;
 use crate::hub::{CallError, Caller};
@@ -26,12 +34,17 @@ use crate::node::Node;
 use crate::protocol::framing::RecordReader;
 use crate::protocol::handshake;
 use crate::protocol::message::{self, ClientMessage};
+use crate::ws::frame::CLOSE_NORMAL;
+use crate::ws::read::FrameReader;
+use crate::ws::socket::{Read, ReadError};
+use crate::ws::{Frame, Socket, Upgraded};
 
-/// Most queued messages written before one flush.
-const MAX_BATCH: usize = 64;
+/// Bytes a client frame may carry beyond the largest record: the records are bounded by
+/// the record reader; this only stops one huge frame from being read before that check.
+const FRAME_SLACK: usize = 64 * 1024;
 
-/// How long the final Close record and close frame may take.
-const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The keep-alive Ping record, framed once.
+static PING: LazyLock<Frame> = LazyLock::new(|| Frame::text(message::PING.as_bytes()));
 
 /// What the upgrade handler learned about the connection.
 #[derive(Debug)]
@@ -47,40 +60,48 @@ pub struct SessionStart {
 }
 
 /// Runs a connection to its end.
-pub async fn run(mut socket: WebSocket, node: Arc<Node>, mut start: SessionStart) {
+pub async fn run(upgraded: Upgraded, node: Arc<Node>, mut start: SessionStart) {
     let id = start.caller.connection_id.clone();
     let hub_name = node.hubs()[start.hub].name().to_owned();
+    let Upgraded { socket, leftover } = upgraded;
 
+    let mut frames = FrameReader::new(node.limits().max_record_bytes + FRAME_SLACK);
     let mut reader = RecordReader::new(node.limits().max_record_bytes);
-    let handshake = Box::pin(do_handshake(&mut socket, &mut reader, &node)).await;
+    let mut pending = Incoming::default();
+    let mut leftover = leftover.to_vec();
+    if let Err(e) = frames.feed(&mut leftover, &mut |e| pending.take(&mut reader, e)) {
+        tracing::debug!(connection = %id, error = %e, "WebSocket protocol error before the handshake");
+        return close_now(&socket, &[], close_code(&e)).await;
+    }
+    let handshake = Box::pin(do_handshake(
+        &socket,
+        &mut frames,
+        &mut reader,
+        &mut pending,
+        &node,
+    ))
+    .await;
     drop(start.handshake_permit.take());
     match handshake {
         Ok(()) => {}
         Err(reply) => {
             if let Some(reply) = reply {
                 tracing::debug!(connection = %id, reply = %reply.trim_end_matches('\u{1e}'), "handshake refused");
-                let _ = timeout(
-                    CLOSE_WRITE_TIMEOUT,
-                    socket.send(Message::Text(reply.into())),
-                )
-                .await;
-                let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.send(close_frame())).await;
+                close_now(&socket, reply.as_bytes(), CLOSE_NORMAL).await;
             }
             return;
         }
     }
 
     // Register and join the automatic groups before answering the handshake, so that a
-    // publish made once the client's start() resolved reaches it.
-    let (handle, mut rx) = SessionHandle::with_budget(
+    // publish made once the client's start() resolved reaches it. Until the answer is
+    // written the session owns the socket: deliveries wait in the queue.
+    let (handle, mut rx) = SessionHandle::with_socket(
         node.limits().outbound_queue,
         node.limits().outbound_queue_bytes,
+        socket,
     );
-    rx.count_discards(metrics::counter!(
-        m::DELIVERY_FAILURES,
-        "hub" => hub_name.clone(),
-        "reason" => m::REASON_CONNECTION_CLOSED
-    ));
+    rx.count_discards(node.meters(start.hub).connection_closed.clone());
     let registered = if node.is_draining() {
         Err("The server is shutting down.")
     } else {
@@ -91,34 +112,35 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, mut start: SessionStart
                 "The connection could not be registered; please retry."
             })
     };
+    let socket = rx.socket().expect("a session's handle owns its socket");
     if let Err(text) = registered {
-        let _ = timeout(
-            CLOSE_WRITE_TIMEOUT,
-            socket.send(Message::Text(refusal(text).into())),
-        )
-        .await;
-        let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.send(close_frame())).await;
+        close_now(socket, refusal(text).as_bytes(), CLOSE_NORMAL).await;
         return;
     }
-    if socket
-        .send(Message::Text(Utf8Bytes::from_static(handshake::SUCCESS)))
-        .await
-        .is_err()
-    {
+    let answered = timeout(
+        node.timeouts().write_timeout(),
+        socket.write_all(Frame::text(handshake::SUCCESS.as_bytes()).as_bytes()),
+    )
+    .await;
+    if !matches!(answered, Ok(Ok(()))) {
+        socket.shutdown();
         Box::pin(node.disconnect(&id)).await;
         return;
     }
+    rx.release();
     tracing::debug!(connection = %id, hub = %hub_name, "connected");
 
-    let reason = Session {
-        socket: &mut socket,
+    Session {
         node: &node,
         hub: start.hub,
         hub_name: &hub_name,
         caller: &start.caller,
         handle: &handle,
         rx,
+        frames,
         reader,
+        pending,
+        frames_broken: None,
         invocations: crate::auth::RateLimiter::new(
             f64::from(node.limits().invocations_per_second),
             2.0 * f64::from(node.limits().invocations_per_second),
@@ -126,97 +148,64 @@ pub async fn run(mut socket: WebSocket, node: Arc<Node>, mut start: SessionStart
     }
     .run()
     .await;
-
-    if reason != CloseReason::ClientClosed {
-        metrics::counter!(m::CONNECTIONS_CLOSED, "hub" => hub_name.clone(), "reason" => reason.label()).increment(1);
-    }
-    tracing::debug!(connection = %id, reason = reason.label(), "disconnected");
-    // Leave the groups first, so nothing more is queued for a connection that is going.
-    Box::pin(node.disconnect(&id)).await;
-    Box::pin(finish(&mut socket, &reason)).await;
     drop(start.user_slot);
 }
 
-fn close_frame() -> Message {
-    Message::Close(Some(CloseFrame {
-        code: 1000,
-        reason: Utf8Bytes::from_static(""),
-    }))
-}
-
-/// Sends the Close record the reason calls for, then a normal close frame.
-async fn finish(socket: &mut WebSocket, reason: &CloseReason) {
-    if matches!(reason, CloseReason::ClientClosed | CloseReason::WriteFailed) {
-        let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.send(close_frame())).await;
-        return;
-    }
-    if let Some(record) = reason.record() {
-        let _ = timeout(
-            CLOSE_WRITE_TIMEOUT,
-            socket.send(Message::Text(record.into())),
-        )
-        .await;
-    }
-    let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.send(close_frame())).await;
-}
-
-/// Reads the handshake. `Err(Some(reply))` sends the reply and closes; `Err(None)` means
-/// the client went away.
-async fn do_handshake(
-    socket: &mut WebSocket,
-    reader: &mut RecordReader,
-    node: &Node,
-) -> Result<(), Option<String>> {
-    let deadline = Instant::now() + node.timeouts().handshake();
-    let record = loop {
-        match reader.next_record() {
-            Ok(Some(record)) => break record,
-            Ok(None) => {}
-            Err(_) => return Err(Some(handshake::HandshakeError::Canceled.reply())),
-        }
-        match timeout_at(deadline, socket.recv()).await {
-            Err(_) => return Err(Some(handshake::HandshakeError::Canceled.reply())),
-            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return Err(None),
-            Ok(Some(Ok(Message::Text(t)))) => reader.push(t.as_bytes()),
-            Ok(Some(Ok(Message::Binary(b)))) => reader.push(&b),
-            Ok(Some(Ok(_))) => {}
-        }
-    };
-    handshake::parse(&record).map_err(|e| Some(e.reply()))?;
-    Ok(())
-}
-
-/// A handshake error reply for a node that cannot take the connection.
-fn refusal(text: &str) -> String {
-    let mut out = serde_json::json!({ "error": text }).to_string();
-    out.push('\u{1e}');
-    out
-}
-
 struct Session<'a> {
-    socket: &'a mut WebSocket,
     node: &'a Arc<Node>,
     hub: usize,
     hub_name: &'a str,
     caller: &'a Caller,
     handle: &'a SessionHandle,
     rx: handle::Receiver,
+    frames: FrameReader,
     reader: RecordReader,
+    pending: Incoming,
+    /// The client broke the WebSocket framing: the close code to end with.
+    frames_broken: Option<u16>,
     invocations: crate::auth::RateLimiter,
 }
 
 impl Session<'_> {
-    async fn run(mut self) -> CloseReason {
+    /// Serves the connection until it ends, then leaves its groups and says goodbye.
+    async fn run(mut self) {
+        let reason = self.serve().await;
+        if reason != CloseReason::ClientClosed {
+            metrics::counter!(m::CONNECTIONS_CLOSED, "hub" => self.hub_name.to_owned(), "reason" => reason.label()).increment(1);
+        }
+        tracing::debug!(connection = %self.caller.connection_id, reason = reason.label(), "disconnected");
+        // Leave the groups first, so nothing more is queued for a connection that is going.
+        Box::pin(self.node.disconnect(&self.caller.connection_id)).await;
+        // No direct write may start once the goodbye is being written.
+        self.handle.close(reason.clone());
+        let code = self.frames_broken.unwrap_or(CLOSE_NORMAL);
+        close_now(
+            self.socket(),
+            reason.record().unwrap_or_default().as_bytes(),
+            code,
+        )
+        .await;
+    }
+
+    fn socket(&self) -> &Socket {
+        self.rx
+            .socket()
+            .expect("a session's handle owns its socket")
+    }
+
+    async fn serve(&mut self) -> CloseReason {
         let keepalive = self.node.timeouts().keepalive();
         let client_timeout = self.node.timeouts().client_timeout();
         let mut last_sent = Instant::now();
         let mut last_received = Instant::now();
-        let delivered = metrics::counter!(m::MESSAGES_DELIVERED, "hub" => self.hub_name.to_owned());
-        let lag = metrics::histogram!(m::DELIVERY_LAG, "hub" => self.hub_name.to_owned());
+        let meters = self.node.meters(self.hub).clone();
         // Reused across batches; dropped after a burst so an idle connection holds no buffer.
         let mut batch: Vec<Outbound> = Vec::new();
 
-        // Records that arrived in the handshake's frame.
+        // Records and pings that arrived with the handshake.
+        if let Some(reason) = self.answer_pings() {
+            return reason;
+        }
         if let Some(reason) = Box::pin(self.process_records()).await {
             return reason;
         }
@@ -232,16 +221,15 @@ impl Session<'_> {
                     return self.handle.close_reason().unwrap_or(CloseReason::Shutdown);
                 }
                 () = self.rx.recv_batch(&mut batch, MAX_BATCH) => {
-                    if let Err(reason) = Box::pin(self.write_batch(&batch)).await {
+                    if let Err(reason) = self.write_batch(&batch, &meters).await {
                         return reason;
                     }
                     self.rx.written(&batch);
                     last_sent = Instant::now();
-                    delivered.increment(batch.len() as u64);
                     let now = now_micros();
                     for o in &batch {
                         if o.published_at_micros > 0 {
-                            lag.record(now.saturating_sub(o.published_at_micros) as f64 / 1e6);
+                            meters.delivered(1, o.published_at_micros, now);
                         }
                     }
                     batch.clear();
@@ -249,13 +237,13 @@ impl Session<'_> {
                         batch = Vec::new();
                     }
                 }
-                msg = self.socket.recv() => {
+                r = readable(self.rx.socket()) => {
                     last_received = Instant::now();
-                    match msg {
-                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return CloseReason::ClientClosed,
-                        Some(Ok(Message::Text(t))) => self.reader.push(t.as_bytes()),
-                        Some(Ok(Message::Binary(b))) => self.reader.push(&b),
-                        Some(Ok(_)) => continue,
+                    if r.is_err() {
+                        return CloseReason::ClientClosed;
+                    }
+                    if let Some(reason) = self.read() {
+                        return reason;
                     }
                     if let Some(reason) = Box::pin(self.process_records()).await {
                         return reason;
@@ -268,7 +256,7 @@ impl Session<'_> {
                         return CloseReason::ClientTimeout;
                     }
                     if now >= last_sent + keepalive {
-                        if let Err(reason) = Box::pin(self.write_now(Utf8Bytes::from_static(message::PING))).await {
+                        if let Err(reason) = self.send_own(PING.clone()) {
                             return reason;
                         }
                         last_sent = Instant::now();
@@ -279,38 +267,74 @@ impl Session<'_> {
         }
     }
 
-    /// Writes queued messages with one flush, bounded by the write timeout and interrupted
-    /// by a close request (eviction).
-    async fn write_batch(&mut self, batch: &[Outbound]) -> Result<(), CloseReason> {
-        let write_timeout = self.node.timeouts().write_timeout();
-        let socket = &mut *self.socket;
-        let write = async {
-            for o in batch {
-                socket.feed(Message::Text(o.frame.clone())).await?;
+    /// Reads what arrived. `Some` ends the session.
+    fn read(&mut self) -> Option<CloseReason> {
+        let socket = self.rx.socket()?;
+        let (pending, reader) = (&mut self.pending, &mut self.reader);
+        match socket.read_available(&mut self.frames, &mut |e| pending.take(reader, e)) {
+            Ok(Read::Open) => {}
+            Ok(Read::Eof) | Err(ReadError::Io(_)) => return Some(CloseReason::ClientClosed),
+            Err(ReadError::Ws(e)) => {
+                tracing::info!(connection = %self.caller.connection_id, error = %e, "WebSocket protocol error");
+                self.frames_broken = Some(close_code(&e));
+                return Some(CloseReason::Protocol(format!("InvalidDataException: {e}")));
             }
-            socket.flush().await
-        };
+        }
+        if self.pending.closed {
+            return Some(CloseReason::ClientClosed);
+        }
+        self.answer_pings()
+    }
+
+    /// Queues the pongs owed. `Some` ends the session.
+    fn answer_pings(&mut self) -> Option<CloseReason> {
+        for pong in std::mem::take(&mut self.pending.pongs) {
+            if let Err(reason) = self.send_own(pong) {
+                return Some(reason);
+            }
+        }
+        None
+    }
+
+    /// Sends a frame of the session's own, in order with the deliveries: a client that
+    /// makes the node answer (pings, invocations) and never reads fills its queue like
+    /// any slow consumer.
+    fn send_own(&self, frame: Frame) -> Result<(), CloseReason> {
+        match self.handle.try_send(Outbound::reply(frame)) {
+            Ok(_) => Ok(()),
+            Err(QueueError::Full) => {
+                self.handle.close(CloseReason::SlowConsumer);
+                tracing::warn!(connection = %self.caller.connection_id, hub = self.hub_name, "slow consumer: outbound queue full, closing the connection");
+                Err(CloseReason::SlowConsumer)
+            }
+            Err(QueueError::Closed) => {
+                Err(self.handle.close_reason().unwrap_or(CloseReason::Shutdown))
+            }
+        }
+    }
+
+    /// Writes queued messages, bounded by the write timeout and interrupted by a close
+    /// request (eviction).
+    async fn write_batch(
+        &self,
+        batch: &[Outbound],
+        meters: &m::HubMeters,
+    ) -> Result<(), CloseReason> {
+        let write_timeout = self.node.timeouts().write_timeout();
+        let socket = self.socket();
         tokio::select! {
             biased;
             _ = self.handle.closed() => Err(self.handle.close_reason().unwrap_or(CloseReason::Shutdown)),
-            r = timeout(write_timeout, write) => match r {
+            r = timeout(write_timeout, write_all(socket, batch)) => match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) | Err(_) => {
-                    metrics::counter!(m::DELIVERY_FAILURES, "hub" => self.hub_name.to_owned(), "reason" => m::REASON_WRITE_ERROR)
-                        .increment(batch.len() as u64);
+                    let deliveries = batch.iter().filter(|o| o.published_at_micros > 0).count();
+                    meters.write_error.increment(deliveries as u64);
                     tracing::info!(connection = %self.caller.connection_id, "write to client failed or timed out");
                     Err(CloseReason::WriteFailed)
                 }
             }
         }
-    }
-
-    async fn write_now(&mut self, frame: Utf8Bytes) -> Result<(), CloseReason> {
-        self.write_batch(&[Outbound {
-            frame,
-            published_at_micros: 0,
-        }])
-        .await
     }
 
     /// Handles every complete record buffered. `Some` ends the session.
@@ -380,13 +404,13 @@ impl Session<'_> {
                 if out.is_empty() {
                     return None;
                 }
-                self.write_now(out.into()).await.err()
+                self.send_own(Frame::text(out.as_bytes())).err()
             }
             ClientMessage::StreamInvocation { invocation_id, target } => {
                 let text = format!(
                     "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
                 );
-                self.write_now(message::completion_error(&invocation_id, &text).into()).await.err()
+                self.send_own(Frame::text(message::completion_error(&invocation_id, &text).as_bytes())).err()
             }
             ClientMessage::StreamItem { .. } | ClientMessage::Completion { .. } => Some(CloseReason::Protocol(
                 "InvalidDataException: Unexpected stream item or completion: this server starts no streams and invokes no client methods.".into(),

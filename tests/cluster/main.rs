@@ -541,7 +541,8 @@ fn spawn_node(
         ])
         .args(["--redis-url", &redis.url(), "--redis-prefix", prefix])
         .env("HUBCAST_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
+        // Per-message delivery lines are debug: asked for, as an operator tracing one would.
+        .env("RUST_LOG", "info,hubcast::delivery=debug")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
