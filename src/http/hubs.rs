@@ -232,6 +232,26 @@ async fn first_use(state: &AppState, token: &VerifiedToken) -> bool {
     true
 }
 
+/// Runs a session once hyper has written the 101 and let go of the socket. An async fn,
+/// not a closure, so its arguments are stored once in the connection's task.
+async fn start_session(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    node: std::sync::Arc<crate::node::Node>,
+    mut start: SessionStart,
+) {
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+            return;
+        }
+    };
+    match super::serve::take_socket(upgraded) {
+        Some(upgraded) => session::run(upgraded, &node, &mut start).await,
+        None => tracing::error!("WebSocket upgrade on a connection without a TCP socket"),
+    }
+}
+
 /// `GET {hub}` with `Upgrade: websocket`: `?id=` from negotiate, or none
 /// (skipNegotiation).
 pub async fn connect(
@@ -388,19 +408,6 @@ pub async fn connect(
         handshake_permit: Some(permit),
         user_slot,
     };
-    // The session starts once hyper has written the 101 and let go of the socket.
-    state.sessions.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "WebSocket upgrade did not complete");
-                return;
-            }
-        };
-        match super::serve::take_socket(upgraded) {
-            Some(upgraded) => session::run(upgraded, node, start).await,
-            None => tracing::error!("WebSocket upgrade on a connection without a TCP socket"),
-        }
-    });
+    state.sessions.spawn(start_session(on_upgrade, node, start));
     upgrade::switching(accept)
 }

@@ -1,7 +1,9 @@
 //! The session's socket work: batch writes, the goodbye, and what a read found besides
 //! record bytes.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 
 use tokio::time::{timeout, Duration};
 
@@ -19,7 +21,17 @@ pub(super) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Writes a last text frame (if any) and a close frame, bounded in time, and ends the
 /// connection.
-pub(super) async fn close_now(socket: &Socket, last_text: &[u8], code: u16) {
+///
+/// Boxed: a rare path, kept out of every connection's resting state.
+pub(super) fn close_now<'a>(
+    socket: &'a Socket,
+    last_text: &'a [u8],
+    code: u16,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    Box::pin(close(socket, last_text, code))
+}
+
+async fn close(socket: &Socket, last_text: &[u8], code: u16) {
     if !last_text.is_empty() {
         let _ = timeout(
             CLOSE_WRITE_TIMEOUT,

@@ -59,26 +59,52 @@ pub struct SessionStart {
     pub user_slot: Option<UserSlot>,
 }
 
-/// Runs a connection to its end.
-pub async fn run(upgraded: Upgraded, node: Arc<Node>, mut start: SessionStart) {
-    let id = start.caller.connection_id.clone();
+/// Runs a connection to its end. The caller keeps `start` (and with it the user's
+/// connection slot) until this returns.
+///
+/// Arguments are borrowed, the opening is boxed and the session is built inside it: an
+/// async fn keeps room for every value moved out of it, so each of these is stored once,
+/// and the opening's locals are gone once the connection is open. The session's future
+/// is most of an idle connection's memory.
+pub async fn run(upgraded: Upgraded, node: &Arc<Node>, start: &mut SessionStart) {
     let hub_name = node.hubs()[start.hub].name().to_owned();
-    let Upgraded { socket, leftover } = upgraded;
+    let Some(mut session) = Box::pin(open(upgraded, node, start, &hub_name)).await else {
+        return;
+    };
+    session.run().await;
+}
+
+/// The handshake and registration. `None` when the connection did not open.
+async fn open<'a>(
+    upgraded: Upgraded,
+    node: &'a Arc<Node>,
+    start: &'a mut SessionStart,
+    hub_name: &'a str,
+) -> Option<Session<'a>> {
+    let id = start.caller.connection_id.clone();
+    let Upgraded {
+        socket,
+        leftover: early,
+    } = upgraded;
 
     let mut frames = FrameReader::new(node.limits().max_record_bytes + FRAME_SLACK);
     let mut reader = RecordReader::new(node.limits().max_record_bytes);
     let mut pending = Incoming::default();
-    let mut leftover = leftover.to_vec();
+    // Copied out and dropped, so hyper's whole read buffer does not live as long as the
+    // connection.
+    let mut leftover = early.to_vec();
+    drop(early);
     if let Err(e) = frames.feed(&mut leftover, &mut |e| pending.take(&mut reader, e)) {
         tracing::debug!(connection = %id, error = %e, "WebSocket protocol error before the handshake");
-        return close_now(&socket, &[], close_code(&e)).await;
+        close_now(&socket, &[], close_code(&e)).await;
+        return None;
     }
     let handshake = Box::pin(do_handshake(
         &socket,
         &mut frames,
         &mut reader,
         &mut pending,
-        &node,
+        node,
     ))
     .await;
     drop(start.handshake_permit.take());
@@ -89,7 +115,7 @@ pub async fn run(upgraded: Upgraded, node: Arc<Node>, mut start: SessionStart) {
                 tracing::debug!(connection = %id, reply = %reply.trim_end_matches('\u{1e}'), "handshake refused");
                 close_now(&socket, reply.as_bytes(), CLOSE_NORMAL).await;
             }
-            return;
+            return None;
         }
     }
 
@@ -115,7 +141,7 @@ pub async fn run(upgraded: Upgraded, node: Arc<Node>, mut start: SessionStart) {
     let socket = rx.socket().expect("a session's handle owns its socket");
     if let Err(text) = registered {
         close_now(socket, refusal(text).as_bytes(), CLOSE_NORMAL).await;
-        return;
+        return None;
     }
     let answered = timeout(
         node.timeouts().write_timeout(),
@@ -125,30 +151,25 @@ pub async fn run(upgraded: Upgraded, node: Arc<Node>, mut start: SessionStart) {
     if !matches!(answered, Ok(Ok(()))) {
         socket.shutdown();
         Box::pin(node.disconnect(&id)).await;
-        return;
+        return None;
     }
     rx.release();
     tracing::debug!(connection = %id, hub = %hub_name, "connected");
 
-    Session {
-        node: &node,
+    let invocations = f64::from(node.limits().invocations_per_second);
+    Some(Session {
+        node,
         hub: start.hub,
-        hub_name: &hub_name,
+        hub_name,
         caller: &start.caller,
-        handle: &handle,
+        handle,
         rx,
         frames,
         reader,
         pending,
         frames_broken: None,
-        invocations: crate::auth::RateLimiter::new(
-            f64::from(node.limits().invocations_per_second),
-            2.0 * f64::from(node.limits().invocations_per_second),
-        ),
-    }
-    .run()
-    .await;
-    drop(start.user_slot);
+        invocations: crate::auth::RateLimiter::new(invocations, 2.0 * invocations),
+    })
 }
 
 struct Session<'a> {
@@ -156,7 +177,7 @@ struct Session<'a> {
     hub: usize,
     hub_name: &'a str,
     caller: &'a Caller,
-    handle: &'a SessionHandle,
+    handle: SessionHandle,
     rx: handle::Receiver,
     frames: FrameReader,
     reader: RecordReader,
@@ -168,7 +189,7 @@ struct Session<'a> {
 
 impl Session<'_> {
     /// Serves the connection until it ends, then leaves its groups and says goodbye.
-    async fn run(mut self) {
+    async fn run(&mut self) {
         let reason = self.serve().await;
         if reason != CloseReason::ClientClosed {
             metrics::counter!(m::CONNECTIONS_CLOSED, "hub" => self.hub_name.to_owned(), "reason" => reason.label()).increment(1);
@@ -198,7 +219,9 @@ impl Session<'_> {
         let client_timeout = self.node.timeouts().client_timeout();
         let mut last_sent = Instant::now();
         let mut last_received = Instant::now();
-        let meters = self.node.meters(self.hub).clone();
+        // A reference, not a clone: five handles fewer in every connection's future.
+        let node: &Node = self.node;
+        let meters = node.meters(self.hub);
         // Reused across batches; dropped after a burst so an idle connection holds no buffer.
         let mut batch: Vec<Outbound> = Vec::new();
 
@@ -221,7 +244,7 @@ impl Session<'_> {
                     return self.handle.close_reason().unwrap_or(CloseReason::Shutdown);
                 }
                 () = self.rx.recv_batch(&mut batch, MAX_BATCH) => {
-                    if let Err(reason) = self.write_batch(&batch, &meters).await {
+                    if let Err(reason) = Box::pin(self.write_batch(&batch, meters)).await {
                         return reason;
                     }
                     self.rx.written(&batch);
