@@ -18,6 +18,7 @@ use axum::routing::any;
 use axum::Router;
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::{SocketIo, TransportType};
 use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 
@@ -302,7 +303,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .max_payload(1_000_000)
         .with_adapter::<Adapter>(adapter)
         .build_layer();
-    io.ns("/", async |socket: SocketRef<Adapter>| room_op(&socket))
+    // The event handlers are registered in a connect middleware, which socketioxide awaits
+    // before it sends the CONNECT reply. A connect handler runs in a task spawned after
+    // the reply, so a client that emits `join` as soon as it is connected could otherwise
+    // be faster than the registration, and its event would be dropped unanswered.
+    let register = async |socket: SocketRef<Adapter>| {
+        room_op(&socket);
+        Ok::<(), std::convert::Infallible>(())
+    };
+    io.ns("/", (async |_: SocketRef<Adapter>| {}).with(register))
         .await?;
 
     let state = AppState {
