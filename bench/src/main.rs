@@ -220,13 +220,15 @@ impl Cluster {
     }
 }
 
-/// Source addresses for client sockets: 127.0.0.2, .3, … — each has its own port range.
-/// Every connection of a run takes the next index, so no address serves more than 20 000
-/// connections over the whole run and closed ones still in TIME_WAIT never exhaust a port
-/// range (28 000 ports here).
+/// Source addresses for client sockets: 127.0.0.2 … 127.0.0.251, each with its own port
+/// range. Every connection takes the next slot, so no address serves more than 20 000
+/// connections in a run and closed ones still in TIME_WAIT never exhaust its range (28 000
+/// ports here); a run starts at an address picked by its process id, so back-to-back runs
+/// do not reuse the previous run's ports either.
 fn next_source() -> Ipv4Addr {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let i = NEXT.fetch_add(1, Ordering::Relaxed);
+    static NEXT: std::sync::OnceLock<AtomicUsize> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicUsize::new((std::process::id() as usize % 250) * 20_000));
+    let i = next.fetch_add(1, Ordering::Relaxed);
     Ipv4Addr::new(127, 0, 0, 2 + ((i / 20_000) % 250) as u8)
 }
 
@@ -237,7 +239,17 @@ async fn connect_all(system: System, placements: &[(String, usize)]) -> Vec<Clie
             .iter()
             .map(|(base, group)| {
                 let (base, group, source) = (base.clone(), *group, next_source());
-                tokio::spawn(async move { Client::connect(system, &base, source, group).await })
+                tokio::spawn(async move {
+                    // A server that never answers a handshake or join fails the run
+                    // instead of hanging it.
+                    let connect = Client::connect(system, &base, source, group);
+                    match tokio::time::timeout(Duration::from_secs(30), connect).await {
+                        Ok(r) => r,
+                        Err(_) => Err(std::io::Error::other(
+                            "no handshake and join answer within 30 s",
+                        )),
+                    }
+                })
             })
             .collect();
         for t in tasks {

@@ -99,7 +99,8 @@ pub fn write_bench_config(dir: &Path) -> PathBuf {
          max_connections_per_node = 1000000\n\
          max_concurrent_handshakes = 100000\n\
          outbound_queue = 4096\n\
-         dispatch_queue = 65536\n",
+         dispatch_queue = 65536\n\
+         max_open_sockets = 1000000\n",
     )
     .unwrap();
     path
