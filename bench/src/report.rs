@@ -25,9 +25,10 @@ pub fn table(v: &Value) {
                 f(&v["closed"]["server_system_us_per_delivery"]), f(&v["closed"]["loadgen_cpu_us_per_delivery"]),
                 v["closed"]["cpu_seconds"]);
             eprintln!(
-                "  lost {}  duplicated {}  failed publishes {}  delivery {:.1} bytes on the wire",
+                "  lost {}  duplicated {}  reordered {}  failed publishes {}  delivery {:.1} bytes on the wire",
                 v["lost"],
                 v["duplicated"],
+                v["reordered"],
                 v["failed_publishes"],
                 f(&v["delivery_wire_bytes"])
             );
@@ -283,7 +284,11 @@ pub fn markdown(runs: &[Value], quick: bool) -> String {
     );
     o.push_str("`bench/peers/socketio`); \"best peer\" is whichever of the two did better on that metric. Each\n");
     o.push_str("payload carries a per-group sequence number and its publish time: clients record end-to-end\n");
-    o.push_str("latency and count lost and duplicated deliveries. CPU seconds come from `/proc/<pid>/stat` for\n");
+    o.push_str("latency and count lost (never arrived) and duplicated deliveries; a delivery overtaken by a\n");
+    o.push_str(
+        "later publish of its group (paced publishes go out concurrently) is counted apart, as\n",
+    );
+    o.push_str("reordered, not as a loss. CPU seconds come from `/proc/<pid>/stat` for\n");
     o.push_str("every server process, Redis and the load generator itself (user and system time separately);\n");
     o.push_str("the machine has two cores shared by all of them, so the load generator's own CPU is shown.\n\n");
     o.push_str("- **fanout**: 1 000 clients in 100 groups of 10; paced phase 500 publishes/s (latency), then a\n");
@@ -413,11 +418,11 @@ pub fn markdown(runs: &[Value], quick: bool) -> String {
     }
     let lost = |r: &Option<&Value>| {
         r.map_or("—".into(), |v| {
-            format!("{} / {}", v["lost"], v["duplicated"])
+            format!("{} / {} ({})", v["lost"], v["duplicated"], v["reordered"])
         })
     };
     o.push_str(&format!(
-        "| lost / duplicated | {} | {} | {} | {} | |\n",
+        "| lost / duplicated (overtaken by a later publish) | {} | {} | {} | {} | |\n",
         lost(&fan[0]),
         lost(&fan[1]),
         lost(&fan[2]),
@@ -457,7 +462,7 @@ pub fn markdown(runs: &[Value], quick: bool) -> String {
         ratio_cell(&v, true)
     ));
     o.push_str(&format!(
-        "| lost / duplicated | {} | {} | {} | |\n\n",
+        "| lost / duplicated (overtaken by a later publish) | {} | {} | {} | |\n\n",
         pl[0].map_or("—".into(), |v| lost(&Some(&v["result"]))),
         pl[1].map_or("—".into(), |v| lost(&Some(&v["result"]))),
         pl[2].map_or("—".into(), |v| lost(&Some(&v["result"]))),
