@@ -1,16 +1,18 @@
-//! `hubcast-bench`: starts Redis and two nodes of a system (hubcast, or the Socket.IO
-//! peer), connects WebSocket clients speaking its protocol, spreads them so every group
-//! has members on every node, publishes over HTTP, and reports one JSON line per scenario
-//! plus a table. `all` runs hubcast, the peer and the raw Redis baseline back to back and
-//! writes BENCHMARKS.md.
+//! `hubcast-bench`: starts Redis and two nodes of a system (hubcast, the socketioxide peer
+//! or the Node Socket.IO peer), connects WebSocket clients speaking its protocol, spreads
+//! them so every group has members on every node, publishes over HTTP, and reports one
+//! JSON line per scenario plus a table. `floor` measures the kernel's cost of one loopback
+//! socket write of a delivery's size. `all` runs the three systems, the raw Redis baseline
+//! and the floor back to back and writes BENCHMARKS.md.
 
 mod client;
+mod floor;
 mod procs;
 mod report;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +23,23 @@ use serde_json::{json, Value};
 use client::{Client, ClientResult, Publisher, Shared, System};
 use procs::{CpuMeter, Proc};
 
+/// Where `cargo build --release --manifest-path bench/peers/socketioxide/Cargo.toml` puts
+/// the socketioxide peer: under `$CARGO_TARGET_DIR` when that is set, else under the
+/// peer's own `target/` (it is a workspace of its own).
+fn default_socketioxide() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(
+            || PathBuf::from("bench/peers/socketioxide/target"),
+            PathBuf::from,
+        )
+        .join("release/socketioxide-peer")
+}
+
 #[derive(Parser)]
 #[command(
     name = "hubcast-bench",
-    about = "Load generator for hubcast and the Socket.IO peer"
+    about = "Load generator for hubcast and its Socket.IO peers"
 )]
 struct Cli {
     /// The hubcast binary.
@@ -33,8 +48,12 @@ struct Cli {
     /// The Socket.IO peer's folder (server.js, node_modules).
     #[arg(long, default_value = "bench/peers/socketio", global = true)]
     socketio: PathBuf,
+    /// The socketioxide peer's release binary [default: $CARGO_TARGET_DIR/release/socketioxide-peer
+    /// if CARGO_TARGET_DIR is set, else bench/peers/socketioxide/target/release/socketioxide-peer].
+    #[arg(long, default_value_os_t = default_socketioxide(), hide_default_value = true, global = true)]
+    socketioxide: PathBuf,
     /// Which system to drive.
-    #[arg(long, value_parser = ["hubcast", "socketio"], default_value = "hubcast", global = true)]
+    #[arg(long, value_parser = ["hubcast", "socketio", "socketioxide"], default_value = "hubcast", global = true)]
     system: String,
     #[command(subcommand)]
     scenario: Scenario,
@@ -78,7 +97,24 @@ enum Scenario {
     },
     /// Raw Redis: redis-benchmark PUBLISH, and one subscriber's receive rate.
     Redis,
-    /// Everything, for both systems, then BENCHMARKS.md.
+    /// The kernel floor: one writer thread writing delivery-sized frames round-robin to N
+    /// loopback TCP sockets; its CPU per write (no --system involved).
+    Floor {
+        /// Socket pairs.
+        #[arg(long, default_value_t = 1000)]
+        pairs: usize,
+        /// Bytes per write, WebSocket header included (`all` uses the size of hubcast's
+        /// fan-out deliveries measured in the same run).
+        #[arg(long, default_value_t = DEFAULT_FRAME_BYTES)]
+        frame_bytes: usize,
+        /// How long to write.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Stop after this many writes, if that comes first.
+        #[arg(long)]
+        writes: Option<u64>,
+    },
+    /// Everything, for the three systems, then BENCHMARKS.md.
     All {
         /// Where to write the report.
         #[arg(long, default_value = "BENCHMARKS.md")]
@@ -86,14 +122,28 @@ enum Scenario {
         /// Shorter phases (for a quick look; the report says so).
         #[arg(long)]
         quick: bool,
+        /// Publishes per second of the publish-latency phase.
+        #[arg(long, default_value_t = 5000)]
+        publish_rate: u64,
+        /// Connection counts of the idle scenario (the process file limit here is 20 000).
+        #[arg(long, value_delimiter = ',', default_value = "10000,19000")]
+        idle_clients: Vec<usize>,
     },
 }
 
-/// Started processes of one system, with their addresses.
+/// Wire size (WebSocket header + SignalR record) of a fan-out delivery from hubcast, as
+/// `hubcast-bench fanout` measures it (`delivery_wire_bytes`): the `floor` default.
+const DEFAULT_FRAME_BYTES: usize = 76;
+
+/// The systems `all` compares, hubcast first.
+const SYSTEMS: [System; 3] = [System::Hubcast, System::Socketioxide, System::SocketIo];
+
+/// Started processes of one system, with their addresses. Fields drop in order: the
+/// nodes are stopped before Redis, so none of them logs a lost Redis connection.
 struct Cluster {
+    nodes: Vec<(Proc, String)>,
     redis: Proc,
     redis_port: u16,
-    nodes: Vec<(Proc, String)>,
     _dir: PathBuf,
 }
 
@@ -117,6 +167,10 @@ impl Cluster {
                 }
                 System::SocketIo => {
                     procs::start_socketio(&cli.socketio, redis_port, &format!("node{i}")).await
+                }
+                System::Socketioxide => {
+                    procs::start_socketioxide(&cli.socketioxide, redis_port, &format!("node{i}"))
+                        .await
                 }
             });
         }
@@ -167,22 +221,35 @@ impl Cluster {
     }
 }
 
-/// Source addresses for client sockets: 127.0.0.2, .3, … — each has its own port range.
-fn source(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, 2 + (i / 20_000) as u8)
+/// Source addresses for client sockets: 127.0.0.2 … 127.0.0.251, each with its own port
+/// range. Every connection takes the next slot, so no address serves more than 20 000
+/// connections in a run and closed ones still in TIME_WAIT never exhaust its range (28 000
+/// ports here); a run starts at an address picked by its process id, so back-to-back runs
+/// do not reuse the previous run's ports either.
+fn next_source() -> Ipv4Addr {
+    static NEXT: std::sync::OnceLock<AtomicUsize> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicUsize::new((std::process::id() as usize % 250) * 20_000));
+    let i = next.fetch_add(1, Ordering::Relaxed);
+    Ipv4Addr::new(127, 0, 0, 2 + ((i / 20_000) % 250) as u8)
 }
 
 async fn connect_all(system: System, placements: &[(String, usize)]) -> Vec<Client> {
     let mut out = Vec::with_capacity(placements.len());
     for chunk in placements.chunks(200) {
-        let base_index = out.len();
         let tasks: Vec<_> = chunk
             .iter()
-            .enumerate()
-            .map(|(k, (base, group))| {
-                let (base, group) = (base.clone(), *group);
+            .map(|(base, group)| {
+                let (base, group, source) = (base.clone(), *group, next_source());
                 tokio::spawn(async move {
-                    Client::connect(system, &base, source(base_index + k), group).await
+                    // A server that never answers a handshake or join fails the run
+                    // instead of hanging it.
+                    let connect = Client::connect(system, &base, source, group);
+                    match tokio::time::timeout(Duration::from_secs(30), connect).await {
+                        Ok(r) => r,
+                        Err(_) => Err(std::io::Error::other(
+                            "no handshake and join answer within 30 s",
+                        )),
+                    }
                 })
             })
             .collect();
@@ -341,9 +408,11 @@ async fn fanout(
     }
     let mut lost = 0u64;
     let mut dups = 0u64;
+    let mut reordered = 0u64;
     for r in &results {
         dups += r.duplicates;
-        lost += r.gaps + seq[r.group].saturating_sub(r.next_expected);
+        reordered += r.reordered;
+        lost += r.missing(seq[r.group]);
     }
     let server_cpu = |cpu: &[(String, f64)]| {
         cpu.iter()
@@ -351,6 +420,17 @@ async fn fanout(
             .map(|(_, s)| s)
             .sum::<f64>()
     };
+    let loadgen_cpu = |cpu: &[(String, f64)]| {
+        cpu.iter()
+            .filter(|(n, _)| n == "loadgen")
+            .map(|(_, s)| s)
+            .sum::<f64>()
+    };
+    let per_delivery = |secs: f64, delivered: u64| secs * 1e6 / (delivered.max(1) as f64);
+    let closed_server = server_cpu(&closed_cpu);
+    let closed_server_kernel = server_cpu(&closed_kernel);
+    let received: u64 = results.iter().map(|r| r.received).sum();
+    let wire_bytes: u64 = results.iter().map(|r| r.delivery_bytes).sum();
     json!({
         "scenario": "fanout",
         "system": system.name(),
@@ -360,6 +440,7 @@ async fn fanout(
             "latency": quantiles(&merge(&results, 0)),
             "publish_http": quantiles(&http_paced),
             "cpu_seconds": cpu_json(&paced_cpu),
+            "server_cpu_us_per_delivery": per_delivery(server_cpu(&paced_cpu), paced_delivered),
         },
         "closed": {
             "secs": closed_secs, "published": published_closed, "delivered": closed_delivered,
@@ -368,12 +449,17 @@ async fn fanout(
             "latency": quantiles(&merge(&results, 1)),
             "publish_http": quantiles(&http_closed),
             "cpu_seconds": cpu_json(&closed_cpu),
-            "server_cpu_us_per_delivery": server_cpu(&closed_cpu) * 1e6 / (closed_delivered.max(1) as f64),
-            "server_kernel_share": server_cpu(&closed_kernel) / server_cpu(&closed_cpu).max(1e-9),
+            "server_cpu_us_per_delivery": per_delivery(closed_server, closed_delivered),
+            "server_user_us_per_delivery": per_delivery(closed_server - closed_server_kernel, closed_delivered),
+            "server_system_us_per_delivery": per_delivery(closed_server_kernel, closed_delivered),
+            "server_kernel_share": closed_server_kernel / closed_server.max(1e-9),
+            "loadgen_cpu_seconds": loadgen_cpu(&closed_cpu),
+            "loadgen_cpu_us_per_delivery": per_delivery(loadgen_cpu(&closed_cpu), closed_delivered),
             "redis_publish_path_commands_per_publish": if system == System::Hubcast { json!((cmd_publish1 - cmd_publish0) as f64 / published_closed.max(1) as f64) } else { Value::Null },
             "redis_commands_per_publish": if system == System::Hubcast { json!((cmd_total1 - cmd_total0) as f64 / published_closed.max(1) as f64) } else { Value::Null },
         },
-        "lost": lost, "duplicated": dups, "failed_publishes": failed,
+        "delivery_wire_bytes": wire_bytes as f64 / received.max(1) as f64,
+        "lost": lost, "duplicated": dups, "reordered": reordered, "failed_publishes": failed,
     })
 }
 
@@ -384,14 +470,28 @@ async fn idle(cli: &Cli, system: System, clients: usize) -> Value {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = procs::rss_bytes(node.pid());
     let placements: Vec<(String, usize)> = (0..clients).map(|i| (base.clone(), i % 100)).collect();
+    // Each batch starts reading as soon as it is connected, so that clients answer
+    // heartbeats (socketioxide pings at once; a slow connect of many clients would
+    // otherwise outlast the ping timeout of the first ones).
+    let shared = Arc::new(Shared::default());
     let started = Instant::now();
-    let conns = connect_all(system, &placements).await;
+    let mut readers = Vec::with_capacity(clients);
+    for batch in placements.chunks(1000) {
+        for c in connect_all(system, batch).await {
+            readers.push(tokio::spawn(c.run(shared.clone())));
+        }
+    }
     let connect_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = procs::rss_bytes(node.pid());
-    drop(conns);
+    let alive = readers.iter().filter(|r| !r.is_finished()).count();
+    shared.stop.store(true, Ordering::Relaxed);
+    for r in &readers {
+        r.abort();
+    }
     json!({
         "scenario": "idle", "system": system.name(), "clients": clients,
+        "connected_at_end": alive,
         "rss_before_mib": before as f64 / 1048576.0,
         "rss_after_mib": after as f64 / 1048576.0,
         "rss_per_connection_kib": after.saturating_sub(before) as f64 / clients as f64 / 1024.0,
@@ -561,10 +661,10 @@ fn emit(v: &Value) {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let system = if cli.system == "socketio" {
-        System::SocketIo
-    } else {
-        System::Hubcast
+    let system = match cli.system.as_str() {
+        "socketio" => System::SocketIo,
+        "socketioxide" => System::Socketioxide,
+        _ => System::Hubcast,
     };
     match cli.scenario.clone() {
         Scenario::Fanout {
@@ -593,30 +693,54 @@ async fn main() {
         }
         Scenario::Churn { clients, secs } => emit(&churn(&cli, system, clients, secs).await),
         Scenario::Redis => emit(&redis_baseline().await),
-        Scenario::All { out, quick } => {
-            let (paced, closed, gs) = if quick { (3, 3, 2) } else { (10, 10, 5) };
+        Scenario::Floor {
+            pairs,
+            frame_bytes,
+            secs,
+            writes,
+        } => emit(&floor_blocking(pairs, frame_bytes, secs, writes).await),
+        Scenario::All {
+            out,
+            quick,
+            publish_rate,
+            idle_clients,
+        } => {
+            let (paced, closed, gs, floor_secs) = if quick {
+                (3, 3, 2, 2.0)
+            } else {
+                (10, 10, 5, 5.0)
+            };
             let mut runs = Vec::new();
-            for sys in [System::Hubcast, System::SocketIo] {
-                let v = fanout(&cli, sys, 1000, 100, 2, 500, paced, closed).await;
+            let keep = |runs: &mut Vec<Value>, v: Value| {
                 emit(&v);
                 runs.push(v);
-                let v = json!({"scenario": "publish-latency-2000", "system": sys.name(),
-                    "result": fanout(&cli, sys, 1000, 100, 2, 2000, paced, 1).await});
-                emit(&v);
-                runs.push(v);
-                let v = idle(&cli, sys, 10_000).await;
-                emit(&v);
-                runs.push(v);
-                let v = group_size(&cli, sys, 1000, gs).await;
-                emit(&v);
-                runs.push(v);
-                let v = churn(&cli, sys, 200, closed).await;
-                emit(&v);
-                runs.push(v);
+            };
+            for sys in SYSTEMS {
+                keep(
+                    &mut runs,
+                    fanout(&cli, sys, 1000, 100, 2, 500, paced, closed).await,
+                );
+                keep(
+                    &mut runs,
+                    json!({"scenario": "publish-latency", "system": sys.name(), "rate": publish_rate,
+                    "result": fanout(&cli, sys, 1000, 100, 2, publish_rate, paced, 1).await}),
+                );
+                for &n in &idle_clients {
+                    keep(&mut runs, idle(&cli, sys, n).await);
+                }
+                keep(&mut runs, group_size(&cli, sys, 1000, gs).await);
+                keep(&mut runs, churn(&cli, sys, 200, closed).await);
             }
-            let v = redis_baseline().await;
-            emit(&v);
-            runs.push(v);
+            keep(&mut runs, redis_baseline().await);
+            // The floor writes frames the size of hubcast's fan-out deliveries in this run.
+            let frame_bytes = runs
+                .iter()
+                .find(|r| r["scenario"] == "fanout" && r["system"] == "hubcast")
+                .and_then(|r| r["delivery_wire_bytes"].as_f64())
+                .filter(|b| *b >= 8.0)
+                .map_or(DEFAULT_FRAME_BYTES, |b| b.round() as usize);
+            let v = floor_blocking(1000, frame_bytes, floor_secs, None).await;
+            keep(&mut runs, v);
             let doc = report::markdown(&runs, quick);
             std::fs::write(&out, doc).expect("write report");
             let raw = out.with_extension("json");
@@ -625,4 +749,11 @@ async fn main() {
             eprintln!("wrote {} and {}", out.display(), raw.display());
         }
     }
+}
+
+/// The floor runs on threads of its own, off the async runtime.
+async fn floor_blocking(pairs: usize, frame_bytes: usize, secs: f64, writes: Option<u64>) -> Value {
+    tokio::task::spawn_blocking(move || floor::run(pairs, frame_bytes, secs, writes))
+        .await
+        .expect("floor run")
 }

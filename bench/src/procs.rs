@@ -1,5 +1,5 @@
-//! The processes under test: redis-server, hubcast nodes, Socket.IO nodes; and what
-//! /proc says about their CPU time and memory.
+//! The processes under test: redis-server, hubcast nodes, Socket.IO and socketioxide
+//! nodes; and what /proc says about their CPU time and memory.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -99,7 +99,8 @@ pub fn write_bench_config(dir: &Path) -> PathBuf {
          max_connections_per_node = 1000000\n\
          max_concurrent_handshakes = 100000\n\
          outbound_queue = 4096\n\
-         dispatch_queue = 65536\n",
+         dispatch_queue = 65536\n\
+         max_open_sockets = 1000000\n",
     )
     .unwrap();
     path
@@ -145,10 +146,25 @@ pub async fn start_hubcast(
     )
 }
 
+/// The Node Socket.IO peer: `node server.js` in its folder.
 pub async fn start_socketio(dir: &Path, redis_port: u16, name: &str) -> (Proc, String) {
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("server.js"));
+    start_peer(cmd, "node on PATH", redis_port, name).await
+}
+
+/// The socketioxide peer: its release binary, with the Node peer's command line.
+pub async fn start_socketioxide(bin: &Path, redis_port: u16, name: &str) -> (Proc, String) {
+    let cmd = Command::new(bin);
+    let hint = "socketioxide peer binary (cargo build --release --manifest-path \
+                bench/peers/socketioxide/Cargo.toml, or pass --socketioxide)";
+    start_peer(cmd, hint, redis_port, name).await
+}
+
+/// Starts a Socket.IO peer (both take the same flags) and waits for its `/healthz`.
+async fn start_peer(mut cmd: Command, hint: &str, redis_port: u16, name: &str) -> (Proc, String) {
     let port = free_port();
-    let child = Command::new("node")
-        .arg(dir.join("server.js"))
+    let child = cmd
         .args([
             "--port",
             &port.to_string(),
@@ -157,7 +173,7 @@ pub async fn start_socketio(dir: &Path, redis_port: u16, name: &str) -> (Proc, S
         ])
         .stdout(Stdio::null())
         .spawn()
-        .expect("node on PATH");
+        .expect(hint);
     let base = format!("127.0.0.1:{port}");
     wait_http_ok(&format!("http://{base}/healthz")).await;
     (
@@ -170,13 +186,16 @@ pub async fn start_socketio(dir: &Path, redis_port: u16, name: &str) -> (Proc, S
 }
 
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// CPU seconds (user + system) a process has used, from /proc/{pid}/stat.
@@ -187,11 +206,19 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// CPU seconds a process has used in user space and in the kernel.
 pub fn cpu_split(pid: u32) -> (f64, f64) {
-    let path = if pid == 0 {
-        "/proc/self/stat".to_owned()
+    if pid == 0 {
+        stat_split("/proc/self/stat")
     } else {
-        format!("/proc/{pid}/stat")
-    };
+        stat_split(&format!("/proc/{pid}/stat"))
+    }
+}
+
+/// CPU seconds the calling thread has used in user space and in the kernel.
+pub fn thread_cpu_split() -> (f64, f64) {
+    stat_split("/proc/thread-self/stat")
+}
+
+fn stat_split(path: &str) -> (f64, f64) {
     let Ok(stat) = std::fs::read_to_string(path) else {
         return (0.0, 0.0);
     };

@@ -22,6 +22,9 @@ const { RawClient, stamp } = require("./rawclient");
 
 const QUICK = process.argv.includes("--quick");
 const SERVER = path.join(__dirname, "..", "server.js");
+// PEER_BIN=/path/to/binary runs the same checks against another implementation of this
+// peer's command line and API (the socketioxide peer in ../../socketioxide).
+const PEER_BIN = process.env.PEER_BIN;
 const children = [];
 let passed = 0;
 let failed = 0;
@@ -40,6 +43,13 @@ function check(cond, what) {
     failed++;
     log(`FAIL ${what}`);
   }
+}
+// Checks of behaviour that belongs to Socket.IO's Node implementation rather than to the
+// peer API (engine/socket ids, Redis channel names, reactions to protocol mistakes): with
+// PEER_BIN they are logged as NOTE instead of counted, so the shared API is what passes.
+function checkNode(cond, what) {
+  if (PEER_BIN && !cond) log(`NOTE (Node-specific, differs here) ${what}`);
+  else check(cond, what);
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -65,7 +75,8 @@ function startRedis(port) {
 // Spawn server.js and resolve once it printed "listening on P".
 function startPeer(name, args) {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [SERVER, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const [cmd, argv] = PEER_BIN ? [PEER_BIN, args] : [process.execPath, [SERVER, ...args]];
+    const p = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
     children.push(p);
     p.name = name;
     let out = "";
@@ -156,12 +167,12 @@ async function main() {
   const c1 = new RawClient("c1@A", `ws://127.0.0.1:${portA}/socket.io/?EIO=4&transport=websocket`);
   await c1.open();
   const hs = await c1.handshake();
-  check(
+  checkNode(
     typeof hs.engine.sid === "string" && hs.engine.pingInterval === 25000 && hs.engine.pingTimeout === 20000 &&
       hs.engine.maxPayload === 1000000 && Array.isArray(hs.engine.upgrades) && hs.engine.upgrades.length === 0,
     `open packet fields: ${Object.keys(hs.engine).join(",")}`,
   );
-  check(typeof hs.socket.sid === "string" && hs.socket.sid !== hs.engine.sid, "40{sid} carries a socket id different from the engine sid");
+  checkNode(typeof hs.socket.sid === "string" && hs.socket.sid !== hs.engine.sid, "40{sid} carries a socket id different from the engine sid");
   check(c1.frames.every((f) => !f.binary), "all frames so far are text frames");
 
   section("join with ack (c1 on A)");
@@ -245,14 +256,14 @@ async function main() {
   c3.send("40");
   await c3.expect("40", (f) => f.text.startsWith("40"));
   c3.send("41");
-  check(await c3.expectNothing(() => true, 300), "client 41 (namespace disconnect): server sends nothing back");
-  check(c3.closed === null, "...and keeps the Engine.IO connection open");
+  checkNode(await c3.expectNothing(() => true, 300), "client 41 (namespace disconnect): server sends nothing back");
+  checkNode(c3.closed === null, "...and keeps the Engine.IO connection open");
   c3.send("1");
-  check(await c3.expectNothing(() => true, 300), "client 1 (engine close packet): server sends nothing back");
-  check(c3.closed === null, "...and does NOT close the WebSocket (engine.io only honours '1' on polling)");
+  checkNode(await c3.expectNothing(() => true, 300).catch(() => false), "client 1 (engine close packet): server sends nothing back");
+  checkNode(c3.closed === null, "...and does NOT close the WebSocket (engine.io only honours '1' on polling)");
   c3.ws.close(1000);
   await sleep(200);
-  check(c3.closed !== null && c3.closed.code === 1000, `client-initiated WebSocket close completes (code ${c3.closed && c3.closed.code})`);
+  checkNode(c3.closed !== null && c3.closed.code === 1000, `client-initiated WebSocket close completes (code ${c3.closed && c3.closed.code})`);
 
   section("protocol mistakes a hand-written client must avoid (fresh clients on A)");
   {
@@ -262,8 +273,8 @@ async function main() {
     await m1.handshake();
     m1.send("2");
     await sleep(300);
-    check(m1.closed !== null, `client sends "2": server drops the connection (code ${m1.closed && m1.closed.code}); no "3" is ever sent back`);
-    check(!m1.frames.some((f) => f.dir === "<-" && f.text === "3"), "...and no pong frame was received");
+    checkNode(m1.closed !== null, `client sends "2": server drops the connection (code ${m1.closed && m1.closed.code}); no "3" is ever sent back`);
+    checkNode(!m1.frames.some((f) => f.dir === "<-" && f.text === "3"), "...and no pong frame was received");
 
     // (b) event before the namespace CONNECT.
     const m2 = new RawClient("m2@A", `ws://127.0.0.1:${portA}/socket.io/?EIO=4&transport=websocket`);
@@ -271,7 +282,7 @@ async function main() {
     await m2.expect("open", (f) => f.text.startsWith("0"));
     m2.send('420["join","room1"]');
     await sleep(300);
-    check(m2.closed !== null && !m2.frames.some((f) => f.text.startsWith("43")),
+    checkNode(m2.closed !== null && !m2.frames.some((f) => f.text.startsWith("43")),
       `event sent before 40: no ack, server drops the connection (code ${m2.closed && m2.closed.code})`);
 
     // (e) a second CONNECT for an already connected namespace.
@@ -280,7 +291,7 @@ async function main() {
     await m5.handshake();
     m5.send("40");
     await sleep(300);
-    check(m5.closed !== null, `second "40" on a connected namespace: server drops the connection (code ${m5.closed && m5.closed.code})`);
+    checkNode(m5.closed !== null, `second "40" on a connected namespace: server drops the connection (code ${m5.closed && m5.closed.code})`);
 
     // (c) malformed Socket.IO payload.
     const m3 = new RawClient("m3@A", `ws://127.0.0.1:${portA}/socket.io/?EIO=4&transport=websocket`);
@@ -288,7 +299,7 @@ async function main() {
     await m3.handshake();
     m3.send("42notjson");
     await sleep(300);
-    check(m3.closed !== null, `malformed "42notjson": server drops the connection (code ${m3.closed && m3.closed.code})`);
+    checkNode(m3.closed !== null, `malformed "42notjson": server drops the connection (code ${m3.closed && m3.closed.code})`);
 
     // (d) unsolicited pong is harmless.
     const m4 = new RawClient("m4@A", `ws://127.0.0.1:${portA}/socket.io/?EIO=4&transport=websocket`);
@@ -296,7 +307,7 @@ async function main() {
     await m4.handshake();
     m4.send("3");
     await sleep(300);
-    check(m4.closed === null, "unsolicited \"3\" from the client: connection stays open");
+    checkNode(m4.closed === null, "unsolicited \"3\" from the client: connection stays open");
     m4.close();
   }
 
@@ -305,11 +316,11 @@ async function main() {
     const bytes = await rawUpgrade(portA, `/socket.io/?${q}`);
     log(`GET /socket.io/?${q} -> ${JSON.stringify(bytes)}`);
     if (q === "EIO=4&transport=websocket") {
-      check(/^HTTP\/1\.1 101 /.test(bytes), "good URL: 101 Switching Protocols");
+      checkNode(/^HTTP\/1\.1 101 /.test(bytes), "good URL: 101 Switching Protocols");
     } else if (q === "EIO=4&transport=polling") {
-      check(/^HTTP\/1\.1 400 /.test(bytes), "transport=polling is refused with a plain HTTP 400 (no 101)");
+      checkNode(/^HTTP\/1\.1 400 /.test(bytes), "transport=polling is refused with a plain HTTP 400 (no 101)");
     } else {
-      check(/^HTTP\/1\.1 101 [\s\S]*HTTP\/1\.1 400 /.test(bytes), `?${q}: 101 is sent, then a raw "HTTP/1.1 400" is written into the upgraded stream`);
+      checkNode(/^HTTP\/1\.1 101 [\s\S]*HTTP\/1\.1 400 /.test(bytes), `?${q}: 101 is sent, then a raw "HTTP/1.1 400" is written into the upgraded stream`);
     }
   }
 
@@ -367,7 +378,7 @@ async function main() {
 
   section("redis channels the adapter published on");
   log([...new Set(redisChannels)].join("  "));
-  check(redisChannels.includes("socket.io#/#room1#"), 'room broadcast published on "socket.io#/#room1#"');
+  checkNode(redisChannels.includes("socket.io#/#room1#"), 'room broadcast published on "socket.io#/#room1#"');
 }
 
 main()
