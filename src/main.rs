@@ -10,7 +10,7 @@ use hubcast::config::{Cli, Config};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format;
-    hubcast::telemetry::init(log_format);
+    let _logs = hubcast::telemetry::init(log_format);
     let config = match Config::from_cli(cli) {
         Ok(c) => c,
         Err(e) => {

@@ -145,10 +145,18 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// One hub's delivery series, registered once so the fan-out path updates them without
-/// building label strings or looking them up per message.
-#[derive(Debug, Clone)]
+/// One hub's delivery and publish series, registered once so the fan-out and publish
+/// paths update them without building label strings or looking them up per message.
+#[derive(Debug)]
 pub struct HubMeters {
+    /// The hub's name, the `hub` label.
+    hub: String,
+    /// Publish durations of accepted publishes.
+    pub publish_accepted: metrics::Histogram,
+    /// Publish durations of refused publishes.
+    pub publish_refused: metrics::Histogram,
+    /// Events published, by target label (a bounded set: see `events::target_label`).
+    events: std::sync::RwLock<std::collections::HashMap<String, metrics::Counter>>,
     /// Messages written to client sockets.
     pub delivered: metrics::Counter,
     /// Publish time until written.
@@ -165,13 +173,37 @@ impl HubMeters {
     /// The series of hub `hub`.
     pub fn new(hub: &str) -> Self {
         let failures = |reason: &'static str| metrics::counter!(DELIVERY_FAILURES, "hub" => hub.to_owned(), "reason" => reason);
+        let publish = |outcome: &'static str| metrics::histogram!(PUBLISH_DURATION, "hub" => hub.to_owned(), "outcome" => outcome);
         Self {
+            hub: hub.to_owned(),
+            publish_accepted: publish("accepted"),
+            publish_refused: publish("refused"),
+            events: std::sync::RwLock::default(),
             delivered: metrics::counter!(MESSAGES_DELIVERED, "hub" => hub.to_owned()),
             lag: metrics::histogram!(DELIVERY_LAG, "hub" => hub.to_owned()),
             connection_closed: failures(REASON_CONNECTION_CLOSED),
             slow_consumer: failures(REASON_SLOW_CONSUMER),
             write_error: failures(REASON_WRITE_ERROR),
         }
+    }
+
+    /// The events-published counter of a target label, registered on its first use.
+    pub fn events_published(&self, label: &str) -> metrics::Counter {
+        if let Some(c) = self
+            .events
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(label)
+        {
+            return c.clone();
+        }
+        let counter = metrics::counter!(EVENTS_PUBLISHED, "hub" => self.hub.clone(), "target" => label.to_owned());
+        self.events
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(label.to_owned())
+            .or_insert(counter)
+            .clone()
     }
 
     /// Counts `count` deliveries of a message published at `published_at_micros`,

@@ -213,7 +213,10 @@ impl Cluster {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             total += calls;
-            if matches!(name, "cmdstat_publish" | "cmdstat_evalsha" | "cmdstat_eval") {
+            // Commands a script runs are counted too (its inner PUBLISH, XADD, …), so the
+            // publish path's round trips are the script calls alone: hubcast publishes
+            // only from Lua.
+            if matches!(name, "cmdstat_evalsha" | "cmdstat_eval" | "cmdstat_fcall") {
                 publish_path += calls;
             }
         }

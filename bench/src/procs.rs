@@ -124,7 +124,8 @@ pub async fn start_hubcast(
     .arg("--config")
     .arg(config)
     .args(["--node-id", name])
-    .env("RUST_LOG", "warn")
+    // The default log level, as deployed: a publish logs a line at INFO.
+    .env_remove("RUST_LOG")
     .stdout(Stdio::null());
     if let Some(r) = redis_port {
         cmd.args([

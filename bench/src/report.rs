@@ -656,7 +656,7 @@ fn targets(
     }
     if let Some(h) = fan[0] {
         let cmds = f(&h["closed"]["redis_publish_path_commands_per_publish"]);
-        o.push_str(&format!("| one Redis command per publish | {cmds:.3} publish-path commands per publish ({:.3} of all kinds) | {} |\n",
+        o.push_str(&format!("| one Redis command per publish | {cmds:.3} script calls per publish ({:.3} commands of all kinds, a script's inner commands included) | {} |\n",
             f(&h["closed"]["redis_commands_per_publish"]), verdict((cmds - 1.0).abs() < 0.01)));
     }
     // Loss counts over every hubcast run that delivers (fan-out, publish latency, group sizes).

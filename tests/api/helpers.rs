@@ -170,7 +170,8 @@ impl TestApp {
     /// A node on Redis (`config.redis` set by the caller), or on `bus`.
     pub async fn start(config: Config, bus: Option<Arc<MemoryBus>>) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
-            hubcast::telemetry::init(hubcast::config::LogFormat::Human);
+            // Kept for the whole test process: dropping the guard stops the writer.
+            std::mem::forget(hubcast::telemetry::init(hubcast::config::LogFormat::Human));
         }
         let on_redis = bus.is_none();
         let app = match bus {

@@ -541,8 +541,12 @@ fn spawn_node(
         ])
         .args(["--redis-url", &redis.url(), "--redis-prefix", prefix])
         .env("HUBCAST_LOG_FORMAT", "json")
-        // Per-message delivery lines are debug: asked for, as an operator tracing one would.
-        .env("RUST_LOG", "info,hubcast::delivery=debug")
+        // Per-message publish and delivery lines are debug: asked for, as an operator
+        // tracing one would.
+        .env(
+            "RUST_LOG",
+            "info,hubcast::publish=debug,hubcast::delivery=debug",
+        )
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -623,7 +627,7 @@ async fn a_publishs_correlation_id_is_echoed_and_logged_by_the_publishing_and_de
         .as_str()
         .unwrap()
         .starts_with("[SignalR:Traced] Sent notification"));
-    assert_eq!(published["level"], "INFO");
+    assert_eq!(published["target"], "hubcast::publish");
     let delivered = find_line(&b_logs, |v| {
         v["target"] == "hubcast::delivery" && v["fields"]["correlation_id"] == corr
     });
