@@ -152,3 +152,25 @@ async fn a_client_that_stops_reading_large_publishes_is_closed_as_a_slow_consume
     assert!(grew < 96 * MIB, "RSS grew by {} MiB", grew / MIB);
     drop(stuck);
 }
+
+#[tokio::test]
+async fn an_idle_connection_costs_the_node_a_few_kibibytes() {
+    // Debug builds lay futures out less tightly than release (3.1 KiB per connection
+    // measured there, BENCHMARKS.md); this bound catches a buffer kept per connection,
+    // which is what grew an idle connection to 8 KiB once.
+    const N: usize = 2000;
+    let node = NodeProcess::spawn("").await;
+    let mut warm = RawWs::open(node.addr, "/hubs/tasks").await;
+    warm.handshake().await;
+    let before = node.rss();
+    let mut clients = Vec::with_capacity(N);
+    for _ in 0..N {
+        let mut ws = RawWs::open(node.addr, "/hubs/tasks").await;
+        ws.handshake().await;
+        clients.push(ws);
+    }
+    let per = node.rss().saturating_sub(before) / N as u64;
+    eprintln!("idle connections: {per} bytes of RSS each");
+    assert!(per <= 6 * 1024, "{per} bytes of RSS per idle connection");
+    drop(clients);
+}

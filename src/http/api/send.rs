@@ -43,6 +43,36 @@ pub struct PublishBody {
     pub arguments_json: String,
 }
 
+/// Deepest nesting of arrays and objects accepted in a publish body.
+const MAX_NESTING: usize = 128;
+
+/// How deeply arrays and objects nest in a JSON text (strings skipped).
+fn nesting(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Longest target name accepted, in bytes.
 pub const MAX_TARGET_BYTES: usize = 256;
 
@@ -84,6 +114,17 @@ impl PublishBody {
             Some(_) => return Err("'target' must be a string".into()),
             None => return Err("missing 'target'".into()),
         };
+        // The arguments stay text, so their depth is checked here: clients parse the
+        // record with a nesting limit of 128 (serde_json's, the body's own before), and
+        // the record nests its arguments as deep as the body does.
+        if raw
+            .arguments
+            .is_some_and(|a| 1 + nesting(a.get()) > MAX_NESTING)
+        {
+            return Err(format!(
+                "request body is nested more than {MAX_NESTING} levels deep"
+            ));
+        }
         let arguments_json = match raw.arguments {
             None => "[]".to_owned(),
             Some(a) if a.get() == "null" => "[]".to_owned(),
