@@ -21,12 +21,13 @@
 //! | [`node`] | the coordinator: membership, the publish path, dispatch, subscriptions, remote operations, background tasks |
 //! | [`guard`] | the publish guards below node and flows: progress coalescing, storm-protection suppression records |
 //! | [`backplane`] | channels and cluster state: the in-process bus, and Redis (pub/sub, sets, Lua, heartbeat, reaper) |
-//! | [`connection`] | what the node holds of a connection: its bounded outbound queue, close reasons, the per-user slot |
+//! | [`connection`] | what the node holds of a connection: its bounded outbound queue with direct writes, close reasons, the per-user slot |
 //! | [`events`] | typed event contracts (the gateway's DTOs), their JSON Schemas and the publish check |
 //! | [`config`] | flags, `HUBCAST_*` variables and the TOML file (schema, defaults), validated into one [`config::Config`] |
 //! | [`hub`] | hub definitions: group templates, client methods (as data), the gateway's seven defaults |
 //! | [`auth`] | credentials: access keys and JWTs, client auth modes, single-use connection tokens, handshake admission, the bounded connect proxy |
 //! | [`protocol`] | the SignalR wire protocol: framing, handshake, messages, negotiate (pure) |
+//! | [`ws`] | the WebSocket itself (RFC 6455): the upgrade, frames built once per message, an incremental frame reader, the shared socket |
 //! | [`envelope`] | the binary envelope carried on backplane channels |
 //! | [`keys`] | every channel and key name |
 //! | [`metrics`] | every metric name and help text |
@@ -51,9 +52,13 @@
 //!    message's position with the last one it delivered on that channel
 //!    (`node/positions.rs`): a gap is filled from the channel's history first, a repeat is
 //!    dropped.
-//! 5. A dispatch worker (`node/dispatch.rs`) looks up local members and `try_send`s the same bytes to each
-//!    connection's bounded queue; a full queue closes that connection as a slow consumer.
-//! 6. The session (`session/`) drains its queue ([`connection::handle`]), writes a batch and flushes once, under a write timeout.
+//! 5. The dispatch worker (`node/dispatch.rs`) frames the record as a WebSocket frame
+//!    **once** ([`ws::Frame`]) and hands the same bytes to each local member
+//!    ([`connection::handle`]): written straight into the socket when nothing waits for
+//!    that connection, else queued in its bounded queue; a full queue closes that
+//!    connection as a slow consumer.
+//! 6. The session (`session/`) writes what waited, one vectored write per batch, under a
+//!    write timeout.
 //!
 //! ## Redis keys and channels
 //!

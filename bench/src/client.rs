@@ -76,6 +76,25 @@ pub struct ClientResult {
     pub delivery_bytes: u64,
 }
 
+impl ClientResult {
+    /// Nothing received yet, for a client of `group`.
+    fn new(group: usize) -> Self {
+        Self {
+            group,
+            hist: [
+                Histogram::new(3).expect("histogram"),
+                Histogram::new(3).expect("histogram"),
+            ],
+            received: 0,
+            duplicates: 0,
+            reordered: 0,
+            seen: Vec::new(),
+            highest: None,
+            delivery_bytes: 0,
+        }
+    }
+}
+
 /// A server-to-client (unmasked) WebSocket frame's header size for a payload of `len`.
 fn ws_header(len: usize) -> u64 {
     match len {
@@ -248,19 +267,7 @@ impl Client {
 
     /// Reads deliveries until told to stop, keeping latency and sequence statistics.
     pub async fn run(mut self, shared: Arc<Shared>) -> ClientResult {
-        let mut result = ClientResult {
-            group: self.group,
-            hist: [
-                Histogram::new(3).expect("histogram"),
-                Histogram::new(3).expect("histogram"),
-            ],
-            received: 0,
-            duplicates: 0,
-            reordered: 0,
-            seen: Vec::new(),
-            highest: None,
-            delivery_bytes: 0,
-        };
+        let mut result = ClientResult::new(self.group);
         let mut ping = tokio::time::interval(Duration::from_secs(10));
         loop {
             let msg = tokio::select! {
@@ -409,16 +416,7 @@ mod tests {
     use super::*;
 
     fn result() -> ClientResult {
-        ClientResult {
-            group: 0,
-            hist: [Histogram::new(3).unwrap(), Histogram::new(3).unwrap()],
-            received: 0,
-            duplicates: 0,
-            reordered: 0,
-            seen: Vec::new(),
-            highest: None,
-            delivery_bytes: 0,
-        }
+        ClientResult::new(0)
     }
 
     #[test]
