@@ -55,8 +55,8 @@
 //! 5. The dispatch worker (`node/dispatch.rs`) frames the record as a WebSocket frame
 //!    **once** ([`ws::Frame`]) and hands the same bytes to each local member
 //!    ([`connection::handle`]): written straight into the socket when nothing waits for
-//!    that connection, else queued in its bounded queue; a full queue closes that
-//!    connection as a slow consumer.
+//!    that connection (on channels with at most 64 local members), else queued in its
+//!    bounded queue; a full queue closes that connection as a slow consumer.
 //! 6. The session (`session/`) writes what waited, one vectored write per batch, under a
 //!    write timeout.
 //!

@@ -180,7 +180,21 @@ impl SessionHandle {
     /// [`QueueError::Full`] when the client is not keeping up (the message bound or the
     /// byte budget would be exceeded), [`QueueError::Closed`] when the session is gone or
     /// closing.
-    pub fn try_send(&self, mut item: Outbound) -> Result<Sent, QueueError> {
+    pub fn try_send(&self, item: Outbound) -> Result<Sent, QueueError> {
+        self.send(item, true)
+    }
+
+    /// As [`Self::try_send`], but never writes to the socket itself: the session's task
+    /// does. For large fan-outs, whose writes are better spread over the runtime's
+    /// threads than made one after another by a single dispatch worker.
+    ///
+    /// # Errors
+    /// As [`Self::try_send`].
+    pub fn try_queue(&self, item: Outbound) -> Result<Sent, QueueError> {
+        self.send(item, false)
+    }
+
+    fn send(&self, mut item: Outbound, direct: bool) -> Result<Sent, QueueError> {
         {
             let mut state = self.shared.state();
             if state.ended || state.reason.is_some() {
@@ -190,9 +204,12 @@ impl SessionHandle {
             if state.queue.len() >= self.shared.capacity || bytes > self.shared.byte_budget {
                 return Err(QueueError::Full);
             }
-            if let (true, false, Some(socket)) =
-                (state.queue.is_empty(), state.writing, &self.shared.socket)
-            {
+            if let (true, true, false, Some(socket)) = (
+                direct,
+                state.queue.is_empty(),
+                state.writing,
+                &self.shared.socket,
+            ) {
                 match socket.try_write(item.unwritten()) {
                     Ok(n) if n == item.unwritten().len() => return Ok(Sent::Written),
                     Ok(n) => item.offset += n,
@@ -473,6 +490,11 @@ mod tests {
             .unwrap();
         rx.written(&batch);
         assert_eq!(h.try_send(item(4)), Ok(Sent::Written));
+        assert_eq!(
+            h.try_queue(item(5)),
+            Ok(Sent::Queued),
+            "a large fan-out leaves the write to the session"
+        );
         let mut wire = vec![0u8; 4 * 3];
         client.read_exact(&mut wire).await.unwrap();
         assert_eq!(wire, [0x81, 1, b'x'].repeat(4));
