@@ -32,6 +32,8 @@ pub enum TaskAction {
     Failed,
     /// Cancelled (terminal).
     Cancelled,
+    /// Timed out (terminal; tasks hub only).
+    TimedOut,
 }
 
 impl TaskAction {
@@ -43,12 +45,16 @@ impl TaskAction {
             "completed" => Self::Completed,
             "failed" => Self::Failed,
             "cancelled" => Self::Cancelled,
+            "timedout" => Self::TimedOut,
             _ => return None,
         })
     }
 
     fn terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Cancelled | Self::TimedOut
+        )
     }
 }
 
@@ -66,6 +72,11 @@ pub struct TaskFact {
     pub task_type: Option<String>,
     /// Task metadata (tasks hub `TaskStarted`).
     pub metadata: Option<Value>,
+    /// The virtual key the task belongs to: `TaskStarted` also goes to
+    /// `vkey-{virtualKeyId}-{taskType}`, as the gateway's TaskNotificationService sends it.
+    pub virtual_key_id: Option<i64>,
+    /// Seconds the task was allowed (tasks hub `TaskTimedOut`).
+    pub timeout_seconds: Option<i64>,
     /// Result (tasks hub `TaskCompleted`).
     pub result: Option<Value>,
     /// Error text (failed).
@@ -209,6 +220,7 @@ fn plan_task(
                     }),
                 ),
                 TaskAction::Cancelled => ("VideoGenerationCancelled", cancelled()),
+                TaskAction::TimedOut => return Err(timed_out_elsewhere(kind)),
             };
             events.push(("video-generation", group, target, vec![v]));
         }
@@ -265,6 +277,7 @@ fn plan_task(
                     }),
                 ),
                 TaskAction::Cancelled => ("ImageGenerationCancelled", cancelled()),
+                TaskAction::TimedOut => return Err(timed_out_elsewhere(kind)),
             };
             events.push(("image-generation", group, target, vec![v]));
         }
@@ -309,9 +322,32 @@ fn plan_task(
             "TaskCancelled",
             vec![tid, f.reason.clone().map_or(Value::Null, Value::from)],
         ),
+        TaskAction::TimedOut => {
+            let secs = f.timeout_seconds.ok_or_else(|| {
+                FlowError::Invalid("'timeoutSeconds' is required to report a timeout".into())
+            })?;
+            ("TaskTimedOut", vec![tid, Value::from(secs)])
+        }
     };
+    // The gateway's TaskNotificationService also announces a start to the key's
+    // subscribers of that task type (`SubscribeToTaskType`).
+    if let (TaskAction::Started, Some(vkey)) = (action, f.virtual_key_id) {
+        let task_type = f.task_type.clone().unwrap_or_else(|| kind.to_owned());
+        events.push((
+            "tasks",
+            format!("vkey-{vkey}-{task_type}"),
+            target,
+            args.clone(),
+        ));
+    }
     events.push(("tasks", format!("task-{id}"), target, args));
     Ok(events)
+}
+
+fn timed_out_elsewhere(kind: &str) -> FlowError {
+    FlowError::Invalid(format!(
+        "'timedout' is reported for kind 'task' (TaskTimedOut on the tasks hub); the {kind}-generation hub has no timeout event: report it as failed"
+    ))
 }
 
 fn count_coalesced(events: &[PlannedEvent], n: u64, rule: &'static str) {

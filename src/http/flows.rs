@@ -155,7 +155,7 @@ async fn task(
     let route = format!("tasks/{kind}/{id}/{action}");
     let action = TaskAction::parse(&action).ok_or_else(|| {
         ApiError::BadRequest(format!(
-            "action '{action}' is not started, progress, completed, failed or cancelled"
+            "action '{action}' is not started, progress, completed, failed, cancelled or timedout"
         ))
     })?;
     let fact = if body.iter().all(u8::is_ascii_whitespace) {

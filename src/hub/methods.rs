@@ -254,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_placeholder_without_the_claim_is_unauthorized() {
+    fn a_claim_placeholder_without_the_claim_says_which_claim_is_missing() {
         let hub = hub_named("tasks");
         let mut c = caller();
         c.virtual_key = None;
@@ -262,7 +262,7 @@ mod tests {
             hub.method("SubscribeToTaskType")
                 .unwrap()
                 .resolve(&[json!("video")], &c),
-            Err(CallError::Unauthorized)
+            Err(CallError::MissingClaim("vkey"))
         );
     }
 }

@@ -114,6 +114,10 @@ pub enum CallError {
     /// The caller's credential does not allow this.
     #[error("unauthorized")]
     Unauthorized,
+    /// The method's group is named after a claim the connection does not carry
+    /// (`vkey` or `user`), as happens in development mode, which connects without one.
+    #[error("this method's group needs the connection's '{0}' claim, and the connection has none (development mode connects without claims: connect with a token that carries it)")]
+    MissingClaim(&'static str),
     /// The group name produced is not valid.
     #[error("{0}")]
     InvalidGroup(String),
@@ -137,6 +141,9 @@ impl CallError {
                 "Failed to invoke '{method}' due to an error on the server. InvalidDataException: {self}"
             ),
             Self::Unauthorized => format!("Failed to invoke '{method}' because user is unauthorized"),
+            Self::MissingClaim(_) => format!(
+                "An unexpected error occurred invoking '{method}' on the server. HubException: {self}"
+            ),
             Self::InvalidGroup(_) | Self::TooManyGroups(_) | Self::RateLimited | Self::Unavailable => format!(
                 "An unexpected error occurred invoking '{method}' on the server. HubException: {self}"
             ),

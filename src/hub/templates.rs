@@ -131,13 +131,13 @@ impl Template {
                     caller
                         .virtual_key
                         .as_deref()
-                        .ok_or(CallError::Unauthorized)?,
+                        .ok_or(CallError::MissingClaim("vkey"))?,
                 ),
                 Segment::User => out.push_str(
                     caller
                         .user
                         .as_ref()
-                        .ok_or(CallError::Unauthorized)?
+                        .ok_or(CallError::MissingClaim("user"))?
                         .as_str(),
                 ),
                 Segment::Connection => {

@@ -206,9 +206,8 @@ pub fn completion_ok(invocation_id: &str, result: Option<&Value>) -> String {
     let mut obj = serde_json::Map::new();
     obj.insert("type".into(), Value::from(3));
     obj.insert("invocationId".into(), Value::from(invocation_id));
-    if let Some(r) = result {
-        obj.insert("result".into(), r.clone());
-    }
+    // A method without a return value completes with `"result": null`, as ASP.NET writes.
+    obj.insert("result".into(), result.cloned().unwrap_or(Value::Null));
     record(Value::Object(obj))
 }
 
@@ -384,10 +383,10 @@ mod tests {
     }
 
     #[test]
-    fn completions_omit_absent_fields() {
+    fn a_void_completion_carries_a_null_result() {
         assert_eq!(
             completion_ok("0", None),
-            "{\"invocationId\":\"0\",\"type\":3}\u{1e}"
+            "{\"invocationId\":\"0\",\"result\":null,\"type\":3}\u{1e}"
         );
         let with_result: Value =
             serde_json::from_str(completion_ok("1", Some(&json!(null))).trim_end_matches('\u{1e}'))

@@ -450,6 +450,7 @@ fn call_error_label(e: &CallError) -> &'static str {
         CallError::UnknownMethod => "unknown_method",
         CallError::ArgumentCount { .. } | CallError::Binding => "bad_arguments",
         CallError::Unauthorized => "unauthorized",
+        CallError::MissingClaim(_) => "missing_claim",
         CallError::InvalidGroup(_) => "invalid_group",
         CallError::TooManyGroups(_) => "too_many_groups",
         CallError::RateLimited => "rate_limited",

@@ -275,3 +275,22 @@ async fn a_call_whose_joins_pass_the_group_limit_is_refused_before_any_is_applie
     );
     assert_eq!(groups_now().0, 100);
 }
+
+#[tokio::test]
+async fn a_method_whose_group_needs_a_missing_claim_says_so_and_void_methods_complete_with_null() {
+    // The test hubs take connections without claims, as development mode does.
+    let app = TestApp::spawn().await;
+    let mut c = Client::connect(&app, "/hubs/tasks").await;
+    let refused = c.invoke("SubscribeToTaskType", json!(["export"])).await;
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("'vkey' claim") && !error.contains("unauthorized"),
+        "{error}"
+    );
+    let joined = c.invoke("JoinGroup", json!(["task-1"])).await;
+    assert_eq!(joined["result"], serde_json::Value::Null);
+    assert!(
+        joined.as_object().unwrap().contains_key("result"),
+        "a void completion carries \"result\": null: {joined}"
+    );
+}

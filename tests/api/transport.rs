@@ -202,7 +202,7 @@ async fn methods_are_matched_case_insensitively_and_hub_specific_ones_work() {
     );
     assert_eq!(
         admin.recv_non_ping().await.unwrap(),
-        json!({"type":3,"invocationId":"s"})
+        json!({"type":3,"invocationId":"s","result":null})
     );
     assert_eq!(
         app.group_members("admin-notifications", "admin-vkey-7")

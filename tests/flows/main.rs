@@ -736,3 +736,56 @@ async fn made_up_targets_share_one_metric_label_and_declared_ones_keep_theirs() 
     let _ = stop.send(());
     let _ = run.await;
 }
+
+#[tokio::test]
+async fn a_started_task_reaches_its_keys_task_type_subscribers_and_a_timeout_its_watchers() {
+    let p = pair(no_tweak).await;
+    // `SubscribeToTaskType("export")` by key 7 joins this group.
+    let mut by_type = member(&p.nodes[0], "tasks", "vkey-7-export").await;
+    let mut by_task = member(&p.nodes[1], "tasks", "task-t9").await;
+    let started = post(
+        &p.nodes[1],
+        "/api/v1/tasks/task/t9/started",
+        json!({"taskType": "export", "virtualKeyId": 7, "metadata": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(started["events"].as_array().unwrap().len(), 2, "{started}");
+    for c in [&mut by_type, &mut by_task] {
+        let inv = c.next_invocation().await;
+        assert_eq!(inv["target"], "TaskStarted");
+        assert_eq!(inv["arguments"], json!(["t9", "export", {"n": 1}]));
+    }
+    post(
+        &p.nodes[0],
+        "/api/v1/tasks/task/t9/timedout",
+        json!({"timeoutSeconds": 300}),
+    )
+    .await;
+    let inv = by_task.next_invocation().await;
+    assert_eq!(inv["target"], "TaskTimedOut");
+    assert_eq!(inv["arguments"], json!(["t9", 300]));
+
+    let http = reqwest::Client::new();
+    for (path, body, why) in [
+        (
+            "/api/v1/tasks/task/t10/timedout",
+            json!({}),
+            "'timeoutSeconds' is required",
+        ),
+        (
+            "/api/v1/tasks/video/t10/timedout",
+            json!({"timeoutSeconds": 5}),
+            "report it as failed",
+        ),
+    ] {
+        let r = http
+            .post(p.nodes[0].url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains(why), "{path}: {v}");
+    }
+}
