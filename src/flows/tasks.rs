@@ -72,8 +72,7 @@ pub struct TaskFact {
     pub task_type: Option<String>,
     /// Task metadata (tasks hub `TaskStarted`).
     pub metadata: Option<Value>,
-    /// The virtual key the task belongs to: `TaskStarted` also goes to
-    /// `vkey-{virtualKeyId}-{taskType}`, as the gateway's TaskNotificationService sends it.
+    /// The task's virtual key: `TaskStarted` also goes to `vkey-{virtualKeyId}-{taskType}`.
     pub virtual_key_id: Option<i64>,
     /// Seconds the task was allowed (tasks hub `TaskTimedOut`).
     pub timeout_seconds: Option<i64>,
@@ -329,8 +328,7 @@ fn plan_task(
             ("TaskTimedOut", vec![tid, Value::from(secs)])
         }
     };
-    // The gateway's TaskNotificationService also announces a start to the key's
-    // subscribers of that task type (`SubscribeToTaskType`).
+    // As the gateway's TaskNotificationService: to the key's `SubscribeToTaskType` group too.
     if let (TaskAction::Started, Some(vkey)) = (action, f.virtual_key_id) {
         let task_type = f.task_type.clone().unwrap_or_else(|| kind.to_owned());
         events.push((
