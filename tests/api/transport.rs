@@ -351,3 +351,50 @@ async fn one_negotiate_token_cannot_open_two_connections_even_racing() {
     app.publish("tasks", "g", "StillMine", json!([])).await;
     assert_eq!(first.next_invocation().await["target"], "StillMine");
 }
+
+#[tokio::test]
+async fn broken_websocket_framing_closes_only_that_connection_with_1002() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn().await;
+    let mut good = Client::connect(&app, "/hubs/tasks").await;
+    good.call("JoinGroup", json!(["g"])).await;
+    for (wire, code) in [
+        // Unmasked: a client must mask every frame.
+        (vec![0x81u8, 0x02, b'h', b'i'], [0x03, 0xEA]),
+        // Reserved bits without an extension.
+        (crate::helpers::RawWs::frame(0x41, b"x"), [0x03, 0xEA]),
+        // A frame declaring 2^40 bytes: refused from its header, as too big.
+        (
+            [
+                &[0x81u8, 0x80 | 127][..],
+                &(1u64 << 40).to_be_bytes(),
+                &[0; 4],
+            ]
+            .concat(),
+            [0x03, 0xF1],
+        ),
+    ] {
+        let mut bad = crate::helpers::RawWs::open(app.addr, "/hubs/tasks").await;
+        bad.handshake().await;
+        bad.tcp.write_all(&wire).await.unwrap();
+        // Read until the node closes (an end of stream, or a reset if bytes were left).
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(crate::helpers::WAIT, bad.tcp.read(&mut buf))
+                .await
+                .expect("the node closes the connection")
+            {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let close = [&[0x88u8, 0x02][..], &code].concat();
+        assert!(
+            got.windows(4).any(|w| w == close.as_slice()),
+            "a close frame with code {code:?} in {got:?}"
+        );
+    }
+    app.publish("tasks", "g", "Still", json!([1])).await;
+    assert_eq!(good.next_invocation().await["target"], "Still");
+}
