@@ -8,9 +8,10 @@ Run it through `bash scripts/check-chart.sh` (which installs what is missing), o
 
 What it does, without a cluster or a helm binary (helm-python-sdk bundles Helm's Go SDK):
 
-- renders the chart for the minimal documented install and five variants (in-chart Redis;
+- renders the chart for the minimal documented install and seven variants (in-chart Redis;
   ServiceMonitor + PrometheusRule + HPA on connections; existingSecret + Ingress; a custom
-  config file; development mode), and runs `helm lint --strict` on each;
+  config file; Redis Cluster with TLS and a password Secret; Sentinel; development mode),
+  and runs `helm lint --strict` on each;
 - validates every rendered object with `kubernetes-validate --strict -k 1.30`, except the
   Prometheus Operator kinds (ServiceMonitor, PrometheusRule): they are custom resources
   whose schemas kubernetes-validate does not ship, so they are skipped, by name;
@@ -129,10 +130,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
             ],
         },
     }),
+    # A managed Redis Cluster with TLS and an AUTH token from a Secret of the operator's.
+    "redis-cluster": merged(MINIMAL, {"redis": {
+        "url": "", "mode": "cluster",
+        "cluster": {"nodes": ["clustercfg.notify.example.com:6379",
+                              "redis-1.notify.example.com:6380"], "tls": True},
+        "password": {"existingSecret": "hubcast-redis-auth", "existingSecretKey": "auth-token"}}}),
+    # The Bitnami Redis chart with Sentinel (release "cache"), its password Secret.
+    "redis-sentinel": merged(MINIMAL, {"redis": {
+        "url": "", "mode": "sentinel",
+        "sentinel": {"nodes": ["cache-redis:26379"], "masterName": "mymaster"},
+        "password": {"existingSecret": "cache-redis"}}}),
     "insecure-dev": {"insecure": True, "replicaCount": 1,
                      "redis": {"inChart": {"enabled": True}},
                      "podDisruptionBudget": {"enabled": False}},
 }
+
+# Smallest Redis values of the cluster and sentinel modes.
+CLUSTER = {"mode": "cluster", "cluster": {"nodes": ["r-0:6379"]}}
+SENTINEL = {"mode": "sentinel", "sentinel": {"nodes": ["s-0:26379"]}}
 
 # Values the chart must refuse, with a piece of the message that must name the problem.
 REFUSED: list[tuple[str, dict[str, Any], str]] = [
@@ -169,6 +185,50 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
      merged(MINIMAL, {"config": {"hubs": [{"name": "x", "path": "/hubs/x", "auth": "basic"}]}}),
      "'/config/hubs/0/auth'"),
     ("bad Redis prefix", merged(MINIMAL, {"redis": {"prefix": "a b"}}), "'/redis/prefix'"),
+    ("a password in redis.url",
+     merged(MINIMAL, {"redis": {"url": "redis://:hunter2@r:6379/0"}}), "redis.url holds a password"),
+    ("unknown redis.mode", merged(MINIMAL, {"redis": {"mode": "replicated"}}), "'/redis/mode'"),
+    ("cluster mode with the in-chart Redis",
+     {"auth": dict(KEYS), "redis": {**CLUSTER, "inChart": {"enabled": True}}},
+     "redis.inChart.enabled deploys a standalone Redis, but redis.mode is cluster"),
+    ("sentinel mode with the in-chart Redis",
+     {"auth": dict(KEYS), "redis": {**SENTINEL, "inChart": {"enabled": True}}},
+     "redis.inChart.enabled deploys a standalone Redis, but redis.mode is sentinel"),
+    ("cluster mode without nodes", {"auth": dict(KEYS), "redis": {"mode": "cluster"}},
+     "redis.mode=cluster needs its nodes: set redis.cluster.nodes"),
+    ("sentinel mode without nodes", {"auth": dict(KEYS), "redis": {"mode": "sentinel"}},
+     "redis.mode=sentinel needs its nodes: set redis.sentinel.nodes"),
+    ("cluster mode with redis.url", merged(MINIMAL, {"redis": {**CLUSTER, "url": "redis://r:6379"}}),
+     "redis.url is for redis.mode=standalone"),
+    ("cluster nodes without cluster mode",
+     merged(MINIMAL, {"redis": {"cluster": {"nodes": ["r-0:6379"]}}}),
+     "redis.cluster.nodes is set, but redis.mode is standalone"),
+    ("sentinel nodes in cluster mode",
+     {"auth": dict(KEYS), "redis": {**CLUSTER, "sentinel": {"nodes": ["s-0:26379"]}}},
+     "redis.sentinel.nodes is set, but redis.mode is cluster"),
+    ("cluster TLS without cluster mode", merged(MINIMAL, {"redis": {"cluster": {"tls": True}}}),
+     "redis.cluster.tls is set, but redis.mode is standalone"),
+    ("cluster nodes and a URL Secret",
+     {"auth": dict(KEYS), "redis": {**CLUSTER, "existingSecret": "hubcast-redis"}},
+     "set only one of redis.cluster.nodes and redis.existingSecret"),
+    ("a password Secret in standalone mode",
+     merged(MINIMAL, {"redis": {"password": {"existingSecret": "redis-auth"}}}),
+     "redis.password.existingSecret is used only with redis.mode=cluster or sentinel"),
+    ("a password Secret with a URL Secret",
+     {"auth": dict(KEYS), "redis": {"mode": "cluster", "existingSecret": "hubcast-redis",
+                                    "password": {"existingSecret": "redis-auth"}}},
+     "with redis.existingSecret the password belongs in that URL"),
+    ("cluster TLS with a URL Secret",
+     {"auth": dict(KEYS), "redis": {"mode": "cluster", "existingSecret": "hubcast-redis",
+                                    "cluster": {"tls": True}}},
+     "write rediss+cluster:// in that URL"),
+    ("a seed node without a port",
+     {"auth": dict(KEYS), "redis": {"mode": "cluster", "cluster": {"nodes": ["r-0"]}}},
+     "'/redis/cluster/nodes/0'"),
+    ("an empty Sentinel master name",
+     {"auth": dict(KEYS), "redis": {**SENTINEL, "sentinel": {"nodes": ["s-0:26379"],
+                                                             "masterName": ""}}},
+     "'/redis/sentinel/masterName'"),
     ("HPA without a metric", merged(MINIMAL, {"autoscaling": {
         "enabled": True, "targetCPUUtilizationPercentage": 0}}), "needs a metric"),
 ]
@@ -724,6 +784,58 @@ def test_insecure_dev_mode():
     assert not objects("insecure-dev", "PodDisruptionBudget")
 
 
+def redis_env(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Deployment's REDIS_PASSWORD and HUBCAST_REDIS_URL entries, in their order."""
+    for path, text in render(values).items():
+        if path.endswith("templates/deployment.yaml"):
+            env = yaml.safe_load(text)["spec"]["template"]["spec"]["containers"][0]["env"]
+            return [e for e in env if e["name"] in {"REDIS_PASSWORD", "HUBCAST_REDIS_URL"}]
+    raise AssertionError("no Deployment rendered")
+
+
+def test_redis_cluster_and_sentinel_urls():
+    """Each mode renders HUBCAST_REDIS_URL from its values; a password comes from a Secret
+    through $(REDIS_PASSWORD), defined before the URL so the kubelet expands it."""
+    password = {"name": "REDIS_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "hubcast-redis-auth", "key": "auth-token"}}}
+    url = ("rediss+cluster://:$(REDIS_PASSWORD)@clustercfg.notify.example.com:6379,"
+           "redis-1.notify.example.com:6380")
+    assert [e for e in container("redis-cluster")["env"]
+            if e["name"] in {"REDIS_PASSWORD", "HUBCAST_REDIS_URL"}] == [
+        password, {"name": "HUBCAST_REDIS_URL", "value": url}]
+    bitnami = {"name": "REDIS_PASSWORD",
+               "valueFrom": {"secretKeyRef": {"name": "cache-redis", "key": "redis-password"}}}
+    assert redis_env(VARIANTS["redis-sentinel"]) == [
+        bitnami, {"name": "HUBCAST_REDIS_URL",
+                  "value": "redis+sentinel://:$(REDIS_PASSWORD)@cache-redis:26379/mymaster"}]
+    cases = [
+        ("cluster, no password, no TLS",
+         {"mode": "cluster", "cluster": {"nodes": ["r-0:6379", "r-1:6379", "[fd00::5]:7000"]}},
+         "redis+cluster://r-0:6379,r-1:6379,[fd00::5]:7000"),
+        ("sentinel with TLS, no password",
+         {"mode": "sentinel", "sentinel": {"nodes": ["s-0:26379", "s-1:26379"],
+                                           "masterName": "cache", "tls": True}},
+         "rediss+sentinel://s-0:26379,s-1:26379/cache"),
+    ]
+    for label, redis, expected in cases:
+        env = redis_env({"auth": dict(KEYS), "redis": redis})
+        assert env == [{"name": "HUBCAST_REDIS_URL", "value": expected}], f"{label}: {env}"
+    for mode in ["cluster", "sentinel"]:
+        env = redis_env({"auth": dict(KEYS), "redis": {"mode": mode,
+                                                       "existingSecret": "hubcast-redis"}})
+        assert env == [{"name": "HUBCAST_REDIS_URL", "valueFrom": {"secretKeyRef": {
+            "name": "hubcast-redis", "key": "redis-url"}}}], f"{mode} with a URL Secret: {env}"
+    # Neither the ConfigMap nor the chart's Secret carries the Redis URL or password.
+    for variant in ["redis-cluster", "redis-sentinel"]:
+        text = json.dumps(one(variant, "ConfigMap"))
+        assert "redis+" not in text and "REDIS_PASSWORD" not in text, text
+        assert set(one(variant, "Secret")["data"]) == {"access-key", "token-key", "master-key"}
+    notes = rendered("redis-cluster")["hubcast/templates/NOTES.txt"]
+    assert "Redis Cluster, seed nodes clustercfg.notify.example.com:6379" in notes, notes
+    notes = rendered("redis-sentinel")["hubcast/templates/NOTES.txt"]
+    assert 'master "mymaster" of Sentinels cache-redis:26379' in notes, notes
+
+
 def test_invalid_values_are_refused():
     failures = []
     for label, values, needle in REFUSED:
@@ -742,6 +854,8 @@ EXISTING_SECRETS = {
     "hubcast-keys": {"access-key": KEYS["accessKey"], "token-key": KEYS["tokenKey"],
                      "master-key": KEYS["masterKey"]},
     "hubcast-redis": {"redis-url": "redis://replaced-by-the-check:6379"},
+    "hubcast-redis-auth": {"auth-token": "replaced-by-the-check"},
+    "cache-redis": {"redis-password": "replaced-by-the-check"},
 }
 
 
@@ -761,7 +875,9 @@ def check_variant_node_starts(variant: str) -> None:
     for name, e in env_of(variant).items():
         source = e.get("valueFrom", {})
         if "value" in e:
-            env[name] = e["value"]
+            # $(VAR) of a variable defined earlier, as the kubelet expands it.
+            env[name] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                               lambda m: env.get(m.group(1), m.group(0)), e["value"])
         elif "fieldRef" in source:
             assert source["fieldRef"]["fieldPath"] == "metadata.name", source
             env[name] = f"{RELEASE}-hubcast-6d4cf56db6-x2x4q"
