@@ -39,7 +39,7 @@ VALUE_CASES: dict[str, list] = {
     "integers": [0, 1, 42, 127, 128, 255, 256, 65535, 65536, 4294967295, 4294967296],
     "negative numbers": [-1, -31, -32, -33, -127, -128, -129, -32768, -32769,
                          -2147483648, -2147483649, -0.5, -12.25, -1e-9],
-    "floats": [0.1, 0.5, 99.5, 3.141592653589793, 1e-7, 6.02e23, 1.7976931348623157e308, 5e-324],
+    "floats": [0.1, 0.5, 99.5, 3.141592653589793, 1e-7, 6.02e23, 1.7976931348623157e308, 5e-324, 2.5e-308],
     # JSON numbers with a fraction or exponent are floats even when integral.
     "integral floats": [2.0, -3.0, 1000.0, 1e300],
     "unicode strings": [
@@ -137,6 +137,13 @@ def mp_clients():
         c.stop()
 
 
+def wait_events(client: MessagePackClient, recorder, n: int) -> list[list]:
+    """As recorder.wait_for_count, with the decoded frames in the failure message."""
+    wait_for(lambda: len(recorder.events) >= n, 5, f"{n} '{recorder.target}' event(s)",
+             detail=lambda: f"received so far: {recorder.events!r}\n{client.wire()}")
+    return list(recorder.events)
+
+
 def completion_for(client: MessagePackClient, invocation_id: str) -> list:
     return wait_for(
         lambda: next((r for r in client.records() if r[0] == 3 and r[2] == invocation_id), None),
@@ -161,7 +168,7 @@ def test_messagepack_client_receives_published_values(server, mp_clients):
         assert res.status_code == 202, res.text
         assert res.json().get("members") == 1, res.text
 
-    events = values.wait_for_count(len(VALUE_CASES))
+    events = wait_events(client, values, len(VALUE_CASES))
     got = {e[0]: e[1:] for e in events if e}
     mismatches = [
         f"{name}: got {strict_json(got.get(name))}, published {strict_json(args)}"
@@ -170,13 +177,22 @@ def test_messagepack_client_receives_published_values(server, mp_clients):
     ]
     assert mismatches == [], "\n".join(mismatches)
     assert len(events) == len(VALUE_CASES), events
-
-    # Events are Invocations without an invocation id and with no stream ids.
-    invocations = [r for r in client.records() if r[0] == 1 and r[3] == "Values"]
-    assert len(invocations) == len(VALUE_CASES), client.wire()
-    for r in invocations:
-        assert len(r) == 6 and isinstance(r[1], dict) and r[2] is None and r[5] == [], r[:4]
     assert client.errors == []
+
+
+def test_messagepack_events_are_six_element_invocations(server, mp_clients):
+    # Read from the frames themselves: signalrcore drops a frame whose
+    # Invocation lacks the streamIds element (it reads raw[5]).
+    client = mp_clients(server.hub_url("/hubs/tasks"))
+    group = unique_group("py-mp-wire")
+    assert not getattr(client.invoke("JoinGroup", [group]), "error", None)
+    res = server.publish_to_group("tasks", group, {"target": "Shape", "arguments": [1, "two", None]})
+    assert res.status_code == 202, res.text
+    raw = wait_for(
+        lambda: next((r for r in client.records() if r[0] == 1 and r[3] == "Shape"), None),
+        timeout=5, what="the Invocation record of 'Shape'", detail=client.wire)
+    assert len(raw) == 6, f"[1, headers, invocationId, target, arguments, streamIds] expected, got {raw!r}"
+    assert isinstance(raw[1], dict) and raw[2] is None and raw[4] == [1, "two", None] and raw[5] == [], raw
 
 
 def test_messagepack_leave_group_stops_delivery(server, mp_clients):
@@ -188,7 +204,7 @@ def test_messagepack_leave_group_stops_delivery(server, mp_clients):
 
     assert server.publish_to_group(
         "spend", left, {"target": "SpendUpdated", "arguments": ["before leave"]}).status_code == 202
-    events.wait_for_count(1)
+    wait_events(client, events, 1)
 
     left_completion = client.invoke("LeaveGroup", [left])
     assert not getattr(left_completion, "error", None), left_completion.error
@@ -196,7 +212,7 @@ def test_messagepack_leave_group_stops_delivery(server, mp_clients):
     assert res.status_code == 202 and res.json().get("members") == 0, res.text
     # The marker comes after; once it is in, "after leave" would have been too.
     server.publish_to_group("spend", kept, {"target": "SpendUpdated", "arguments": ["marker"]})
-    assert events.wait_for_count(2) == [["before leave"], ["marker"]]
+    assert wait_events(client, events, 2) == [["before leave"], ["marker"]]
 
 
 def test_messagepack_reply_round_trips_types(server, mp_clients):
@@ -214,7 +230,7 @@ def test_messagepack_reply_round_trips_types(server, mp_clients):
     }
     completion = client.invoke("UpdatePreferences", [prefs])
     assert not getattr(completion, "error", None), completion.error
-    assert strict_json(replies.wait_for_count(1)) == strict_json([[prefs]])
+    assert strict_json(wait_events(client, replies, 1)) == strict_json([[prefs]])
 
 
 def test_messagepack_invocation_errors_are_reported(server, mp_clients):
@@ -238,4 +254,4 @@ def test_messagepack_invocation_errors_are_reported(server, mp_clients):
     res = server.publish_to_group(
         "webhooks", group, {"target": "WebhookDelivered", "arguments": [1, "ok"]})
     assert res.status_code == 202, res.text
-    assert strict_json(events.wait_for_count(1)) == strict_json([[1, "ok"]])
+    assert strict_json(wait_events(client, events, 1)) == strict_json([[1, "ok"]])
