@@ -176,7 +176,8 @@ fn to_mp(v: &Value) -> Mp {
     }
 }
 
-/// `[1, {}, nil, target, arguments]`, framed.
+/// `[1, {}, nil, target, arguments, []]`, framed: six elements, as ASP.NET writes it
+/// (signalrcore reads the stream ids and drops a frame without them).
 pub fn invocation(target: &str, arguments: &[Value]) -> Vec<u8> {
     framed(&Mp::Array(vec![
         Mp::from(1),
@@ -184,6 +185,7 @@ pub fn invocation(target: &str, arguments: &[Value]) -> Vec<u8> {
         Mp::Nil,
         Mp::from(target),
         Mp::Array(arguments.iter().map(to_mp).collect()),
+        Mp::Array(Vec::new()),
     ]))
 }
 
@@ -261,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_json_invocation_becomes_the_same_values_in_messagepack() {
-        let args = json!([{"n": 1, "neg": -7, "f": 2.5, "s": "ünï", "b": true, "z": null,
+        let args = json!([{"n": 1, "neg": -7, "f": 2.5, "f2": 985.690_694_632_869_5, "s": "ünï", "b": true, "z": null,
             "big": 9_007_199_254_740_991_u64, "a": [], "o": {}}]);
         let record = super::super::message::invocation("Hello", &args.to_string());
         let mp = from_json_invocation(record.as_bytes()).unwrap();
@@ -271,6 +273,8 @@ mod tests {
         assert_eq!(items[0], Mp::from(1));
         assert_eq!(items[2], Mp::Nil, "no invocation id: nothing to answer");
         assert_eq!(items[3].as_str(), Some("Hello"));
+        assert_eq!(items.len(), 6, "with the empty stream ids");
+        assert_eq!(items[5], Mp::Array(vec![]));
         assert_eq!(
             arguments(&items[4]).unwrap(),
             args.as_array().unwrap().clone()
