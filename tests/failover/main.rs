@@ -8,4 +8,7 @@ mod helpers;
 #[allow(dead_code)]
 mod redis_ha;
 
+mod cluster;
 mod harness;
+mod load;
+mod sentinel;

@@ -167,7 +167,10 @@ pub async fn replica_online(port: u16) -> bool {
 }
 
 /// Polls `check` until it is true, or fails naming `what` after [`WAIT`].
-async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+pub async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check().await {
         assert!(
