@@ -121,8 +121,13 @@ pub fn unique_prefix() -> String {
 
 /// Points a config at a Redis server with a fresh prefix and fast heartbeats.
 pub fn use_redis(config: &mut Config, redis: &RedisServer, prefix: &str) {
+    use_redis_url(config, &redis.url(), prefix);
+}
+
+/// As [`use_redis`], for any Redis URL (a cluster's, a sentinel's).
+pub fn use_redis_url(config: &mut Config, url: &str, prefix: &str) {
     config.redis = Some(hubcast::config::RedisSettings {
-        url: redis.url(),
+        url: url.to_owned(),
         prefix: prefix.to_owned(),
     });
     config.cluster.heartbeat_ttl_ms = 2_000;

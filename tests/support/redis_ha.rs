@@ -181,9 +181,74 @@ pub async fn until<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// Whether the Redis suites run on a Redis Cluster (`HUBCAST_TEST_REDIS=cluster`) instead
+/// of one standalone server.
+pub fn on_cluster() -> bool {
+    std::env::var("HUBCAST_TEST_REDIS").is_ok_and(|v| v == "cluster")
+}
+
+/// The Redis a suite's nodes share: a standalone server, or a cluster (see [`on_cluster`]).
+pub enum TestRedis {
+    Standalone(crate::helpers::RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl TestRedis {
+    /// The kind the run asks for.
+    pub async fn start() -> Self {
+        if on_cluster() {
+            Self::Cluster(RedisCluster::start().await)
+        } else {
+            Self::standalone().await
+        }
+    }
+
+    /// One standalone server, whatever the run asks for.
+    pub async fn standalone() -> Self {
+        Self::Standalone(crate::helpers::RedisServer::start().await)
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Self::Standalone(r) => r.url(),
+            Self::Cluster(c) => c.url(),
+        }
+    }
+
+    /// The standalone server, for tests about one server's outages.
+    pub fn server(&mut self) -> &mut crate::helpers::RedisServer {
+        match self {
+            Self::Standalone(r) => r,
+            Self::Cluster(_) => panic!("this test runs on a standalone server only"),
+        }
+    }
+
+    /// Subscribers of a channel: `PUBSUB NUMSUB`, or `SHARDNUMSUB` on its shard.
+    pub async fn numsub(&self, channel: &str) -> u64 {
+        match self {
+            Self::Standalone(r) => {
+                let cmd = redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).clone();
+                let (_, n): (String, u64) = query(r.port, &cmd).await.unwrap();
+                n
+            }
+            Self::Cluster(c) => c.shardnumsub(channel).await,
+        }
+    }
+
+    /// A connection to the server holding `key`.
+    pub async fn connection_for(&self, key: &str) -> redis::aio::MultiplexedConnection {
+        match self {
+            Self::Standalone(r) => r.connection().await,
+            Self::Cluster(c) => c.connection_for(key).await,
+        }
+    }
+}
+
 #[path = "redis_cluster.rs"]
 mod cluster;
 #[path = "redis_sentinel.rs"]
 mod sentinel;
 pub use cluster::RedisCluster;
+// Unused by the suites that run on a cluster only.
+#[allow(unused_imports)]
 pub use sentinel::RedisSentinel;
