@@ -38,10 +38,11 @@
 //! 1. `POST /api/v1/hubs/{hub}/groups/{group}` with `{"target": …, "arguments": […]}`
 //!    (`http/api/send.rs`) validates the hub, group, body and correlation id.
 //! 2. [`node::Node::publish`] (`node/publish.rs`) encodes the SignalR Invocation record
-//!    **once** and runs one backplane call on `{p}:{hub}:group:{group}`
+//!    **once** and runs one backplane call on `{p}:{hub}:group:{{group}}`
 //!    ([`backplane::Publish`]): the idempotency check, the guard, the channel's next
-//!    delivery position, the history entry and the `PUBLISH`, in one Lua script. The 202
-//!    reports how many nodes took it.
+//!    delivery position, the history entry and the `PUBLISH` (`SPUBLISH` on a Redis
+//!    Cluster), in one Lua script on the channel's shard. The 202 reports how many nodes
+//!    took it.
 //! 3. The backplane delivers only to nodes subscribed to that channel. Invariant: a node is
 //!    subscribed to a channel iff it holds at least one local member; the node's
 //!    subscription task (`node/subscriptions.rs`) reconciles every first-join and
@@ -62,29 +63,42 @@
 //!
 //! ## Redis keys and channels
 //!
-//! | name | type | purpose |
-//! |---|---|---|
-//! | `{p}:{hub}:group:{g}` | channel | fan-out to nodes holding ≥ 1 member of group `g` |
-//! | `{p}:{hub}:user:{u}` | channel | fan-out to nodes holding ≥ 1 connection of user `u` |
-//! | `{p}:{hub}:all` | channel | hub-wide broadcast (hubs with `allow_broadcast` only) |
-//! | `{p}:node:{n}` | channel | control to one node: send to / join / leave / close a connection it owns, acks, probes |
-//! | `{p}:{hub}:members:{g}` | set | connection ids in group `g` |
-//! | `{p}:{hub}:groups` | set | groups of the hub that have members |
-//! | `{p}:conn:{c}` | hash | owning `node`, `hub`, `user`, and a `g:{group}` field per group |
-//! | `{p}:node:{n}:conns` | set | connections owned by node `n` |
-//! | `{p}:node:{n}:alive` | string, TTL | heartbeat; survivors reap a node whose key expired |
-//! | `{p}:nodes` | set | live nodes, for the reaper |
-//! | `{p}:reap:{n}` | string, TTL | lock: the one node reaping dead node `n` |
-//! | `{p}:node:{n}:gen` | string | generation node `n`'s state is written under; the reaper deletes it |
-//! | `{p}:pos:{c}` | hash, TTL | channel `c`'s delivery position: epoch and last sequence |
-//! | `{p}:hist:{c}` | stream, TTL | channel `c`'s recent messages, by sequence |
-//! | `{p}:idem:{scope}:{k}` | string, TTL | what the first publish with idempotency key `k` did |
-//! | `{p}:throttle:budget:{vkey}`, `{p}:throttle:health:{provider}` | set, hash | the flows' announced thresholds and health state |
-//! | `{p}:throttle:breaker:{h}`, `…:{h}:failures` | hash, sorted set | a webhook URL's breaker (`h`: hex SHA-256 of the exact URL) |
-//! | `{p}:throttle:task:{kind}:{id}:done` | string, TTL | a task ended: later progress is dropped |
-//! | `{p}:throttle:rate:{hub}:{h}` | hash, TTL | a storm-protection bucket (`h`: hex SHA-256 of group and target) |
+//! One server, a Redis Cluster (`redis+cluster://`) or the master Sentinel names
+//! (`redis+sentinel://`), see [`config::RedisTarget`]. On a cluster, fan-out uses
+//! sharded pub/sub (SSUBSCRIBE/SPUBLISH), so each message is handled by the one shard
+//! owning its channel's slot.
 //!
-//! `{p}` is the prefix (`--redis-prefix`, default `hubcast`). [`keys`] owns every name.
+//! | name | type | slot (hash tag) | purpose |
+//! |---|---|---|---|
+//! | `{p}:{hub}:group:{{g}}` | channel | `g` | fan-out to nodes holding ≥ 1 member of group `g` |
+//! | `{p}:{hub}:user:{{u}}` | channel | `u` | fan-out to nodes holding ≥ 1 connection of user `u` |
+//! | `{p}:{hub}:all:{{hub}}` | channel | `hub` | hub-wide broadcast (only for hubs that allow it) |
+//! | `{p}:node:{{n}}` | channel | `n` | control messages to one node (join/leave/send/close a connection it owns, acks, readiness probes) |
+//! | `{p}:pos:{c}` | hash, TTL | `c`'s | channel `c`'s delivery position: epoch `e`, last sequence `s`, the server it was written on `r` (`c` without the prefix) |
+//! | `{p}:hist:{c}` | stream, TTL | `c`'s | channel `c`'s recent messages, entry id `{seq}-0` |
+//! | `{p}:idem:{scope}:{k}:{tag}` | string, TTL | the channel's | what the first publish with idempotency key `k` (hashed) did, per publisher scope and channel |
+//! | `{p}:idem:{scope}:{k}` | string, TTL | — | an idempotency record not tied to a channel: a whole flow request (scope `…:request`), a connection token's use |
+//! | `{p}:throttle:task:{h}:done:{tag}` | string, TTL | the channel's | a task (`h`: hex SHA-256 of kind and id) reached a terminal state: its later progress on that channel is dropped |
+//! | `{p}:throttle:rate:{hub}:{h}:{tag}` | hash, TTL | the group channel's | token bucket of a storm-protection rule for one group and target (`h`: hex SHA-256 of both) |
+//! | `{p}:{hub}:members:{{g}}` | set | `g` | connection ids in group `g` (cluster-wide counts) |
+//! | `{p}:conn:{{c}}` | hash | `c` | `node`, `hub`, `user` of connection `c`, and one `g:{group}` field per group |
+//! | `{p}:node:{{n}}:conns` | set | `n` | connections owned by node `n` |
+//! | `{p}:node:{{n}}:alive` | string, TTL | `n` | node `n`'s heartbeat; when it expires the node is dead |
+//! | `{p}:node:{{n}}:gen` | string | `n` | the generation under which node `n`'s state is written; deleted when it is reaped |
+//! | `{p}:node:{{n}}:counts` | hash, TTL | `n` | node `n`'s group memberships per hub, as it last reported them |
+//! | `{p}:reap:{{n}}` | string, TTL | `n` | lock: the one node reaping dead node `n` |
+//! | `{p}:{hub}:groups` | set | — | groups of the hub that have members |
+//! | `{p}:nodes` | set | — | nodes that registered connections (the reaper's list) |
+//! | `{p}:throttle:budget:{vkey}` | set | — | budget thresholds already announced for a key |
+//! | `{p}:throttle:health:{provider}` | hash | — | announced status, candidate status and its streak |
+//! | `{p}:throttle:breaker:{{h}}` | hash | `h` | a webhook URL's breaker state and when it opened (`h`: hex SHA-256 of the exact URL) |
+//! | `{p}:throttle:breaker:{{h}}:failures` | sorted set | `h` | failure times in the breaker window |
+//!
+//! `{{x}}` is `x` between literal braces, a Redis Cluster hash tag: every Lua script
+//! names keys of one slot. What spans slots is written in ordered single-slot steps
+//! (the table in [`backplane::redis`] gives the order and what repairs a step left
+//! undone). `{p}` is the prefix (`--redis-prefix`, default `hubcast`). [`keys`] owns
+//! every name.
 //!
 //! ## Outages and partitions
 //!
@@ -94,6 +108,14 @@
 //! up from its history, and writes its connections and memberships again. A node reaped
 //! while alive finds its generation key gone on its next heartbeat and writes its state
 //! again; a drained node removes its own records.
+//!
+//! On a Redis Cluster, a slot that moves or a master that fails over takes its
+//! channels' subscriptions with it: the node subscribes them again on the new owner and
+//! catches each up from its history (which moved or was replicated with it); publishes
+//! to that slot answer 503 until a master serves it. Under Sentinel the node follows
+//! the master the sentinels name. Where a channel can move, a position written on
+//! another server starts a new epoch, so a promoted replica that lacks the newest
+//! writes never reuses their sequence numbers.
 //!
 //! ## Delivery contract
 //!

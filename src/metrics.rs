@@ -51,6 +51,11 @@ pub const HTTP_REQUESTS: &str = "hubcast_http_requests_total";
 pub const BACKPLANE_SUBSCRIPTIONS: &str = "hubcast_redis_subscriptions";
 /// Counter: times the Redis pub/sub connection was re-established.
 pub const REDIS_RECONNECTS: &str = "hubcast_redis_reconnects_total";
+/// Counter: times Sentinel named a new master and the node followed it.
+pub const REDIS_MASTER_CHANGES: &str = "hubcast_redis_master_changes_total";
+/// Counter: sharded channels a Redis Cluster shard gave up (its slot moved, or the
+/// shard failed over) that the node subscribed again and caught up from history.
+pub const REDIS_CHANNELS_MOVED: &str = "hubcast_redis_channels_moved_total";
 /// Histogram: Redis command duration. Label: command.
 pub const REDIS_COMMAND_DURATION: &str = "hubcast_redis_command_duration_seconds";
 /// Counter: dead nodes whose memberships this node removed.
@@ -244,6 +249,8 @@ pub fn init_series(hubs: &[&str]) {
     metrics::gauge!(BACKPLANE_SUBSCRIPTIONS).increment(0.0);
     metrics::gauge!(READY).increment(0.0);
     metrics::counter!(REDIS_RECONNECTS).increment(0);
+    metrics::counter!(REDIS_MASTER_CHANGES).increment(0);
+    metrics::counter!(REDIS_CHANNELS_MOVED).increment(0);
     metrics::counter!(NODES_REAPED).increment(0);
     metrics::counter!(PUBLISHES_REPEATED).increment(0);
     for outcome in ["unknown", "not_sent"] {
@@ -258,6 +265,14 @@ fn describe() {
     describe_counter!(
         REDIS_RECONNECTS,
         "Times the Redis pub/sub connection was re-established."
+    );
+    describe_counter!(
+        REDIS_MASTER_CHANGES,
+        "Times Sentinel named a new master and the node followed it."
+    );
+    describe_counter!(
+        REDIS_CHANNELS_MOVED,
+        "Sharded channels a Redis Cluster shard gave up (slot moved, failover) that the node subscribed again and caught up."
     );
     describe_counter!(
         NODES_REAPED,

@@ -957,8 +957,9 @@ fn check_send_request(
             // Whatever the key, its Redis name has one size.
             let keys = Keys::new("p");
             prop_assert_eq!(
-                keys.idempotency(&k.scope, &k.key).len(),
-                "p:idem:scope-1:".len() + 32
+                keys.idempotency(&k.scope, &k.key, "p:tasks:group:{g}")
+                    .len(),
+                "p:idem:scope-1::{g}".len() + 32
             );
         }
         (got, sent) => {
@@ -970,7 +971,14 @@ fn check_send_request(
     if let Audience::Group(g) = &req.audience {
         let keys = Keys::new("p");
         let bucket = keys.rate("tasks", g.as_str(), &req.body.target);
-        prop_assert_eq!(bucket.len(), "p:throttle:rate:tasks:".len() + 64);
+        // Fixed size before the group channel's hash tag, whatever the target holds.
+        let tag = hubcast::keys::tag_of(&bucket);
+        prop_assert_eq!(
+            bucket.len() - tag.len(),
+            "p:throttle:rate:tasks::".len() + 64
+        );
+        let channel = keys.group_channel("tasks", g.as_str());
+        prop_assert_eq!(tag, hubcast::keys::tag_of(&channel));
     }
     Ok(())
 }

@@ -213,6 +213,22 @@ impl Backplane {
         }
     }
 
+    /// Records this node's group memberships per hub, for the cluster-wide counts (each
+    /// node reports its own, so a node that dies takes its share with it when reaped).
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn report_counts(
+        &self,
+        hubs: &[&str],
+        memberships: &[usize],
+    ) -> Result<(), BackplaneError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(b) => b.report_counts(hubs, memberships).await,
+        }
+    }
+
     /// Cluster-wide (groups with members, memberships) of each hub.
     ///
     /// # Errors

@@ -43,8 +43,10 @@ pub struct Cli {
     #[arg(long, env = "HUBCAST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Redis URL (redis://host:port/db, or rediss:// for TLS). Without it the node runs on an in-process
-    /// backplane: a single node, no Redis needed. Default: none.
+    /// Redis URL: one server (redis://host:port/db, rediss:// for TLS), a Redis Cluster
+    /// by its seeds (redis+cluster://h1:6379,h2:6379) or a master through Sentinel
+    /// (redis+sentinel://s1:26379,s2:26379/mymaster). Without it the node runs on an
+    /// in-process backplane: a single node, no Redis needed. Default: none.
     #[arg(
         long,
         env = "HUBCAST_REDIS_URL",

@@ -9,6 +9,7 @@
 
 mod file;
 mod flags;
+mod redis_url;
 mod validate;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ pub use file::{
     Timeouts, WebhookGroups,
 };
 pub use flags::{Cli, LogFormat};
+pub use redis_url::RedisTarget;
 pub use validate::ConfigError;
 
 /// The credentials, browser origins and admission limits in force. The default has no

@@ -98,11 +98,8 @@ impl Config {
         let redis = match cli.redis_url {
             Some(url) if url.trim().is_empty() => None,
             Some(url) => {
-                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    return Err(invalid(
-                        "--redis-url / HUBCAST_REDIS_URL",
-                        "must start with redis:// or rediss:// (TLS)",
-                    ));
+                if let Err(why) = super::RedisTarget::parse(&url) {
+                    return Err(invalid("--redis-url / HUBCAST_REDIS_URL", why));
                 }
                 Some(RedisSettings {
                     url,

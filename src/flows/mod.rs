@@ -4,9 +4,12 @@
 //! circuit breakers, storm protection — with their state in the backplane, so every node
 //! agrees and a restart loses nothing.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::guard::PlannedEvent;
 use crate::ids::{CorrelationId, GroupName};
 use crate::metrics as m;
 use crate::node::{Audience, Guard, IdempotencyKey, Node, NodeError};
@@ -292,4 +295,28 @@ fn finite(name: &str, v: f64) -> Result<f64, FlowError> {
             "{name} must be a finite number"
         )))
     }
+}
+
+/// Marks the task done on every channel its events go to: each marker lives in its
+/// channel's slot, beside what the guarded publish reads.
+pub(super) async fn mark_done(
+    node: &Node,
+    kind: &str,
+    id: &str,
+    events: &[PlannedEvent],
+    ttl: Duration,
+) -> Result<(), FlowError> {
+    let mut channels: Vec<String> = Vec::new();
+    for (hub, group, _, _) in events {
+        let index = node.hub_index(hub).ok_or(FlowError::HubMissing(hub))?;
+        let channel = node.keys().group_channel(node.hubs()[index].name(), group);
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    for channel in &channels {
+        let key = node.keys().task_done(kind, id, channel);
+        node.backplane().mark_done(&key, ttl).await?;
+    }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{path_id, send, to_value, FlowError, FlowReport};
+use super::{mark_done, path_id, send, to_value, FlowError, FlowReport};
 use crate::events::{
     GenerationCancelled, ImageGenerationCompleted, ImageGenerationFailed, ImageGenerationProgress,
     ImageGenerationStarted, VideoGenerationCompleted, VideoGenerationFailed,
@@ -403,7 +403,6 @@ pub async fn task(
     for (hub, _, _, _) in &events {
         node.hub_index(hub).ok_or(FlowError::HubMissing(hub))?;
     }
-    let done_key = node.keys().task_done(kind, id);
     let slot_key = format!("{kind}:{id}");
     let mut report = FlowReport::new(correlation, idempotency);
     let detail = format!("Task: {id}, Kind: {kind}");
@@ -413,7 +412,7 @@ pub async fn task(
         let dropped = node.progress.finish(&slot_key);
         count_coalesced(&events, dropped, "coalesce");
         let ttl = Duration::from_millis(node.flows().task_done_ttl_ms);
-        node.backplane().mark_done(&done_key, ttl).await?;
+        mark_done(node, kind, id, &events, ttl).await?;
         send_all(
             node,
             &mut report,
@@ -431,7 +430,7 @@ pub async fn task(
             &mut report,
             &events,
             correlation,
-            Guard::UnlessDone(&done_key),
+            Guard::UnlessDone(kind, id),
             &detail,
         )
         .await?;
@@ -449,7 +448,7 @@ pub async fn task(
                 &mut report,
                 &now,
                 correlation,
-                Guard::UnlessDone(&done_key),
+                Guard::UnlessDone(kind, id),
                 &detail,
             )
             .await?;
@@ -457,7 +456,7 @@ pub async fn task(
         }
         ProgressStep::Held => {
             if schedule {
-                let node2 = node.clone();
+                let (node2, kind, id) = (node.clone(), kind.to_owned(), id.to_owned());
                 node.spawn_tracked(async move {
                     let node = node2;
                     if let Some(due) = node.progress.due(&slot_key, interval) {
@@ -481,7 +480,7 @@ pub async fn task(
                             target,
                             args,
                             &corr,
-                            Guard::UnlessDone(&done_key),
+                            Guard::UnlessDone(&kind, &id),
                             &detail,
                         )
                         .await

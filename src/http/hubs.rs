@@ -214,7 +214,7 @@ async fn first_use(state: &AppState, token: &VerifiedToken) -> bool {
     let key = state
         .node
         .keys()
-        .idempotency("connection-token", token.id.as_str());
+        .idempotency_record("connection-token", token.id.as_str());
     match backplane.recall(&key).await {
         Ok(Some(_)) => return false,
         Ok(None) => {}

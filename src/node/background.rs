@@ -98,8 +98,12 @@ pub(super) async fn gauge_task(node: Arc<Node>) {
                     .group_of_channel(node.hubs[hub].name(), channel)
                     .is_some()
             });
-        for (hub, n) in names.iter().zip(&local) {
+        for (hub, (n, _)) in names.iter().zip(&local) {
             metrics::gauge!(m::LOCAL_GROUPS, "hub" => (*hub).to_owned()).set(*n as f64);
+        }
+        let memberships: Vec<usize> = local.iter().map(|(_, m)| *m).collect();
+        if let Err(e) = node.backplane.report_counts(&names, &memberships).await {
+            tracing::debug!(error = %e, "cannot report this node's memberships");
         }
         match node.backplane.cluster_counts(&names).await {
             Ok(counts) => {

@@ -86,9 +86,9 @@ pub struct IdempotencyKey {
 pub enum Guard<'a> {
     /// Storm protection applies (the per-group, per-target rate limits).
     Storm,
-    /// Only if the task with this done-marker has not ended (progress after a terminal
-    /// event is dropped).
-    UnlessDone(&'a str),
+    /// Only if the task (kind, id) has not ended on this channel (progress after a
+    /// terminal event is dropped).
+    UnlessDone(&'a str, &'a str),
 }
 
 /// Why a publish or membership change was refused.

@@ -124,8 +124,12 @@ impl Node {
             connection.map_or(&[][..], |c| c.as_str().as_bytes()),
         );
         let bucket;
+        let done;
         let backplane_guard = match (guard, audience) {
-            (Guard::UnlessDone(done), _) => PublishGuard::UnlessDone(done),
+            (Guard::UnlessDone(kind, task), _) => {
+                done = self.keys.task_done(kind, task, &channel);
+                PublishGuard::UnlessDone(&done)
+            }
             (Guard::Storm, Audience::Group(g)) => match self.storm_rule(hub_name, target) {
                 Some(rule) => {
                     bucket = self.keys.rate(hub_name, g.as_str(), target);
@@ -143,7 +147,7 @@ impl Node {
         let fingerprint;
         let idem = match idempotency {
             Some(k) => {
-                idem_key = self.keys.idempotency(&k.scope, &k.key);
+                idem_key = self.keys.idempotency(&k.scope, &k.key, &channel);
                 let arguments = if k.exact { arguments_json } else { "" };
                 fingerprint = request_fingerprint(&channel, kind, connection, target, arguments);
                 Some(Idempotency {
@@ -174,7 +178,7 @@ impl Node {
             }
             Published::Suppressed => {
                 let (rule, group) = match (guard, audience) {
-                    (Guard::UnlessDone(_), _) => ("after_terminal", String::new()),
+                    (Guard::UnlessDone(..), _) => ("after_terminal", String::new()),
                     (_, Audience::Group(g)) => ("rate_limit", g.to_string()),
                     _ => ("rate_limit", String::new()),
                 };
@@ -295,7 +299,7 @@ impl Node {
     /// # Errors
     /// The backplane.
     pub async fn recall(&self, key: &IdempotencyKey) -> Result<Option<String>, NodeError> {
-        let k = self.keys.idempotency(&k_scope(key), &key.key);
+        let k = self.keys.idempotency_record(&k_scope(key), &key.key);
         Ok(self.backplane.recall(&k).await?)
     }
 
@@ -305,7 +309,7 @@ impl Node {
     /// # Errors
     /// The backplane.
     pub async fn remember(&self, key: &IdempotencyKey, answer: &str) -> Result<(), NodeError> {
-        let k = self.keys.idempotency(&k_scope(key), &key.key);
+        let k = self.keys.idempotency_record(&k_scope(key), &key.key);
         Ok(self
             .backplane
             .remember(&k, answer, self.delivery.idempotency())

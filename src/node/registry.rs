@@ -259,17 +259,18 @@ impl Registry {
             .collect()
     }
 
-    /// Channels with local members, per hub index, counting only channels `is_group`
-    /// accepts.
+    /// Channels with local members and their local memberships, per hub index,
+    /// counting only channels `is_group` accepts.
     pub fn channel_counts(
         &self,
         hubs: usize,
         is_group: impl Fn(usize, &str) -> bool,
-    ) -> Vec<usize> {
-        let mut counts = vec![0; hubs];
+    ) -> Vec<(usize, usize)> {
+        let mut counts = vec![(0, 0); hubs];
         for (name, entry) in &self.read().channels {
             if entry.hub < hubs && is_group(entry.hub, name) {
-                counts[entry.hub] += 1;
+                counts[entry.hub].0 += 1;
+                counts[entry.hub].1 += entry.members.len();
             }
         }
         counts

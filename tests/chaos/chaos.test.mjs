@@ -430,7 +430,7 @@ describe("chaos: three nodes, Redis faults, partitions and crashes under load", 
     }
     // the next scenario starts with three nodes again: a fresh n3, once the dead one's
     // heartbeat has expired (else the new one would keep the old one alive)
-    await waitFor(async () => (await redisCommand(ctx.redis.port, ["EXISTS", `${ctx.prefix}:node:n3:alive`])) === 0, {
+    await waitFor(async () => (await redisCommand(ctx.redis.port, ["EXISTS", `${ctx.prefix}:node:{n3}:alive`])) === 0, {
       timeoutMs: HEARTBEAT_TTL_MS + 5000, intervalMs: 100, what: "the killed n3's heartbeat key to expire",
     });
     await n3.start();

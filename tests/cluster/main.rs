@@ -55,7 +55,7 @@ impl Cluster {
     }
 
     fn channel(&self, hub: &str, group: &str) -> String {
-        format!("{}:{hub}:group:{group}", self.prefix)
+        format!("{}:{hub}:group:{{{group}}}", self.prefix)
     }
 
     async fn numsub(&self, channel: &str) -> u64 {
@@ -729,7 +729,7 @@ async fn a_channels_history_in_redis_is_bounded_in_bytes() {
         // Read as they come: ten at once would pass the connection's byte budget.
         assert_eq!(member.next_invocation().await["arguments"][0], i);
     }
-    let key = format!("{}:hist:tasks:group:big", cluster.prefix);
+    let key = format!("{}:hist:tasks:group:{{big}}", cluster.prefix);
     let mut c = cluster.redis.connection_for(&key).await;
     let (entries, bytes): (u64, u64) = redis::pipe()
         .cmd("XLEN")

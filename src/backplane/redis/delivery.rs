@@ -1,6 +1,6 @@
 //! Positioned publishes on Redis: the one-call publish (idempotency check, guard,
-//! position, history, PUBLISH), reading a channel's history and head position, and the
-//! request-level idempotency records.
+//! position, history, PUBLISH or SPUBLISH, all in the channel's slot), reading a
+//! channel's history and head position, and the request-level idempotency records.
 
 use std::time::Duration;
 
@@ -63,6 +63,8 @@ impl RedisBackplane {
                     .arg(rate)
                     .arg(burst)
                     .arg(h.bytes)
+                    .arg(self.publish_command)
+                    .arg(if self.channels_move { "1" } else { "0" })
                     .invoke_async(&mut c)
                     .await
             })

@@ -18,9 +18,8 @@ impl RedisBackplane {
     /// data).
     pub(super) async fn beat(&self) -> Result<bool, BackplaneError> {
         let s = self.scripts.clone();
-        let (alive, nodes, generation) = (
+        let (alive, generation) = (
             self.keys.node_alive(&self.node),
-            self.keys.nodes(),
             self.keys.node_generation(&self.node),
         );
         let ttl = u64::try_from(self.options.heartbeat_ttl.as_millis()).unwrap_or(u64::MAX);
@@ -28,15 +27,24 @@ impl RedisBackplane {
             .run("heartbeat", |mut c| async move {
                 s.heartbeat
                     .key(alive)
-                    .key(nodes)
                     .key(generation)
                     .arg(ttl)
-                    .arg(&*self.node)
                     .arg(&*self.generation)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
+        // The node set lives in another slot: listed after the heartbeat is written, so
+        // a reaper never finds this node listed without a heartbeat it just wrote.
+        let nodes = self.keys.nodes();
+        self.run("sadd", |mut c| async move {
+            redis::cmd("SADD")
+                .arg(nodes)
+                .arg(&*self.node)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await?;
         let held = held == 1;
         self.liveness.beat_ok(held);
         Ok(held)
@@ -104,30 +112,68 @@ impl RedisBackplane {
         ))
     }
 
-    /// Runs the reap script on `node`: its connections and memberships, its connection
-    /// set, generation and node-set entry. Returns how many connections it removed, or
-    /// -1 when the node's heartbeat is alive.
+    /// Reaps `node` in the steps of the module docs of [`super`]: claim, drop each
+    /// connection, finish. Returns how many connections it removed, or -1 when the
+    /// node's heartbeat is alive (at the claim, or again by the finish).
     async fn reap_node(&self, node: &str) -> Result<i64, BackplaneError> {
         let s = self.scripts.clone();
-        let (conns, nodes, alive, generation) = (
-            self.keys.node_connections(node),
-            self.keys.nodes(),
+        let (alive, generation, conns, counts) = (
             self.keys.node_alive(node),
             self.keys.node_generation(node),
+            self.keys.node_connections(node),
+            self.keys.node_counts(node),
         );
-        let prefix = self.keys.prefix().to_owned();
-        self.run("reap", |mut c| async move {
-            s.reap
-                .key(conns)
-                .key(nodes)
-                .key(alive)
-                .key(generation)
-                .arg(prefix)
+        let claimed: Vec<redis::Value> = self
+            .run("reap", |mut c| {
+                let (s, alive, generation, conns) =
+                    (s.clone(), alive.clone(), generation.clone(), conns.clone());
+                async move {
+                    s.reap_claim
+                        .key(alive)
+                        .key(generation)
+                        .key(conns)
+                        .invoke_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let mut claimed = claimed.into_iter();
+        if claimed
+            .next()
+            .and_then(|v| redis::from_redis_value::<i64>(v).ok())
+            != Some(0)
+        {
+            return Ok(-1);
+        }
+        let ids: Vec<String> = claimed
+            .filter_map(|v| redis::from_redis_value::<String>(v).ok())
+            .collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.drop_all(&refs, node).await?;
+        let finished: i64 = self
+            .run("reap", |mut c| async move {
+                s.reap_finish
+                    .key(alive)
+                    .key(generation)
+                    .key(conns)
+                    .key(counts)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if finished < 0 {
+            return Ok(-1);
+        }
+        let nodes = self.keys.nodes();
+        self.run("srem", |mut c| async move {
+            redis::cmd("SREM")
+                .arg(nodes)
                 .arg(node)
-                .invoke_async(&mut c)
+                .query_async::<i64>(&mut c)
                 .await
         })
-        .await
+        .await?;
+        Ok(i64::try_from(ids.len()).unwrap_or(i64::MAX))
     }
 
     /// Looks for dead nodes and reaps each under a lock, so one node does it.

@@ -1,94 +1,68 @@
-//! Every Lua script the Redis backplane runs, loaded once per backplane. The throttle
+//! Every Lua script the Redis backplane runs, loaded once per backplane. Each names keys
+//! of one hash slot only, so it runs on one shard of a Redis Cluster. The throttle
 //! scripts stay in [`crate::backplane::throttle`], beside the in-process rules they mirror.
 
 use redis::Script;
 
 use crate::backplane::throttle;
 
-/// Adds a connection to a group: its set, the hub's group set, the connection's hash.
-const JOIN: &str = r"
-if redis.call('HEXISTS', KEYS[3], 'node') == 0 then return 0 end
-if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then redis.call('INCR', KEYS[4]) end
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('HSET', KEYS[3], 'g:' .. ARGV[2], '1')
+/// A join's first step, in the connection's slot: its record gains the group, unless
+/// the record is gone. KEYS: the connection's hash; ARGV: the group.
+const JOIN_RECORD: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'node') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'g:' .. ARGV[1], '1')
 return 1
 ";
 
-/// Removes a connection from a group; the group leaves the hub's set when it empties.
-const LEAVE: &str = r"
+/// A leave's first step, in the group's slot: the member leaves the set. KEYS: the
+/// member set; ARGV: the connection id. Returns `{removed, members left}`.
+const LEAVE_SET: &str = r"
 local removed = redis.call('SREM', KEYS[1], ARGV[1])
-if removed == 1 then redis.call('DECR', KEYS[4]) end
-if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
-redis.call('HDEL', KEYS[3], 'g:' .. ARGV[2])
-return removed
+return {removed, redis.call('SCARD', KEYS[1])}
 ";
 
-/// Records a connection: its hash and its node's set.
+/// A registration's second step, in the connection's slot: its hash, unless another
+/// node holds that id. KEYS: the hash; ARGV: node, hub, user.
 const REGISTER: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'node')
 if owner and owner ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'node', ARGV[1], 'hub', ARGV[2], 'user', ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[4])
 return 1
 ";
 
-/// Removes everything about connections: ARGV[1] is the prefix, the rest connection ids;
-/// KEYS[1] is the owning node's connection set.
-const DROP_FN: &str = r"
-local function drop(prefix, conn_id)
-  local conn_key = prefix .. ':conn:' .. conn_id
-  local fields = redis.call('HGETALL', conn_key)
-  local hub = nil
-  for i = 1, #fields, 2 do
-    if fields[i] == 'hub' then hub = fields[i + 1] end
-  end
-  if hub then
-    for i = 1, #fields, 2 do
-      local f = fields[i]
-      if string.sub(f, 1, 2) == 'g:' then
-        local g = string.sub(f, 3)
-        local members = prefix .. ':' .. hub .. ':members:' .. g
-        if redis.call('SREM', members, conn_id) == 1 then
-          redis.call('DECR', prefix .. ':' .. hub .. ':memberships')
-        end
-        if redis.call('SCARD', members) == 0 then
-          redis.call('SREM', prefix .. ':' .. hub .. ':groups', g)
-        end
-      end
-    end
-  end
-  redis.call('DEL', conn_key)
-end
+/// Deletes a connection's hash if `ARGV[1]` still owns it. KEYS: the hash.
+const DROP_RECORD: &str = r"
+local owner = redis.call('HGET', KEYS[1], 'node')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
 ";
 
-fn unregister_script() -> String {
-    format!(
-        "{DROP_FN}
-for i = 2, #ARGV do
-  drop(ARGV[1], ARGV[i])
-  redis.call('SREM', KEYS[1], ARGV[i])
-end
-return #ARGV - 1
-"
-    )
-}
+/// A reap's first step, in the dead node's slot: unless its heartbeat is back, delete
+/// its generation (so the node, should it return, writes its state again) and list its
+/// connections. KEYS: heartbeat, generation, connection set. Returns `{-1}` when alive,
+/// else `{0, ids…}`.
+const REAP_CLAIM: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
+redis.call('DEL', KEYS[2])
+local out = {0}
+for _, c in ipairs(redis.call('SMEMBERS', KEYS[3])) do out[#out + 1] = c end
+return out
+";
 
-/// Reaps a dead node: KEYS = its connection set, the node set, its heartbeat key, its
-/// generation; ARGV = prefix, node id. Does nothing (returns -1) if the node is alive
-/// again. Deleting the generation is what tells the node, should it come back, that its
-/// state is gone.
-fn reap_script() -> String {
-    format!(
-        "{DROP_FN}
-if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-local conns = redis.call('SMEMBERS', KEYS[1])
-for _, c in ipairs(conns) do drop(ARGV[1], c) end
-redis.call('DEL', KEYS[1], KEYS[4])
-redis.call('SREM', KEYS[2], ARGV[2])
-return #conns
-"
-    )
-}
+/// A reap's last step, in the node's slot, after every listed connection was dropped:
+/// when the node came back meanwhile, delete its generation again (what it wrote may
+/// have been dropped too, so it writes it once more) and return -1; else delete its
+/// connection set, generation and reported counts. KEYS: heartbeat, generation,
+/// connection set, counts.
+const REAP_FINISH: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('DEL', KEYS[2])
+  return -1
+end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+return 0
+";
 
 /// A message for a positioned channel, in one call: the idempotency check, the guard, the
 /// channel's next position (a new epoch when the counter is new), the history entry and
@@ -100,7 +74,15 @@ return #conns
 /// ARGV: channel, head, body, new epoch, position ttl ms, history length (0: none),
 /// history ttl ms, idempotency record ('' when none: `{fingerprint}|{correlation}`),
 /// idempotency ttl ms, guard (`none`, `done` or `rate`), rate per second, burst, history
-/// bytes (the stream keeps as many entries of this message's size as fit).
+/// bytes (the stream keeps as many entries of this message's size as fit), the publish
+/// command (`PUBLISH`, or `SPUBLISH` on a Redis Cluster), and `1` to start a new epoch
+/// when the position was last written on another server.
+///
+/// That last check is for deployments where a channel can move while in use (a
+/// failover promotes a replica that may lack the newest writes; a slot migrates): the
+/// position's server (its replication id) is compared with this one's, and a new
+/// epoch keeps a replica's older sequence numbers from being reused for new messages,
+/// which subscribers would drop as repeats.
 /// Returns `{1, nodes, epoch, seq}` when published, `{0}` when the guard held it back,
 /// `{2, record}` for a repeat.
 pub(super) const PUBLISH: &str = r"
@@ -131,7 +113,16 @@ if not allowed then
 end
 local seq = redis.call('HINCRBY', KEYS[3], 's', 1)
 local epoch = redis.call('HGET', KEYS[3], 'e')
-if seq == 1 or not epoch then
+local fresh = seq == 1 or not epoch
+if ARGV[15] == '1' then
+  local here = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+  if redis.call('HGET', KEYS[3], 'r') ~= here then
+    redis.call('HSET', KEYS[3], 'r', here, 's', 1)
+    seq = 1
+    fresh = true
+  end
+end
+if fresh then
   epoch = ARGV[4]
   redis.call('HSET', KEYS[3], 'e', epoch)
   redis.call('DEL', KEYS[4])
@@ -144,20 +135,19 @@ if keep >= 1 then
   redis.call('XADD', KEYS[4], 'MAXLEN', keep, seq .. '-0', 'm', msg)
   redis.call('PEXPIRE', KEYS[4], ARGV[7])
 end
-local nodes = redis.call('PUBLISH', ARGV[1], msg)
+local nodes = redis.call(ARGV[14], ARGV[1], msg)
 if idem then redis.call('SET', KEYS[1], ARGV[8] .. '|' .. nodes, 'PX', ARGV[9]) end
 return {1, nodes, epoch, seq}
 ";
 
 /// A node's heartbeat, and whether the cluster still holds its state: KEYS = heartbeat,
-/// node set, generation; ARGV = ttl ms, node id, generation. Returns 1 when the stored
+/// generation; ARGV = ttl ms, generation. Returns 1 when the stored
 /// generation is this node's, 0 when it is missing or another (reaped while away, or
 /// Redis lost its data): the node must write its state again. The generation is written
 /// only after that state is written again, so a lost answer here cannot hide the loss.
 pub(super) const HEARTBEAT: &str = r"
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[2])
-if redis.call('GET', KEYS[3]) == ARGV[3] then return 1 end
+if redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
 return 0
 ";
 
@@ -178,11 +168,12 @@ pub(super) struct Scripts {
     pub(super) publish: Script,
     pub(super) heartbeat: Script,
     pub(super) confirm: Script,
-    pub(super) join: Script,
-    pub(super) leave: Script,
+    pub(super) join_record: Script,
+    pub(super) leave_set: Script,
     pub(super) register: Script,
-    pub(super) unregister: Script,
-    pub(super) reap: Script,
+    pub(super) drop_record: Script,
+    pub(super) reap_claim: Script,
+    pub(super) reap_finish: Script,
 }
 
 impl Scripts {
@@ -194,11 +185,12 @@ impl Scripts {
             publish: Script::new(PUBLISH),
             heartbeat: Script::new(HEARTBEAT),
             confirm: Script::new(CONFIRM_REGISTERED),
-            join: Script::new(JOIN),
-            leave: Script::new(LEAVE),
+            join_record: Script::new(JOIN_RECORD),
+            leave_set: Script::new(LEAVE_SET),
             register: Script::new(REGISTER),
-            unregister: Script::new(&unregister_script()),
-            reap: Script::new(&reap_script()),
+            drop_record: Script::new(DROP_RECORD),
+            reap_claim: Script::new(REAP_CLAIM),
+            reap_finish: Script::new(REAP_FINISH),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The pub/sub connection: its supervisor, which reconnects with backoff, and the slot
-//! where its command half waits for subscribe calls.
+//! The pub/sub connection to one server: its supervisor, which reconnects with backoff
+//! (to the master Sentinel names now, under Sentinel), and the slot where its command
+//! half waits for subscribe calls.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,18 +8,29 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use redis::aio::PubSubSink;
-use tokio::sync::mpsc;
+use redis::cluster_async::ClusterConnection;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::sentinel::SentinelMaster;
 use crate::backplane::{BackplaneError, BackplaneEvent, Inbound};
 use crate::metrics as m;
 
-/// The subscriber connection's command half; empty while disconnected.
+/// What subscribe calls go through.
+#[derive(Clone)]
+pub(super) enum Sink {
+    /// The command half of one server's pub/sub connection.
+    Plain(PubSubSink),
+    /// The cluster connection that holds the sharded subscriptions.
+    Sharded(ClusterConnection),
+}
+
+/// The subscriber's command half; empty while disconnected.
 #[derive(Default)]
-pub(super) struct SinkSlot(Mutex<Option<PubSubSink>>);
+pub(super) struct SinkSlot(Mutex<Option<Sink>>);
 
 impl SinkSlot {
-    pub(super) fn get(&self) -> Result<PubSubSink, BackplaneError> {
+    pub(super) fn get(&self) -> Result<Sink, BackplaneError> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -26,15 +38,41 @@ impl SinkSlot {
             .ok_or(BackplaneError::Disconnected)
     }
 
-    fn set(&self, sink: Option<PubSubSink>) {
+    pub(super) fn set(&self, sink: Option<Sink>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = sink;
     }
 }
 
+/// Where the subscriber connects.
+pub(super) enum Source {
+    /// One server.
+    Fixed(Box<redis::Client>),
+    /// The master Sentinel names at each attempt.
+    Sentinel(Arc<SentinelMaster>),
+}
+
+impl Source {
+    async fn client(&self) -> Result<redis::Client, BackplaneError> {
+        match self {
+            Self::Fixed(c) => Ok((**c).clone()),
+            Self::Sentinel(s) => s.client().await,
+        }
+    }
+
+    /// Changes when the connection must move to another server.
+    fn moves(&self) -> watch::Receiver<u64> {
+        match self {
+            Self::Fixed(_) => watch::channel(0).1,
+            Self::Sentinel(s) => s.changes(),
+        }
+    }
+}
+
 /// Keeps the subscriber connection up: connect, hand every message to the dispatch
-/// queues without waiting, and on loss reconnect with capped exponential backoff.
+/// queues without waiting, and on loss (or a new master) reconnect with capped
+/// exponential backoff.
 pub(super) async fn supervise_subscriber(
-    client: redis::Client,
+    source: Source,
     slot: Arc<SinkSlot>,
     inbound: Inbound,
     events: mpsc::UnboundedSender<BackplaneEvent>,
@@ -42,15 +80,24 @@ pub(super) async fn supervise_subscriber(
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut connected_before = false;
+    let mut moves = source.moves();
     loop {
+        moves.borrow_and_update();
+        let connect = async {
+            let client = source.client().await?;
+            client
+                .get_async_pubsub()
+                .await
+                .map_err(|e| BackplaneError::Unavailable(e.to_string()))
+        };
         let attempt = tokio::select! {
             _ = stop.cancelled() => return,
-            r = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()) => r,
+            r = tokio::time::timeout(Duration::from_secs(2), connect) => r,
         };
         match attempt {
             Ok(Ok(pubsub)) => {
                 let (sink, mut stream) = pubsub.split();
-                slot.set(Some(sink));
+                slot.set(Some(Sink::Plain(sink)));
                 if connected_before {
                     metrics::counter!(m::REDIS_RECONNECTS).increment(1);
                     tracing::info!("Redis pub/sub connection restored; resubscribing");
@@ -63,6 +110,8 @@ pub(super) async fn supervise_subscriber(
                 loop {
                     let msg = tokio::select! {
                         _ = stop.cancelled() => return,
+                        // A dropped sender (one fixed server) never fires.
+                        Ok(()) = moves.changed() => None,
                         m = stream.next() => m,
                     };
                     let Some(msg) = msg else { break };
