@@ -59,7 +59,9 @@ async fn a_master_killed_under_load_is_replaced_within_ten_seconds_and_nothing_i
     let attempts = publisher.stop().await;
     let got = finish(&nodes.procs[1], members).await;
     let failures = growth(&before, &nodes.failures().await);
-    Accounting::new(&attempts, &got, failures).assert_exactly_once_or_counted();
+    Accounting::new(&attempts, &got, failures)
+        .fault_at(killed_at)
+        .assert_exactly_once_or_counted();
 }
 
 #[tokio::test]
@@ -85,6 +87,7 @@ async fn a_slot_moved_to_another_master_under_load_loses_and_repeats_nothing() {
     let before = nodes.failures().await;
     let publisher = Publisher::start(&nodes.procs[0]);
     publisher.wait_accepted(Instant::now(), 50).await;
+    let moving = Instant::now();
     redis.migrate_slot(slot, to).await;
     let moved = Instant::now();
     publisher.wait_accepted(moved, 100).await;
@@ -97,7 +100,9 @@ async fn a_slot_moved_to_another_master_under_load_loses_and_repeats_nothing() {
     let failures = growth(&before, &nodes.failures().await);
     let during = attempts.iter().filter(|a| a.sent < moved).count();
     eprintln!("slot {slot} moved {from} -> {to} after {during} attempts");
-    Accounting::new(&attempts, &got, failures).assert_exactly_once();
+    Accounting::new(&attempts, &got, failures)
+        .fault_at(moving)
+        .assert_exactly_once();
 }
 
 /// The cluster-bus publish messages a node received: classic and sharded.

@@ -85,6 +85,7 @@ pub struct Attempt {
     pub status: u16,
     pub outcome: Option<String>,
     pub sent: Instant,
+    pub answered: Instant,
 }
 
 /// POSTs `target` with `arguments` to `g` on a node.
@@ -141,6 +142,7 @@ impl Publisher {
                         status,
                         outcome,
                         sent,
+                        answered: Instant::now(),
                     });
                     if status != 202 {
                         // Refused while Redis recovers: not too fast, not synchronising.
@@ -291,6 +293,12 @@ pub struct Accounting {
     pub members: Vec<(usize, usize, usize, usize, usize, usize)>,
     pub failures: Vec<f64>,
     pub endings: Vec<Ending>,
+    /// The first accepted messages some member missed, with when each was sent and
+    /// answered (ms after the first attempt).
+    pub missed: Vec<(u64, u128, u128)>,
+    /// When the fault was made (ms after the first attempt).
+    pub fault_at_ms: Option<u128>,
+    start: Option<Instant>,
 }
 
 impl Accounting {
@@ -323,13 +331,33 @@ impl Accounting {
                 (*node, seq.len(), missing, dup, disorder, wrong)
             })
             .collect();
+        let start = attempts.first().map(|a| a.sent);
+        let missed = attempts
+            .iter()
+            .filter(|a| a.status == 202)
+            .filter(|a| got.iter().any(|(_, seq, _)| !seq.contains(&a.n)))
+            .take(10)
+            .map(|a| {
+                let at = |t: Instant| (t - start.unwrap()).as_millis();
+                (a.n, at(a.sent), at(a.answered))
+            })
+            .collect();
         Self {
             accepted: accepted.len(),
             refused: attempts.len() - accepted.len(),
             members,
             failures,
             endings: got.iter().map(|g| g.2).collect(),
+            missed,
+            fault_at_ms: None,
+            start,
         }
+    }
+
+    /// Notes when the fault was made, for the report.
+    pub fn fault_at(mut self, at: Instant) -> Self {
+        self.fault_at_ms = self.start.map(|s| (at - s).as_millis());
+        self
     }
 
     /// No duplicate, nothing out of order, nothing answered `not_sent` delivered, and
@@ -337,8 +365,15 @@ impl Accounting {
     pub fn assert_exactly_once_or_counted(&self) {
         eprintln!(
             "{} accepted, {} refused; per member (node, delivered, missing, duplicated, \
-             out of order, not_sent delivered): {:?}; failures counted per node: {:?}; {:?}",
-            self.accepted, self.refused, self.members, self.failures, self.endings
+             out of order, not_sent delivered): {:?}; failures counted per node: {:?}; {:?}; \
+             missed (n, sent ms, answered ms): {:?}, fault at {:?} ms",
+            self.accepted,
+            self.refused,
+            self.members,
+            self.failures,
+            self.endings,
+            self.missed,
+            self.fault_at_ms
         );
         assert!(self.accepted > 0, "nothing was accepted");
         for (i, &(node, _, missing, dup, disorder, wrong)) in self.members.iter().enumerate() {

@@ -35,5 +35,7 @@ async fn nodes_follow_a_sentinel_failover_under_load_and_nothing_is_lost_unseen(
     let attempts = publisher.stop().await;
     let got = finish(&nodes.procs[1], members).await;
     let failures = growth(&before, &nodes.failures().await);
-    Accounting::new(&attempts, &got, failures).assert_exactly_once_or_counted();
+    Accounting::new(&attempts, &got, failures)
+        .fault_at(killed_at)
+        .assert_exactly_once_or_counted();
 }
