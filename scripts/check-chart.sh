@@ -3,8 +3,8 @@
 # a helm binary or Docker:
 #   bash scripts/check-chart.sh
 # Installs what is missing first: the Python packages helm-python-sdk 0.2.2 (Helm's Go SDK,
-# bundled) and kubernetes-validate; yamllint, promtool (Debian's prometheus package) and
-# redis-server from apt. Then runs tests/helm/check_chart.py, which builds
+# bundled) and kubernetes-validate; yamllint, promtool (Debian's prometheus package),
+# redis-server and redis-sentinel from apt. Then runs tests/helm/check_chart.py, which builds
 # target/debug/hubcast if it is missing, prints one line per check and ends with
 # "N passed, M failed"; the exit status is non-zero when anything failed.
 set -euo pipefail
@@ -38,9 +38,13 @@ if ! command -v promtool >/dev/null 2>&1; then
   echo "promtool missing: installing Debian's prometheus package"
   apt_install --no-install-recommends prometheus
 fi
-if ! command -v redis-server >/dev/null 2>&1; then
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   echo "redis-server missing: installing it"
-  apt_install redis-server
+  apt_install redis-server redis-tools
+fi
+if ! command -v redis-sentinel >/dev/null 2>&1; then
+  echo "redis-sentinel missing: installing it"
+  apt_install redis-sentinel
 fi
 
 echo "helm-python-sdk $("$PYTHON" -c 'import helm_python; print(helm_python.__version__)')" \

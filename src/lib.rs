@@ -1,10 +1,10 @@
 //! # hubcast
 //!
 //! A real-time notification backplane. Clients connect with the official ASP.NET Core
-//! SignalR clients (JSON hub protocol over WebSockets); services publish events over HTTP
-//! to a group of a hub on any node; nodes fan out through a backplane (in-process for a
-//! single node, Redis pub/sub for a cluster), so every node holding members of a group
-//! delivers and no other node does.
+//! SignalR clients (JSON or MessagePack hub protocol over WebSockets); services publish
+//! events over HTTP to a group of a hub on any node; nodes fan out through a backplane
+//! (in-process for a single node, Redis pub/sub for a cluster), so every node holding
+//! members of a group delivers and no other node does.
 //!
 //! ## Layout
 //!
@@ -26,7 +26,7 @@
 //! | [`config`] | flags, `HUBCAST_*` variables and the TOML file (schema, defaults), validated into one [`config::Config`] |
 //! | [`hub`] | hub definitions: group templates, client methods (as data), the gateway's seven defaults |
 //! | [`auth`] | credentials: access keys and JWTs, client auth modes, single-use connection tokens, handshake admission, the bounded connect proxy |
-//! | [`protocol`] | the SignalR wire protocol: framing, handshake, messages, negotiate (pure) |
+//! | [`protocol`] | the SignalR wire protocol: framing, handshake, JSON and MessagePack messages, negotiate (pure) |
 //! | [`ws`] | the WebSocket itself (RFC 6455): the upgrade, frames built once per message, an incremental frame reader, the shared socket |
 //! | [`envelope`] | the binary envelope carried on backplane channels |
 //! | [`keys`] | every channel and key name |
@@ -54,7 +54,8 @@
 //!    (`node/positions.rs`): a gap is filled from the channel's history first, a repeat is
 //!    dropped.
 //! 5. The dispatch worker (`node/dispatch.rs`) frames the record as a WebSocket frame
-//!    **once** ([`ws::Frame`]) and hands the same bytes to each local member
+//!    **once** per hub protocol ([`ws::Frame`]; the MessagePack one transcoded from the
+//!    JSON record only if a member speaks it) and hands the same bytes to each local member
 //!    ([`connection::handle`]): written straight into the socket when nothing waits for
 //!    that connection (on channels with at most 64 local members), else queued in its
 //!    bounded queue; a full queue closes that connection as a slow consumer.

@@ -15,7 +15,7 @@ use hubcast::ids::{ConnectionId, CorrelationId, GroupName, UserId};
 use hubcast::keys::Keys;
 use hubcast::node::Audience;
 use hubcast::protocol::framing::{RecordReader, RecordTooLarge, RECORD_SEPARATOR};
-use hubcast::protocol::handshake::{self, HandshakeError, MAX_VERSION};
+use hubcast::protocol::handshake::{self, HandshakeError, HubProtocol, MAX_VERSION};
 use hubcast::protocol::message::{self, ClientMessage, MAX_INVOCATION_ID};
 use proptest::prelude::*;
 use serde_json::{json, Map, Number, Value};
@@ -379,13 +379,13 @@ fn check_message(msg: &ClientMessage) -> Result<(), TestCaseError> {
 /// version in range; every refusal has a reply that is one JSON record.
 fn check_handshake(
     input: &[u8],
-    result: &Result<u32, HandshakeError>,
+    result: &Result<(HubProtocol, u32), HandshakeError>,
 ) -> Result<(), TestCaseError> {
     match result {
-        Ok(version) => {
+        Ok((protocol, version)) => {
             prop_assert!(i64::from(*version) <= MAX_VERSION);
             let v: Value = serde_json::from_slice(input).expect("accepted input is JSON");
-            prop_assert_eq!(&v["protocol"], "json");
+            prop_assert_eq!(&v["protocol"], protocol.name());
             prop_assert_eq!(v["version"].as_i64(), Some(i64::from(*version)));
         }
         Err(e) => {
@@ -513,10 +513,11 @@ proptest! {
         prop_assert_eq!(result.is_ok(), (1..=MAX_INVOCATION_ID).contains(&len), "{:?}", result);
     }
 
-    /// The handshake accepts protocol `json` exactly for versions 0..=MAX_VERSION.
+    /// The handshake accepts protocols `json` and `messagepack` exactly for versions
+    /// 0..=MAX_VERSION.
     #[test]
-    fn handshake_accepts_exactly_json_with_a_known_version(
-        protocol in prop_oneof![Just("json".to_owned()), "[a-z]{0,12}"],
+    fn handshake_accepts_exactly_json_and_messagepack_with_a_known_version(
+        protocol in prop_oneof![Just("json".to_owned()), Just("messagepack".to_owned()), "[a-z]{0,12}"],
         version in prop_oneof![-3i64..6, any::<i64>()],
         extra in prop::collection::vec(("x[a-z]{0,6}", json_value()), 0..3),
     ) {
@@ -525,8 +526,13 @@ proptest! {
         obj.insert("version".into(), json!(version));
         let text = Value::Object(obj).to_string();
         let result = handshake::parse(text.as_bytes());
-        if protocol == "json" && (0..=MAX_VERSION).contains(&version) {
-            prop_assert_eq!(result, Ok(version as u32));
+        let known = match protocol.as_str() {
+            "json" => Some(HubProtocol::Json),
+            "messagepack" => Some(HubProtocol::MessagePack),
+            _ => None,
+        };
+        if let (Some(p), true) = (known, (0..=MAX_VERSION).contains(&version)) {
+            prop_assert_eq!(result, Ok((p, version as u32)));
         } else {
             prop_assert!(result.is_err());
         }

@@ -1,5 +1,5 @@
 //! Handshake parsing: arbitrary bytes never panic; an accepted handshake is a JSON object
-//! naming protocol `json` with a version in 0..=MAX_VERSION; every refusal has a reply that
+//! naming protocol `json` or `messagepack` with a version in 0..=MAX_VERSION; every refusal has a reply that
 //! is one valid JSON record.
 
 #![no_main]
@@ -9,11 +9,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     match handshake::parse(data) {
-        Ok(version) => {
+        Ok((protocol, version)) => {
             assert!(i64::from(version) <= MAX_VERSION);
             let v: serde_json::Value =
                 serde_json::from_slice(data).expect("accepted handshake is not JSON");
-            assert_eq!(v["protocol"], "json");
+            assert_eq!(v["protocol"], protocol.name());
             assert_eq!(v["version"].as_i64(), Some(i64::from(version)));
         }
         Err(e) => {

@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(reader.buffered(), pending.len());
                     if first {
                         first = false;
-                        if let Ok(v) = handshake::parse(&got) {
+                        if let Ok((_, v)) = handshake::parse(&got) {
                             assert!(i64::from(v) <= handshake::MAX_VERSION);
                         }
                     }

@@ -1,6 +1,6 @@
 //! Why a session ended, and what the client is told.
 
-use crate::protocol::message;
+use crate::protocol::{message, msgpack, HubProtocol};
 
 /// Why a session ends. Each reason says who is at fault and whether the client should
 /// reconnect, and maps to one SignalR Close record.
@@ -25,18 +25,27 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    /// The Close record to send, if any.
-    pub fn record(&self) -> Option<String> {
+    /// The Close message to send, if any, in the connection's hub protocol.
+    pub fn record(&self, protocol: HubProtocol) -> Option<Vec<u8>> {
+        let (error, reconnect) = self.close_message()?;
+        Some(match protocol {
+            HubProtocol::Json => message::close(error.as_deref(), reconnect).into_bytes(),
+            HubProtocol::MessagePack => msgpack::close(error.as_deref(), reconnect),
+        })
+    }
+
+    /// The Close message's error text and whether it allows a reconnect.
+    fn close_message(&self) -> Option<(Option<String>, bool)> {
         const ERR: &str = "Connection closed with an error.";
         match self {
             Self::ClientClosed | Self::WriteFailed => None,
-            Self::Shutdown | Self::ClosedByServer => Some(message::close(None, true)),
-            Self::SlowConsumer => Some(message::close(
-                Some("Connection closed with an error. The client did not read messages fast enough (slow consumer)."),
+            Self::Shutdown | Self::ClosedByServer => Some((None, true)),
+            Self::SlowConsumer => Some((
+                Some("Connection closed with an error. The client did not read messages fast enough (slow consumer).".into()),
                 true,
             )),
-            Self::ClientTimeout => Some(message::close(Some(ERR), true)),
-            Self::Protocol(detail) => Some(message::close(Some(&format!("{ERR} {detail}")), true)),
+            Self::ClientTimeout => Some((Some(ERR.into()), true)),
+            Self::Protocol(detail) => Some((Some(format!("{ERR} {detail}")), true)),
         }
     }
 
@@ -61,19 +70,34 @@ mod tests {
     #[test]
     fn shutdown_allows_reconnect_without_an_error() {
         assert_eq!(
-            CloseReason::Shutdown.record().unwrap(),
-            "{\"allowReconnect\":true,\"type\":7}\u{1e}"
+            CloseReason::Shutdown.record(HubProtocol::Json).unwrap(),
+            b"{\"allowReconnect\":true,\"type\":7}\x1e"
         );
     }
 
     #[test]
     fn a_slow_consumer_is_told_why_and_may_reconnect() {
-        let r = CloseReason::SlowConsumer.record().unwrap();
+        let r = String::from_utf8(CloseReason::SlowConsumer.record(HubProtocol::Json).unwrap())
+            .unwrap();
         assert!(r.contains("slow consumer") && r.contains("\"allowReconnect\":true"));
+        let mp = CloseReason::SlowConsumer
+            .record(HubProtocol::MessagePack)
+            .unwrap();
+        assert_eq!(
+            mp,
+            msgpack::close(
+                Some("Connection closed with an error. The client did not read messages fast enough (slow consumer)."),
+                true
+            )
+        );
     }
 
     #[test]
     fn a_client_that_left_is_sent_nothing() {
-        assert_eq!(CloseReason::ClientClosed.record(), None);
+        assert_eq!(CloseReason::ClientClosed.record(HubProtocol::Json), None);
+        assert_eq!(
+            CloseReason::ClientClosed.record(HubProtocol::MessagePack),
+            None
+        );
     }
 }

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use super::close::CloseReason;
+use crate::protocol::HubProtocol;
 use crate::ws::{Frame, Socket};
 
 /// One message waiting to be written to a client.
@@ -104,6 +105,9 @@ struct Shared {
     closing: Notify,
     /// The connection's socket, for direct writes; `None` for a queue alone.
     socket: Option<Socket>,
+    /// How the connection's messages are encoded: deliveries pick the frame of this
+    /// protocol.
+    protocol: HubProtocol,
 }
 
 impl Shared {
@@ -137,17 +141,27 @@ impl SessionHandle {
     /// `byte_budget` bytes queued or being written, with no socket (messages wait for
     /// the receiver).
     pub fn with_budget(capacity: usize, byte_budget: usize) -> (Self, Receiver) {
-        Self::build(capacity, byte_budget, None)
+        Self::build(capacity, byte_budget, None, HubProtocol::Json)
     }
 
     /// As [`Self::with_budget`], owning the connection's socket: messages are written
     /// straight to it while nothing waits. The session's writes stay its own until it
     /// calls [`Receiver::release`].
-    pub fn with_socket(capacity: usize, byte_budget: usize, socket: Socket) -> (Self, Receiver) {
-        Self::build(capacity, byte_budget, Some(socket))
+    pub fn with_socket(
+        capacity: usize,
+        byte_budget: usize,
+        socket: Socket,
+        protocol: HubProtocol,
+    ) -> (Self, Receiver) {
+        Self::build(capacity, byte_budget, Some(socket), protocol)
     }
 
-    fn build(capacity: usize, byte_budget: usize, socket: Option<Socket>) -> (Self, Receiver) {
+    fn build(
+        capacity: usize,
+        byte_budget: usize,
+        socket: Option<Socket>,
+        protocol: HubProtocol,
+    ) -> (Self, Receiver) {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -161,6 +175,7 @@ impl SessionHandle {
             queued: Notify::new(),
             closing: Notify::new(),
             socket,
+            protocol,
         });
         (
             Self {
@@ -171,6 +186,11 @@ impl SessionHandle {
                 discarded: None,
             },
         )
+    }
+
+    /// The hub protocol the connection's messages are encoded in.
+    pub fn protocol(&self) -> HubProtocol {
+        self.shared.protocol
     }
 
     /// Writes or queues a message without waiting: the fan-out path never blocks on one
@@ -462,7 +482,7 @@ mod tests {
     async fn direct_writes_wait_for_the_handshake_and_never_overtake_the_queue() {
         use tokio::io::AsyncReadExt as _;
         let (socket, mut client) = socket_pair().await;
-        let (h, mut rx) = SessionHandle::with_socket(16, 1 << 20, socket);
+        let (h, mut rx) = SessionHandle::with_socket(16, 1 << 20, socket, HubProtocol::Json);
         assert_eq!(
             h.try_send(item(1)),
             Ok(Sent::Queued),
@@ -504,7 +524,8 @@ mod tests {
     async fn a_frame_the_kernel_took_part_of_is_finished_in_order() {
         use tokio::io::AsyncReadExt as _;
         let (socket, mut client) = socket_pair().await;
-        let (h, mut rx) = SessionHandle::with_socket(1 << 16, usize::MAX, socket);
+        let (h, mut rx) =
+            SessionHandle::with_socket(1 << 16, usize::MAX, socket, HubProtocol::Json);
         rx.release();
         let frames: Vec<Frame> = (0..=255u8).map(|b| Frame::binary(&[b; 65_536])).collect();
         let mut sent = 0;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::frames::Frames;
 use super::positions::{Fill, Positions, Step};
 use super::Node;
 use crate::backplane::InboundItem;
@@ -22,7 +23,7 @@ impl Node {
     /// Writes a frame to every local member of a channel. Never waits: an idle member's
     /// socket is written at once, a busy one's queue takes it, and a member whose queue
     /// is full is closed as a slow consumer.
-    pub(super) fn deliver_local(&self, channel: &str, frame: &Frame, published_at: u64) {
+    pub(super) fn deliver_local(&self, channel: &str, frames: &mut Frames<'_>, published_at: u64) {
         // The members are copied out first, so no registry lock is held across the
         // socket writes (a join on this node must not wait for a large group's fan-out).
         let mut members: Vec<(ConnectionId, SessionHandle)> = Vec::new();
@@ -35,8 +36,13 @@ impl Node {
         let direct = members.len() <= DIRECT_WRITE_MAX_MEMBERS;
         let mut written = 0u64;
         let mut closing = 0u64;
+        let mut unencodable = 0u64;
         for (id, handle) in &members {
-            let item = Outbound::delivery(frame.clone(), published_at);
+            let Some(frame) = frames.get(handle.protocol()) else {
+                unencodable += 1;
+                continue;
+            };
+            let item = Outbound::delivery(frame, published_at);
             let sent = if direct {
                 handle.try_send(item)
             } else {
@@ -51,6 +57,9 @@ impl Node {
         }
         if written > 0 {
             meters.delivered(written, published_at, now_micros());
+        }
+        if unencodable > 0 {
+            metrics::counter!(m::DELIVERY_FAILURES, "hub" => self.hubs[hub].name().to_owned(), "reason" => m::REASON_BAD_ENVELOPE).increment(unencodable);
         }
         if closing > 0 {
             meters.connection_closed.increment(closing);
@@ -236,9 +245,9 @@ impl Node {
                     bad_envelope(crate::keys::hub_label(channel), "record is not UTF-8");
                     return;
                 }
-                // Framed once here, for every local member.
-                let frame = Frame::text(&env.body);
-                self.deliver_local(channel, &frame, env.published_at_micros);
+                // Framed once here per protocol, for every local member.
+                let mut frames = Frames::new(&env.body);
+                self.deliver_local(channel, &mut frames, env.published_at_micros);
             }
             Kind::Send | Kind::Close | Kind::Probe | Kind::Ack => self.apply_control(env).await,
             // Handled by the dispatch worker, which holds the positions.

@@ -12,6 +12,7 @@
 
 mod background;
 mod dispatch;
+mod frames;
 mod membership;
 mod positions;
 mod publish;

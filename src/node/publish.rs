@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use super::dispatch::deliver_to;
+use super::dispatch::{bad_envelope, deliver_to};
+use super::frames::Frames;
 use super::{Audience, Guard, IdempotencyKey, Node, NodeError, Reach};
 use crate::backplane::{Idempotency, Publish, PublishGuard, Published};
 use crate::config::RateRule;
 use crate::envelope::{now_micros, Envelope, Kind};
 use crate::ids::CorrelationId;
 use crate::protocol::message;
-use crate::ws::Frame;
 
 impl Node {
     pub(super) fn storm_rule(&self, hub: &str, target: &str) -> Option<&RateRule> {
@@ -87,15 +87,24 @@ impl Node {
                 match local {
                     // Without a key there is nothing to remember: write it straight away.
                     Some(local) if idempotency.is_none() => {
-                        let frame = Frame::text(record.as_bytes());
-                        let delivered = deliver_to(
-                            &self.meters[hub],
-                            &local.handle,
-                            c,
-                            hub_name,
-                            frame,
-                            published_at,
-                        );
+                        let frame = Frames::new(record.as_bytes()).get(local.handle.protocol());
+                        let delivered = match frame {
+                            Some(frame) => deliver_to(
+                                &self.meters[hub],
+                                &local.handle,
+                                c,
+                                hub_name,
+                                frame,
+                                published_at,
+                            ),
+                            None => {
+                                bad_envelope(
+                                    hub_name,
+                                    "record cannot be written in the connection's protocol",
+                                );
+                                false
+                            }
+                        };
                         return Ok(Reach {
                             nodes: 1,
                             local_connections: usize::from(delivered),

@@ -9,12 +9,12 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::dispatch::{bad_envelope, deliver_to};
+use super::frames::Frames;
 use super::{Node, NodeError};
 use crate::connection::close::CloseReason;
 use crate::envelope::{now_micros, Ack, AckOutcome, Envelope, GroupChange, Kind};
 use crate::ids::{ConnectionId, GroupName};
 use crate::metrics as m;
-use crate::ws::Frame;
 
 /// How long a remote group change waits for the owning node's ack.
 pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -212,21 +212,27 @@ impl Node {
                     bad_envelope("node", "record is not UTF-8");
                     return;
                 }
-                let frame = Frame::text(&env.body);
-                if let Some(conn) = self.registry.connection(&id) {
-                    deliver_to(
-                        &self.meters[conn.hub],
-                        &conn.handle,
-                        &id,
-                        self.hubs[conn.hub].name(),
-                        frame,
-                        env.published_at_micros,
-                    );
-                } else {
+                let Some(conn) = self.registry.connection(&id) else {
                     // Published with a 202 while the connection was leaving this node.
                     metrics::counter!(m::DELIVERY_FAILURES, "hub" => "node", "reason" => m::REASON_CONNECTION_CLOSED).increment(1);
                     tracing::info!(connection = %id, "message for a connection that has left this node dropped");
-                }
+                    return;
+                };
+                let Some(frame) = Frames::new(&env.body).get(conn.handle.protocol()) else {
+                    bad_envelope(
+                        "node",
+                        "record cannot be written in the connection's protocol",
+                    );
+                    return;
+                };
+                deliver_to(
+                    &self.meters[conn.hub],
+                    &conn.handle,
+                    &id,
+                    self.hubs[conn.hub].name(),
+                    frame,
+                    env.published_at_micros,
+                );
             }
             Kind::Close => {
                 if let Some(conn) = self.registry.connection(&id) {

@@ -2,9 +2,37 @@
 
 use serde::Deserialize;
 
-/// Highest handshake version accepted. ASP.NET accepts any version up to 2 for JSON, and
+/// Highest handshake version accepted. ASP.NET accepts any version up to 2, and
 /// signalrcore sends 0, so 0, 1 and 2 all pass.
 pub const MAX_VERSION: i64 = 2;
+
+/// The hub protocol a client chose: how every later message is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HubProtocol {
+    /// JSON records ending in `0x1E`, in text frames.
+    #[default]
+    Json,
+    /// Length-prefixed MessagePack arrays, in binary frames ([`super::msgpack`]).
+    MessagePack,
+}
+
+impl HubProtocol {
+    /// Its name in the handshake.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::MessagePack => "messagepack",
+        }
+    }
+
+    /// `bytes` in the WebSocket frame this protocol uses.
+    pub fn frame(self, bytes: &[u8]) -> crate::ws::Frame {
+        match self {
+            Self::Json => crate::ws::Frame::text(bytes),
+            Self::MessagePack => crate::ws::Frame::binary(bytes),
+        }
+    }
+}
 
 /// The server's success reply, in a WebSocket frame of its own (see the module docs of
 /// [`crate::session`] for why it is never batched with later records).
@@ -16,7 +44,7 @@ pub enum HandshakeError {
     /// The record is not a JSON object with a string `protocol` and an integer `version`.
     #[error("{0}")]
     Malformed(String),
-    /// A protocol other than `json`.
+    /// A protocol other than `json` and `messagepack`.
     #[error("The protocol '{0}' is not supported.")]
     UnsupportedProtocol(String),
     /// A version above [`MAX_VERSION`].
@@ -51,7 +79,7 @@ struct Request {
 ///
 /// # Errors
 /// See [`HandshakeError`].
-pub fn parse(record: &[u8]) -> Result<u32, HandshakeError> {
+pub fn parse(record: &[u8]) -> Result<(HubProtocol, u32), HandshakeError> {
     let req: Request = serde_json::from_slice(record)
         .map_err(|e| HandshakeError::Malformed(format!("Invalid handshake request: {e}")))?;
     let protocol = match req.protocol {
@@ -82,14 +110,16 @@ pub fn parse(record: &[u8]) -> Result<u32, HandshakeError> {
             ))
         }
     };
-    if protocol != "json" {
-        return Err(HandshakeError::UnsupportedProtocol(protocol));
-    }
+    let chosen = match protocol.as_str() {
+        "json" => HubProtocol::Json,
+        "messagepack" => HubProtocol::MessagePack,
+        _ => return Err(HandshakeError::UnsupportedProtocol(protocol)),
+    };
     if !(0..=MAX_VERSION).contains(&version) {
         return Err(HandshakeError::UnsupportedVersion { protocol, version });
     }
     // Bounded by MAX_VERSION above.
-    Ok(version as u32)
+    Ok((chosen, version as u32))
 }
 
 #[cfg(test)]
@@ -98,17 +128,26 @@ mod tests {
 
     #[test]
     fn the_js_client_handshake_is_accepted() {
-        assert_eq!(parse(br#"{"protocol":"json","version":1}"#), Ok(1));
+        assert_eq!(
+            parse(br#"{"protocol":"json","version":1}"#),
+            Ok((HubProtocol::Json, 1))
+        );
     }
 
     #[test]
     fn signalrcore_version_zero_with_spaces_is_accepted() {
-        assert_eq!(parse(br#"{"protocol": "json", "version": 0}"#), Ok(0));
+        assert_eq!(
+            parse(br#"{"protocol": "json", "version": 0}"#),
+            Ok((HubProtocol::Json, 0))
+        );
     }
 
     #[test]
     fn version_two_is_accepted_and_three_is_not() {
-        assert_eq!(parse(br#"{"version":2,"protocol":"json"}"#), Ok(2));
+        assert_eq!(
+            parse(br#"{"version":2,"protocol":"json"}"#),
+            Ok((HubProtocol::Json, 2))
+        );
         let err = parse(br#"{"protocol":"json","version":3}"#).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -117,11 +156,15 @@ mod tests {
     }
 
     #[test]
-    fn messagepack_is_refused_with_asp_net_text() {
-        let err = parse(br#"{"protocol":"messagepack","version":1}"#).unwrap_err();
+    fn messagepack_is_accepted_and_others_are_refused_with_asp_net_text() {
+        assert_eq!(
+            parse(br#"{"protocol":"messagepack","version":1}"#),
+            Ok((HubProtocol::MessagePack, 1))
+        );
+        let err = parse(br#"{"protocol":"blueprotocol","version":1}"#).unwrap_err();
         assert_eq!(
             err.reply(),
-            "{\"error\":\"The protocol 'messagepack' is not supported.\"}\u{1e}"
+            "{\"error\":\"The protocol 'blueprotocol' is not supported.\"}\u{1e}"
         );
     }
 
@@ -151,6 +194,9 @@ mod tests {
 
     #[test]
     fn extra_keys_are_ignored() {
-        assert_eq!(parse(br#"{"protocol":"json","version":1,"x":[1]}"#), Ok(1));
+        assert_eq!(
+            parse(br#"{"protocol":"json","version":1,"x":[1]}"#),
+            Ok((HubProtocol::Json, 1))
+        );
     }
 }

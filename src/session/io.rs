@@ -19,25 +19,21 @@ pub(super) const MAX_BATCH: usize = 64;
 /// How long the final Close record and close frame may take.
 pub(super) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Writes a last text frame (if any) and a close frame, bounded in time, and ends the
+/// Writes a last frame (if any) and a close frame, bounded in time, and ends the
 /// connection.
 ///
 /// Boxed: a rare path, kept out of every connection's resting state.
-pub(super) fn close_now<'a>(
-    socket: &'a Socket,
-    last_text: &'a [u8],
+pub(super) fn close_now(
+    socket: &Socket,
+    last: Option<Frame>,
     code: u16,
-) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-    Box::pin(close(socket, last_text, code))
+) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    Box::pin(close(socket, last, code))
 }
 
-async fn close(socket: &Socket, last_text: &[u8], code: u16) {
-    if !last_text.is_empty() {
-        let _ = timeout(
-            CLOSE_WRITE_TIMEOUT,
-            socket.write_all(Frame::text(last_text).as_bytes()),
-        )
-        .await;
+async fn close(socket: &Socket, last: Option<Frame>, code: u16) {
+    if let Some(last) = last {
+        let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.write_all(last.as_bytes())).await;
     }
     let _ = timeout(
         CLOSE_WRITE_TIMEOUT,

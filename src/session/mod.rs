@@ -16,6 +16,7 @@
 
 mod io;
 mod opening;
+mod replies;
 
 use std::sync::{Arc, LazyLock};
 
@@ -23,6 +24,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use io::{close_code, close_now, readable, write_all, Incoming, MAX_BATCH};
 use opening::{do_handshake, refusal};
+use replies::Replies;
 
 use crate::connection::close::CloseReason;
 use crate::connection::handle::{self, Outbound, QueueError, SessionHandle};
@@ -34,6 +36,7 @@ use crate::node::Node;
 use crate::protocol::framing::RecordReader;
 use crate::protocol::handshake;
 use crate::protocol::message::{self, ClientMessage};
+use crate::protocol::{msgpack, HubProtocol};
 use crate::ws::frame::CLOSE_NORMAL;
 use crate::ws::read::FrameReader;
 use crate::ws::socket::{Read, ReadError};
@@ -43,8 +46,16 @@ use crate::ws::{Frame, Socket, Upgraded};
 /// the record reader; this only stops one huge frame from being read before that check.
 const FRAME_SLACK: usize = 64 * 1024;
 
-/// The keep-alive Ping record, framed once.
+/// The keep-alive Ping, framed once per protocol.
 static PING: LazyLock<Frame> = LazyLock::new(|| Frame::text(message::PING.as_bytes()));
+static PING_MSGPACK: LazyLock<Frame> = LazyLock::new(|| Frame::binary(&msgpack::ping()));
+
+fn ping(protocol: HubProtocol) -> Frame {
+    match protocol {
+        HubProtocol::Json => PING.clone(),
+        HubProtocol::MessagePack => PING_MSGPACK.clone(),
+    }
+}
 
 /// What the upgrade handler learned about the connection.
 #[derive(Debug)]
@@ -96,7 +107,7 @@ async fn open<'a>(
     drop(early);
     if let Err(e) = frames.feed(&mut leftover, &mut |e| pending.take(&mut reader, e)) {
         tracing::debug!(connection = %id, error = %e, "WebSocket protocol error before the handshake");
-        close_now(&socket, &[], close_code(&e)).await;
+        close_now(&socket, None, close_code(&e)).await;
         return None;
     }
     let handshake = Box::pin(do_handshake(
@@ -108,16 +119,16 @@ async fn open<'a>(
     ))
     .await;
     drop(start.handshake_permit.take());
-    match handshake {
-        Ok(()) => {}
+    let protocol = match handshake {
+        Ok(protocol) => protocol,
         Err(reply) => {
             if let Some(reply) = reply {
                 tracing::debug!(connection = %id, reply = %reply.trim_end_matches('\u{1e}'), "handshake refused");
-                close_now(&socket, reply.as_bytes(), CLOSE_NORMAL).await;
+                close_now(&socket, Some(Frame::text(reply.as_bytes())), CLOSE_NORMAL).await;
             }
             return None;
         }
-    }
+    };
 
     // Register and join the automatic groups before answering the handshake, so that a
     // publish made once the client's start() resolved reaches it. Until the answer is
@@ -126,6 +137,7 @@ async fn open<'a>(
         node.limits().outbound_queue,
         node.limits().outbound_queue_bytes,
         socket,
+        protocol,
     );
     rx.count_discards(node.meters(start.hub).connection_closed.clone());
     let registered = if node.is_draining() {
@@ -140,12 +152,18 @@ async fn open<'a>(
     };
     let socket = rx.socket().expect("a session's handle owns its socket");
     if let Err(text) = registered {
-        close_now(socket, refusal(text).as_bytes(), CLOSE_NORMAL).await;
+        close_now(
+            socket,
+            Some(Frame::text(refusal(text).as_bytes())),
+            CLOSE_NORMAL,
+        )
+        .await;
         return None;
     }
     let answered = timeout(
         node.timeouts().write_timeout(),
-        socket.write_all(Frame::text(handshake::SUCCESS.as_bytes()).as_bytes()),
+        // In the protocol's own frame type: binary clients read only binary frames.
+        socket.write_all(protocol.frame(handshake::SUCCESS.as_bytes()).as_bytes()),
     )
     .await;
     if !matches!(answered, Ok(Ok(()))) {
@@ -154,7 +172,7 @@ async fn open<'a>(
         return None;
     }
     rx.release();
-    tracing::debug!(connection = %id, hub = %hub_name, "connected");
+    tracing::debug!(connection = %id, hub = %hub_name, protocol = protocol.name(), "connected");
 
     let invocations = f64::from(node.limits().invocations_per_second);
     Some(Session {
@@ -167,6 +185,7 @@ async fn open<'a>(
         frames,
         reader,
         pending,
+        protocol,
         frames_broken: None,
         invocations: crate::auth::RateLimiter::new(invocations, 2.0 * invocations),
     })
@@ -182,6 +201,7 @@ struct Session<'a> {
     frames: FrameReader,
     reader: RecordReader,
     pending: Incoming,
+    protocol: HubProtocol,
     /// The client broke the WebSocket framing: the close code to end with.
     frames_broken: Option<u16>,
     invocations: crate::auth::RateLimiter,
@@ -200,12 +220,10 @@ impl Session<'_> {
         // No direct write may start once the goodbye is being written.
         self.handle.close(reason.clone());
         let code = self.frames_broken.unwrap_or(CLOSE_NORMAL);
-        close_now(
-            self.socket(),
-            reason.record().unwrap_or_default().as_bytes(),
-            code,
-        )
-        .await;
+        let last = reason
+            .record(self.protocol)
+            .map(|r| self.protocol.frame(&r));
+        close_now(self.socket(), last, code).await;
     }
 
     fn socket(&self) -> &Socket {
@@ -279,7 +297,7 @@ impl Session<'_> {
                         return CloseReason::ClientTimeout;
                     }
                     if now >= last_sent + keepalive {
-                        if let Err(reason) = self.send_own(PING.clone()) {
+                        if let Err(reason) = self.send_own(ping(self.protocol)) {
                             return reason;
                         }
                         last_sent = Instant::now();
@@ -371,7 +389,11 @@ impl Session<'_> {
                     return Some(CloseReason::Protocol(format!("InvalidDataException: {e}")));
                 }
             };
-            let msg = match ClientMessage::parse(&record) {
+            let parsed = match self.protocol {
+                HubProtocol::Json => ClientMessage::parse(&record),
+                HubProtocol::MessagePack => msgpack::parse(&record),
+            };
+            let msg = match parsed {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::info!(connection = %self.caller.connection_id, error = %e, "protocol error");
@@ -404,15 +426,14 @@ impl Session<'_> {
                         expected: arguments.len(),
                     })
                 };
-                let mut out = String::new();
+                let mut out = Replies::new(self.protocol);
                 match outcome {
                     Ok(replies) => {
                         for (event, args) in replies {
-                            let args = serde_json::Value::Array(args).to_string();
-                            out.push_str(&message::invocation(&event, &args));
+                            out.invocation(&event, args);
                         }
                         if let Some(id) = &invocation_id {
-                            out.push_str(&message::completion_ok(id, None));
+                            out.completion(id, None);
                         }
                     }
                     Err(e) => {
@@ -420,20 +441,19 @@ impl Session<'_> {
                             .increment(1);
                         tracing::debug!(connection = %self.caller.connection_id, method = %target, error = %e, "invocation refused");
                         if let Some(id) = &invocation_id {
-                            out.push_str(&message::completion_error(id, &e.completion_text(&target)));
+                            out.completion(id, Some(&e.completion_text(&target)));
                         }
                     }
                 }
-                if out.is_empty() {
-                    return None;
-                }
-                self.send_own(Frame::text(out.as_bytes())).err()
+                out.frame().and_then(|f| self.send_own(f).err())
             }
             ClientMessage::StreamInvocation { invocation_id, target } => {
                 let text = format!(
                     "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
                 );
-                self.send_own(Frame::text(message::completion_error(&invocation_id, &text).as_bytes())).err()
+                let mut out = Replies::new(self.protocol);
+                out.completion(&invocation_id, Some(&text));
+                out.frame().and_then(|f| self.send_own(f).err())
             }
             ClientMessage::StreamItem { .. } | ClientMessage::Completion { .. } => Some(CloseReason::Protocol(
                 "InvalidDataException: Unexpected stream item or completion: this server starts no streams and invokes no client methods.".into(),

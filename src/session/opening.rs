@@ -5,20 +5,21 @@ use tokio::time::{timeout, timeout_at, Instant};
 use super::io::{close_code, close_now, Incoming, CLOSE_WRITE_TIMEOUT};
 use crate::node::Node;
 use crate::protocol::framing::RecordReader;
-use crate::protocol::handshake;
+use crate::protocol::{handshake, HubProtocol};
 use crate::ws::read::FrameReader;
 use crate::ws::socket::{Read, ReadError};
 use crate::ws::Socket;
 
-/// Reads the handshake. `Err(Some(reply))` sends the reply and closes; `Err(None)` means
-/// the client went away.
+/// Reads the handshake and returns the hub protocol it chose (the record reader reads
+/// that protocol's framing from then on). `Err(Some(reply))` sends the reply and closes;
+/// `Err(None)` means the client went away.
 pub(super) async fn do_handshake(
     socket: &Socket,
     frames: &mut FrameReader,
     reader: &mut RecordReader,
     pending: &mut Incoming,
     node: &Node,
-) -> Result<(), Option<String>> {
+) -> Result<HubProtocol, Option<String>> {
     let deadline = Instant::now() + node.timeouts().handshake();
     let record = loop {
         match reader.next_record() {
@@ -38,7 +39,7 @@ pub(super) async fn do_handshake(
             Ok(Read::Open) => {}
             Ok(Read::Eof) | Err(ReadError::Io(_)) => return Err(None),
             Err(ReadError::Ws(e)) => {
-                close_now(socket, &[], close_code(&e)).await;
+                close_now(socket, None, close_code(&e)).await;
                 return Err(None);
             }
         }
@@ -47,8 +48,11 @@ pub(super) async fn do_handshake(
             let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.write_all(pong.as_bytes())).await;
         }
     };
-    handshake::parse(&record).map_err(|e| Some(e.reply()))?;
-    Ok(())
+    let (protocol, _) = handshake::parse(&record).map_err(|e| Some(e.reply()))?;
+    if protocol == HubProtocol::MessagePack {
+        reader.use_length_prefix();
+    }
+    Ok(protocol)
 }
 
 /// A handshake error reply for a node that cannot take the connection.

@@ -91,11 +91,11 @@ async fn a_plain_get_on_a_hub_is_a_json_400() {
 async fn an_unknown_protocol_gets_an_error_reply_then_close() {
     let app = TestApp::spawn().await;
     let mut c = Client::open(&app.ws_url("/hubs/tasks")).await;
-    c.send_raw("{\"protocol\":\"messagepack\",\"version\":1}\u{1e}")
+    c.send_raw("{\"protocol\":\"blueprotocol\",\"version\":1}\u{1e}")
         .await;
     assert_eq!(
         c.recv().await,
-        Some(json!({"error": "The protocol 'messagepack' is not supported."}))
+        Some(json!({"error": "The protocol 'blueprotocol' is not supported."}))
     );
     assert_eq!(c.recv().await, None, "closed after the error");
     assert_eq!(app.node.registry().connection_count(), 0);

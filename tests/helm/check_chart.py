@@ -8,9 +8,10 @@ Run it through `bash scripts/check-chart.sh` (which installs what is missing), o
 
 What it does, without a cluster or a helm binary (helm-python-sdk bundles Helm's Go SDK):
 
-- renders the chart for the minimal documented install and five variants (in-chart Redis;
+- renders the chart for the minimal documented install and seven variants (in-chart Redis;
   ServiceMonitor + PrometheusRule + HPA on connections; existingSecret + Ingress; a custom
-  config file; development mode), and runs `helm lint --strict` on each;
+  config file; Redis Cluster with a password Secret; Sentinel; development mode), and
+  runs `helm lint --strict` on each;
 - validates every rendered object with `kubernetes-validate --strict -k 1.30`, except the
   Prometheus Operator kinds (ServiceMonitor, PrometheusRule): they are custom resources
   whose schemas kubernetes-validate does not ship, so they are skipped, by name;
@@ -20,9 +21,10 @@ What it does, without a cluster or a helm binary (helm-python-sdk bundles Helm's
   other release's);
 - checks that every HUBCAST_* variable the chart sets is one `hubcast --help` lists, that
   the binary accepts each rendered hubcast.toml, and that a node started with exactly the
-  Deployment's environment (keys from the rendered Secret, a throw-away redis-server)
-  becomes ready, accepts a publish with the access key, and exports every metric the
-  alerts and the HPA use;
+  Deployment's environment (keys from the rendered Secret, a throw-away redis-server, or
+  a local Redis Cluster or Sentinel reached through the rendered URL) becomes ready,
+  accepts a publish with the access key, and exports every metric the alerts and the HPA
+  use;
 - checks that invalid values are refused at render time with a message naming them;
 - checks docker-compose.yml, deploy/ and the Dockerfile.
 
@@ -129,10 +131,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
             ],
         },
     }),
+    # A Redis Cluster with an AUTH token from a Secret of the operator's (the node check
+    # runs it against a real local cluster; TLS is checked in the URL test).
+    "redis-cluster": merged(MINIMAL, {"redis": {
+        "url": "", "mode": "cluster",
+        "cluster": {"nodes": ["clustercfg.notify.example.com:6379",
+                              "redis-1.notify.example.com:6380"]},
+        "password": {"existingSecret": "hubcast-redis-auth", "existingSecretKey": "auth-token"}}}),
+    # The Bitnami Redis chart with Sentinel (release "cache"), its password Secret.
+    "redis-sentinel": merged(MINIMAL, {"redis": {
+        "url": "", "mode": "sentinel",
+        "sentinel": {"nodes": ["cache-redis:26379"], "masterName": "mymaster"},
+        "password": {"existingSecret": "cache-redis"}}}),
     "insecure-dev": {"insecure": True, "replicaCount": 1,
                      "redis": {"inChart": {"enabled": True}},
                      "podDisruptionBudget": {"enabled": False}},
 }
+
+# Smallest Redis values of the cluster and sentinel modes.
+CLUSTER = {"mode": "cluster", "cluster": {"nodes": ["r-0:6379"]}}
+SENTINEL = {"mode": "sentinel", "sentinel": {"nodes": ["s-0:26379"]}}
 
 # Values the chart must refuse, with a piece of the message that must name the problem.
 REFUSED: list[tuple[str, dict[str, Any], str]] = [
@@ -169,6 +187,50 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
      merged(MINIMAL, {"config": {"hubs": [{"name": "x", "path": "/hubs/x", "auth": "basic"}]}}),
      "'/config/hubs/0/auth'"),
     ("bad Redis prefix", merged(MINIMAL, {"redis": {"prefix": "a b"}}), "'/redis/prefix'"),
+    ("a password in redis.url",
+     merged(MINIMAL, {"redis": {"url": "redis://:hunter2@r:6379/0"}}), "redis.url holds a password"),
+    ("unknown redis.mode", merged(MINIMAL, {"redis": {"mode": "replicated"}}), "'/redis/mode'"),
+    ("cluster mode with the in-chart Redis",
+     {"auth": dict(KEYS), "redis": {**CLUSTER, "inChart": {"enabled": True}}},
+     "redis.inChart.enabled deploys a standalone Redis, but redis.mode is cluster"),
+    ("sentinel mode with the in-chart Redis",
+     {"auth": dict(KEYS), "redis": {**SENTINEL, "inChart": {"enabled": True}}},
+     "redis.inChart.enabled deploys a standalone Redis, but redis.mode is sentinel"),
+    ("cluster mode without nodes", {"auth": dict(KEYS), "redis": {"mode": "cluster"}},
+     "redis.mode=cluster needs its nodes: set redis.cluster.nodes"),
+    ("sentinel mode without nodes", {"auth": dict(KEYS), "redis": {"mode": "sentinel"}},
+     "redis.mode=sentinel needs its nodes: set redis.sentinel.nodes"),
+    ("cluster mode with redis.url", merged(MINIMAL, {"redis": {**CLUSTER, "url": "redis://r:6379"}}),
+     "redis.url is for redis.mode=standalone"),
+    ("cluster nodes without cluster mode",
+     merged(MINIMAL, {"redis": {"cluster": {"nodes": ["r-0:6379"]}}}),
+     "redis.cluster.nodes is set, but redis.mode is standalone"),
+    ("sentinel nodes in cluster mode",
+     {"auth": dict(KEYS), "redis": {**CLUSTER, "sentinel": {"nodes": ["s-0:26379"]}}},
+     "redis.sentinel.nodes is set, but redis.mode is cluster"),
+    ("cluster TLS without cluster mode", merged(MINIMAL, {"redis": {"cluster": {"tls": True}}}),
+     "redis.cluster.tls is set, but redis.mode is standalone"),
+    ("cluster nodes and a URL Secret",
+     {"auth": dict(KEYS), "redis": {**CLUSTER, "existingSecret": "hubcast-redis"}},
+     "set only one of redis.cluster.nodes and redis.existingSecret"),
+    ("a password Secret in standalone mode",
+     merged(MINIMAL, {"redis": {"password": {"existingSecret": "redis-auth"}}}),
+     "redis.password.existingSecret is used only with redis.mode=cluster or sentinel"),
+    ("a password Secret with a URL Secret",
+     {"auth": dict(KEYS), "redis": {"mode": "cluster", "existingSecret": "hubcast-redis",
+                                    "password": {"existingSecret": "redis-auth"}}},
+     "with redis.existingSecret the password belongs in that URL"),
+    ("cluster TLS with a URL Secret",
+     {"auth": dict(KEYS), "redis": {"mode": "cluster", "existingSecret": "hubcast-redis",
+                                    "cluster": {"tls": True}}},
+     "write rediss+cluster:// in that URL"),
+    ("a seed node without a port",
+     {"auth": dict(KEYS), "redis": {"mode": "cluster", "cluster": {"nodes": ["r-0"]}}},
+     "'/redis/cluster/nodes/0'"),
+    ("an empty Sentinel master name",
+     {"auth": dict(KEYS), "redis": {**SENTINEL, "sentinel": {"nodes": ["s-0:26379"],
+                                                             "masterName": ""}}},
+     "'/redis/sentinel/masterName'"),
     ("HPA without a metric", merged(MINIMAL, {"autoscaling": {
         "enabled": True, "targetCPUUtilizationPercentage": 0}}), "needs a metric"),
 ]
@@ -724,6 +786,61 @@ def test_insecure_dev_mode():
     assert not objects("insecure-dev", "PodDisruptionBudget")
 
 
+def redis_env(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Deployment's REDIS_PASSWORD and HUBCAST_REDIS_URL entries, in their order."""
+    for path, text in render(values).items():
+        if path.endswith("templates/deployment.yaml"):
+            env = yaml.safe_load(text)["spec"]["template"]["spec"]["containers"][0]["env"]
+            return [e for e in env if e["name"] in {"REDIS_PASSWORD", "HUBCAST_REDIS_URL"}]
+    raise AssertionError("no Deployment rendered")
+
+
+def test_redis_cluster_and_sentinel_urls():
+    """Each mode renders HUBCAST_REDIS_URL from its values; a password comes from a Secret
+    through $(REDIS_PASSWORD), defined before the URL so the kubelet expands it."""
+    password = {"name": "REDIS_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "hubcast-redis-auth", "key": "auth-token"}}}
+    url = ("redis+cluster://:$(REDIS_PASSWORD)@clustercfg.notify.example.com:6379,"
+           "redis-1.notify.example.com:6380")
+    assert [e for e in container("redis-cluster")["env"]
+            if e["name"] in {"REDIS_PASSWORD", "HUBCAST_REDIS_URL"}] == [
+        password, {"name": "HUBCAST_REDIS_URL", "value": url}]
+    tls = merged(VARIANTS["redis-cluster"], {"redis": {"cluster": {"tls": True}}})
+    assert redis_env(tls) == [password, {"name": "HUBCAST_REDIS_URL",
+                                         "value": url.replace("redis+", "rediss+", 1)}]
+    bitnami = {"name": "REDIS_PASSWORD",
+               "valueFrom": {"secretKeyRef": {"name": "cache-redis", "key": "redis-password"}}}
+    assert redis_env(VARIANTS["redis-sentinel"]) == [
+        bitnami, {"name": "HUBCAST_REDIS_URL",
+                  "value": "redis+sentinel://:$(REDIS_PASSWORD)@cache-redis:26379/mymaster"}]
+    cases = [
+        ("cluster, no password, no TLS",
+         {"mode": "cluster", "cluster": {"nodes": ["r-0:6379", "r-1:6379", "[fd00::5]:7000"]}},
+         "redis+cluster://r-0:6379,r-1:6379,[fd00::5]:7000"),
+        ("sentinel with TLS, no password",
+         {"mode": "sentinel", "sentinel": {"nodes": ["s-0:26379", "s-1:26379"],
+                                           "masterName": "cache", "tls": True}},
+         "rediss+sentinel://s-0:26379,s-1:26379/cache"),
+    ]
+    for label, redis, expected in cases:
+        env = redis_env({"auth": dict(KEYS), "redis": redis})
+        assert env == [{"name": "HUBCAST_REDIS_URL", "value": expected}], f"{label}: {env}"
+    for mode in ["cluster", "sentinel"]:
+        env = redis_env({"auth": dict(KEYS), "redis": {"mode": mode,
+                                                       "existingSecret": "hubcast-redis"}})
+        assert env == [{"name": "HUBCAST_REDIS_URL", "valueFrom": {"secretKeyRef": {
+            "name": "hubcast-redis", "key": "redis-url"}}}], f"{mode} with a URL Secret: {env}"
+    # Neither the ConfigMap nor the chart's Secret carries the Redis URL or password.
+    for variant in ["redis-cluster", "redis-sentinel"]:
+        text = json.dumps(one(variant, "ConfigMap"))
+        assert "redis+" not in text and "REDIS_PASSWORD" not in text, text
+        assert set(one(variant, "Secret")["data"]) == {"access-key", "token-key", "master-key"}
+    notes = rendered("redis-cluster")["hubcast/templates/NOTES.txt"]
+    assert "Redis Cluster, seed nodes clustercfg.notify.example.com:6379" in notes, notes
+    notes = rendered("redis-sentinel")["hubcast/templates/NOTES.txt"]
+    assert 'master "mymaster" of Sentinels cache-redis:26379' in notes, notes
+
+
 def test_invalid_values_are_refused():
     failures = []
     for label, values, needle in REFUSED:
@@ -742,26 +859,153 @@ EXISTING_SECRETS = {
     "hubcast-keys": {"access-key": KEYS["accessKey"], "token-key": KEYS["tokenKey"],
                      "master-key": KEYS["masterKey"]},
     "hubcast-redis": {"redis-url": "redis://replaced-by-the-check:6379"},
+    "hubcast-redis-auth": {"auth-token": "replaced-by-the-check"},
+    "cache-redis": {"redis-password": "replaced-by-the-check"},
 }
+
+
+def free_cluster_port(taken: set[int]) -> int:
+    """A port below 50000 that, with its cluster bus port (+10000), is free on 127.0.0.1
+    and clear of `taken` (ports and bus ports already handed out)."""
+    import random  # noqa: PLC0415
+
+    for _ in range(200):
+        port = random.randrange(20000, 40000)
+        if {port, port + 10000} & taken:
+            continue
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        taken |= {port, port + 10000}
+        return port
+    raise AssertionError("no free port pair below 50000")
+
+
+def redis_cli(port: int, password: str | None, *args: str) -> str:
+    auth = ["-a", password, "--no-auth-warning"] if password else []
+    r = run([tool("redis-cli"), "-h", "127.0.0.1", "-p", str(port), *auth, *args])
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def wait_until(what: str, check: Callable[[], bool], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (AssertionError, OSError, subprocess.SubprocessError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def spawn_redis(port: int, tmp: Path, *args: str, sentinel: bool = False) -> subprocess.Popen:
+    name = f"redis-{port}"
+    if sentinel:
+        conf = tmp / f"sentinel-{port}.conf"
+        conf.write_text("\n".join(args) + "\n")
+        cmd = [tool("redis-sentinel"), str(conf), "--port", str(port), "--bind", "127.0.0.1",
+               "--dir", str(tmp)]
+    else:
+        (tmp / name).mkdir()
+        cmd = [tool("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", str(tmp / name), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def hosts_of(url: str) -> tuple[str, str, list[str], str]:
+    """scheme, userinfo (with its @), host:port list and path of a multi-host URL."""
+    m = re.fullmatch(r"([a-z+]+)://([^@/]*@)?([^/]+)(/.*)?", url)
+    assert m, f"not a multi-host URL: {url}"
+    return m.group(1), m.group(2) or "", m.group(3).split(","), m.group(4) or ""
+
+
+def local_standalone(url: str, env: dict[str, str], tmp: Path,
+                     procs: list[subprocess.Popen]) -> str:
+    """A throw-away redis-server in place of whatever the rendering names."""
+    port = free_port()
+    procs.append(spawn_redis(port, tmp))
+    wait_until("redis-server", lambda: redis_cli(port, None, "ping").strip() == "PONG")
+    return f"redis://127.0.0.1:{port}"
+
+
+def local_cluster(url: str, env: dict[str, str], tmp: Path,
+                  procs: list[subprocess.Popen]) -> str:
+    """A three-master Redis Cluster that requires the rendered password; the rendered URL
+    with its seed hosts replaced by two of the local masters."""
+    scheme, userinfo, hosts, path = hosts_of(url)
+    assert scheme == "redis+cluster" and not path, url
+    password = env.get("REDIS_PASSWORD")
+    assert (userinfo == f":{password}@") if password else not userinfo, url
+    taken: set[int] = set()
+    ports = [free_cluster_port(taken) for _ in range(3)]
+    auth = ["--requirepass", password, "--masterauth", password] if password else []
+    for port in ports:
+        procs.append(spawn_redis(port, tmp, "--cluster-enabled", "yes", "--cluster-config-file",
+                                 "nodes.conf", "--cluster-node-timeout", "2000", *auth))
+    for port in ports:
+        wait_until("cluster redis-server", lambda p=port: redis_cli(p, password, "ping").strip()
+                   == "PONG")
+    redis_cli(ports[0], password, "--cluster", "create",
+              *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0", "--cluster-yes")
+    wait_until("cluster_state:ok", lambda: all(
+        "cluster_state:ok" in redis_cli(p, password, "cluster", "info") for p in ports))
+    local = [f"127.0.0.1:{p}" for p in ports][:len(hosts)]
+    return f"{scheme}://{userinfo}{','.join(local)}"
+
+
+def local_sentinel(url: str, env: dict[str, str], tmp: Path,
+                   procs: list[subprocess.Popen]) -> str:
+    """A master that requires the rendered password and one Sentinel monitoring it under
+    the rendered master name; the rendered URL with the Sentinel's local address."""
+    scheme, userinfo, hosts, path = hosts_of(url)
+    assert scheme == "redis+sentinel", url
+    master_name = path.strip("/").split("/")[0]
+    password = env.get("REDIS_PASSWORD")
+    assert (userinfo == f":{password}@") if password else not userinfo, url
+    master, sentinel = free_port(), free_port()
+    procs.append(spawn_redis(master, tmp, *(["--requirepass", password] if password else [])))
+    wait_until("master", lambda: redis_cli(master, password, "ping").strip() == "PONG")
+    conf = [f"sentinel monitor {master_name} 127.0.0.1 {master} 1"]
+    # The node gives the URL's password to the Sentinels too.
+    if password:
+        conf += [f"sentinel auth-pass {master_name} {password}", f"requirepass {password}"]
+    procs.append(spawn_redis(sentinel, tmp, *conf, sentinel=True))
+    wait_until("sentinel", lambda: redis_cli(
+        sentinel, password, "sentinel", "get-master-addr-by-name", master_name).split()[1:2]
+        == [str(master)])
+    return f"{scheme}://{userinfo}127.0.0.1:{sentinel}{path}"
+
+
+# The Redis each variant's node check runs against, by the rendered URL's kind.
+LOCAL_REDIS = {"redis-cluster": local_cluster, "redis-sentinel": local_sentinel}
 
 
 def check_variant_node_starts(variant: str) -> None:
     """A node given exactly the Deployment's environment (Secret references resolved from
-    the rendered Secret or the operator's, HUBCAST_NODE_ID from a pod name; only the Redis
-    URL, the config path and the ports are replaced by a throw-away redis-server, a file
-    and local ports) starts, becomes ready, accepts a publish with the access key (and
+    the rendered Secret or the operator's, $(VAR) expanded, HUBCAST_NODE_ID from a pod name;
+    only the config path and the ports are replaced, by a file and local ports, and the
+    Redis by a throw-away one: a redis-server, or for the cluster and sentinel variants a
+    local Redis Cluster or master + Sentinel reached through the rendered URL with its
+    hosts swapped) starts, becomes ready, accepts a publish with the access key (and
     refuses one without it), exports every metric the alerts and the HPA use, logs in
     the chosen format, and exits 0 on SIGTERM."""
     secrets = {k: dict(v) for k, v in EXISTING_SECRETS.items()}
     for obj in objects(variant, "Secret"):
         secrets[obj["metadata"]["name"]] = {
             k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
-    redis_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    http_port, metrics_port = free_port(), free_port()
     env = clean_env()
     for name, e in env_of(variant).items():
         source = e.get("valueFrom", {})
         if "value" in e:
-            env[name] = e["value"]
+            # $(VAR) of a variable defined earlier, as the kubelet expands it.
+            env[name] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                               lambda m: env.get(m.group(1), m.group(0)), e["value"])
         elif "fieldRef" in source:
             assert source["fieldRef"]["fieldPath"] == "metadata.name", source
             env[name] = f"{RELEASE}-hubcast-6d4cf56db6-x2x4q"
@@ -780,15 +1024,14 @@ def check_variant_node_starts(variant: str) -> None:
         config.write_text(config_toml(variant))
         assert env["HUBCAST_CONFIG"] == "/etc/hubcast/hubcast.toml"
         env.update({"HUBCAST_CONFIG": str(config),
-                    "HUBCAST_REDIS_URL": f"redis://127.0.0.1:{redis_port}",
                     "HUBCAST_LISTEN": f"127.0.0.1:{http_port}",
                     "HUBCAST_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"})
-        redis = subprocess.Popen([tool("redis-server"), "--port", str(redis_port), "--bind",
-                                  "127.0.0.1", "--save", "", "--appendonly", "no"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs: list[subprocess.Popen] = []
         node = None
         try:
-            time.sleep(0.3)
+            start_redis = LOCAL_REDIS.get(variant, local_standalone)
+            env["HUBCAST_REDIS_URL"] = start_redis(env["HUBCAST_REDIS_URL"], env, Path(tmp),
+                                                   procs)
             node = subprocess.Popen([str(binary())], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
             base = f"http://127.0.0.1:{http_port}"
@@ -830,7 +1073,7 @@ def check_variant_node_starts(variant: str) -> None:
                 bad = [line for line in lines if not line.startswith("{")]
                 assert not bad, f"HUBCAST_LOG_FORMAT=json, yet: {bad[:3]}"
         finally:
-            for p in [node, redis]:
+            for p in [node, *procs]:
                 if p is not None and p.poll() is None:
                     p.terminate()
                     try:

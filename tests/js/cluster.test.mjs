@@ -5,6 +5,8 @@
 //
 // The file starts its own redis-server (free port, no persistence) and two
 // nodes A and B with a per-run key prefix, and waits for /readyz 200 on both.
+// With HUBCAST_TEST_REDIS=cluster it starts a Redis Cluster instead (three
+// masters and three replicas) and gives the nodes its redis+cluster:// URL.
 
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
@@ -14,8 +16,9 @@ import {
   connect,
   recordEvents,
   safeStop,
+  startBackplaneRedis,
   startClusterNode,
-  startRedis,
+  TEST_REDIS_MODE,
   uniqueGroup,
   uniqueRedisPrefix,
   withTimeout,
@@ -38,7 +41,7 @@ const connectionUrl = (node, connectionId) =>
   `${node.origin}/api/v1/hubs/${HUB}/connections/${encodeURIComponent(connectionId)}`;
 
 function diagnostics() {
-  return [nodeA?.logs(), nodeB?.logs()].filter(Boolean).join("\n");
+  return [nodeA?.logs(), nodeB?.logs(), redis?.logs()].filter(Boolean).join("\n");
 }
 
 async function open(node) {
@@ -65,7 +68,7 @@ async function publish(node, group, message) {
 }
 
 before(async () => {
-  redis = await startRedis();
+  redis = await startBackplaneRedis();
   const prefix = uniqueRedisPrefix("js");
   [nodeA, nodeB] = await Promise.all([
     startClusterNode({ redisUrl: redis.url, prefix, nodeId: `${prefix}-a` }),
@@ -83,7 +86,7 @@ after(async () => {
   if (redis) await redis.stop("SIGKILL");
 });
 
-describe("Redis backplane with two nodes", () => {
+describe(`Redis backplane with two nodes (${TEST_REDIS_MODE} Redis)`, () => {
   it("a publish on B reaches a client on A with the exact arguments", { timeout: TEST_TIMEOUT }, async () => {
     const client = await open(nodeA);
     const progress = recordEvents(client, "TaskProgress");

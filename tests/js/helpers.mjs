@@ -5,10 +5,11 @@
 // Every wait in these helpers polls a condition with a deadline; nothing
 // sleeps to synchronise.
 
-import { execFileSync, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { createConnection, createServer } from "node:net";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { createHmac, randomBytes, randomUUID } from "node:crypto";
 import path from "node:path";
@@ -476,6 +477,257 @@ export async function startRedis({ timeoutMs = 15_000 } = {}) {
     lastFailure = `exited early with ${JSON.stringify(redis.exitInfo)}\n${redis.logs()}`;
   }
   throw new Error(`redis-server failed to start within ${timeoutMs} ms: ${lastFailure}`);
+}
+
+/**
+ * Resolves to a port in [20000, 50000) that, with its cluster bus port
+ * (port + 10000), was free on 127.0.0.1 a moment ago, and is not in `avoid`.
+ * Redis Cluster needs the bus port, so ports from freePort() (often above
+ * 55535) do not do.
+ */
+async function freeClusterPort(avoid = new Set()) {
+  const canListen = async (port) => {
+    const srv = createServer();
+    try {
+      srv.listen(port, "127.0.0.1");
+      await Promise.race([
+        once(srv, "listening"),
+        once(srv, "error").then(([err]) => Promise.reject(err)),
+      ]);
+      return true;
+    } catch {
+      return false;
+    } finally {
+      if (srv.listening) {
+        srv.close();
+        await once(srv, "close");
+      }
+    }
+  };
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 30000);
+    if (avoid.has(port) || avoid.has(port + 10000) || avoid.has(port - 10000)) continue;
+    if ((await canListen(port)) && (await canListen(port + 10000))) return port;
+  }
+  throw new Error("no free port pair (port, port + 10000) below 50000 found");
+}
+
+/** Runs redis-cli (REDIS_CLI_BIN or the one on PATH); resolves to its stdout. */
+function redisCli(args, timeoutMs = 10_000) {
+  const bin = process.env.REDIS_CLI_BIN || "redis-cli";
+  return new Promise((resolve, reject) => {
+    execFile(bin, args, { timeout: timeoutMs, encoding: "utf8" }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${bin} ${args.join(" ")}: ${err.message}\n${stdout}${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** The fields of a CLUSTER INFO reply on `port` as an object. */
+async function clusterInfo(port) {
+  const text = await redisCli(["-h", "127.0.0.1", "-p", String(port), "cluster", "info"], 2000);
+  const info = {};
+  for (const line of text.split(/\r?\n/)) {
+    const i = line.indexOf(":");
+    if (i > 0) info[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  return info;
+}
+
+/**
+ * The roles in CLUSTER NODES on `port`: {masters, replicas}, ports sorted,
+ * counting only nodes not flagged fail / fail? whose link is "connected" (and
+ * replicas only once they name their master).
+ */
+async function clusterRoles(port) {
+  const text = await redisCli(["-h", "127.0.0.1", "-p", String(port), "cluster", "nodes"], 2000);
+  const masters = [];
+  const replicas = [];
+  for (const line of text.split(/\r?\n/)) {
+    const fields = line.split(" ");
+    if (fields.length < 8) continue;
+    const nodePort = Number(fields[1].split("@")[0].split(":").pop());
+    const flags = fields[2].split(",");
+    if (flags.includes("fail") || flags.includes("fail?") || fields[7] !== "connected") continue;
+    if (flags.includes("master")) masters.push(nodePort);
+    else if (flags.includes("slave") && fields[3] !== "-") replicas.push(nodePort);
+  }
+  const byNumber = (a, b) => a - b;
+  return { masters: masters.sort(byNumber), replicas: replicas.sort(byNumber) };
+}
+
+/**
+ * A running Redis Cluster of three masters and three replicas, each a
+ * redis-server in its own temporary directory:
+ *   .url ("redis+cluster://127.0.0.1:M1,127.0.0.1:M2,127.0.0.1:M3", the masters
+ *   as seed nodes), .masters / .replicas (ports), .servers (RedisServer each),
+ *   .logs(), .stop(signal) (stops every server and removes the directories).
+ */
+class RedisCluster {
+  constructor(servers, dirs) {
+    this.servers = servers;
+    this.dirs = dirs;
+    this.masters = [];
+    this.replicas = [];
+    this.url = "";
+  }
+
+  /** Sets .masters, .replicas and .url from `roles` (see clusterRoles). */
+  _setRoles({ masters, replicas }) {
+    this.masters = masters;
+    this.replicas = replicas;
+    this.url = `redis+cluster://${masters.map((p) => `127.0.0.1:${p}`).join(",")}`;
+  }
+
+  logs() {
+    return this.servers.map((s) => s.logs()).join("\n");
+  }
+
+  async stop(signal = "SIGKILL", timeoutMs = 5000) {
+    try {
+      await Promise.all(this.servers.map((s) => s.stop(signal, timeoutMs)));
+    } finally {
+      for (const dir of this.dirs) rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+/**
+ * Starts a Redis Cluster (3 masters + 3 replicas, `cluster-node-timeout`
+ * 2000 ms for a quick failover) on free ports below 50000, each node in its
+ * own temporary directory without persistence, and resolves once every node
+ * reports `cluster_state:ok` with all 16384 slots served and sees the same
+ * three masters and three replicas. Throws (after stopping what it started) when that takes longer than
+ * `timeoutMs`.
+ */
+export async function startRedisCluster({ timeoutMs = 30_000, nodeTimeoutMs = 2000 } = {}) {
+  const bin = process.env.REDIS_SERVER_BIN || "redis-server";
+  const deadline = Date.now() + timeoutMs;
+  const servers = [];
+  const dirs = [];
+  const cluster = new RedisCluster(servers, dirs);
+  const taken = new Set();
+  try {
+    for (let i = 0; i < 6; i++) {
+      let started = null;
+      let lastFailure = "";
+      while (!started && Date.now() < deadline) {
+        const port = await freeClusterPort(taken);
+        const dir = mkdtempSync(path.join(tmpdir(), `hubcast-redis-cluster-${port}-`));
+        const child = spawn(
+          bin,
+          [
+            "--port", String(port),
+            "--bind", "127.0.0.1",
+            "--dir", dir,
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", String(nodeTimeoutMs),
+            "--save", "",
+            "--appendonly", "no",
+          ],
+          { stdio: ["ignore", "pipe", "pipe"] },
+        );
+        running.add(child);
+        const redis = new RedisServer(child, port);
+        let spawnError = null;
+        child.once("error", (err) => {
+          spawnError = err;
+        });
+        for (;;) {
+          if (spawnError) throw new Error(`could not spawn ${bin}: ${spawnError.message}`);
+          if (redis.exitInfo) break;
+          if ((await redisPing(port)) && !redis.exitInfo) {
+            started = redis;
+            break;
+          }
+          if (Date.now() >= deadline) {
+            await redis.stop("SIGKILL").catch(() => {});
+            rmSync(dir, { recursive: true, force: true });
+            throw new Error(`cluster redis-server did not answer PING within ${timeoutMs} ms\n${redis.logs()}`);
+          }
+          await new Promise((r) => setTimeout(r, 25));
+        }
+        if (started) {
+          servers.push(started);
+          dirs.push(dir);
+          taken.add(port);
+        } else {
+          lastFailure = `exited early with ${JSON.stringify(redis.exitInfo)}\n${redis.logs()}`;
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }
+      if (!started) throw new Error(`cluster redis-server failed to start within ${timeoutMs} ms: ${lastFailure}`);
+    }
+
+    await redisCli(
+      [
+        "--cluster", "create",
+        ...servers.map((s) => `127.0.0.1:${s.port}`),
+        "--cluster-replicas", "1",
+        "--cluster-yes",
+      ],
+      Math.max(1000, deadline - Date.now()),
+    );
+
+    // Ready when every node serves all slots and sees the same three masters
+    // and three replicas (roles spread by gossip after `--cluster create`).
+    let last = {};
+    const roles = await waitFor(
+      async () => {
+        let seen = null;
+        for (const s of servers) {
+          const info = await clusterInfo(s.port);
+          const view = await clusterRoles(s.port);
+          last = { port: s.port, ...info, ...view };
+          if (
+            info.cluster_state !== "ok" ||
+            info.cluster_slots_ok !== "16384" ||
+            info.cluster_known_nodes !== "6" ||
+            view.masters.length !== 3 ||
+            view.replicas.length !== 3
+          ) {
+            return null;
+          }
+          if (seen && JSON.stringify(seen) !== JSON.stringify(view)) return null;
+          seen = view;
+        }
+        return seen;
+      },
+      {
+        timeoutMs: Math.max(0, deadline - Date.now()),
+        intervalMs: 100,
+        what: "cluster_state:ok and 3 masters + 3 replicas on all six Redis Cluster nodes",
+        detail: () => `last view: ${JSON.stringify(last)}\n${cluster.logs()}`,
+      },
+    );
+    cluster._setRoles(roles);
+    return cluster;
+  } catch (err) {
+    await cluster.stop("SIGKILL").catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * Which Redis the backplane suites run on: "standalone" (the default) or
+ * "cluster", from env HUBCAST_TEST_REDIS.
+ */
+export const TEST_REDIS_MODE = (() => {
+  const mode = process.env.HUBCAST_TEST_REDIS || "standalone";
+  if (mode !== "standalone" && mode !== "cluster") {
+    throw new Error(`HUBCAST_TEST_REDIS must be 'standalone' or 'cluster', got '${mode}'`);
+  }
+  return mode;
+})();
+
+/**
+ * Starts the Redis a backplane suite runs on: startRedisCluster() when
+ * HUBCAST_TEST_REDIS=cluster, else startRedis(). Either has .url, .logs()
+ * and .stop().
+ */
+export function startBackplaneRedis(options = {}) {
+  return TEST_REDIS_MODE === "cluster" ? startRedisCluster(options) : startRedis(options);
 }
 
 /** A Redis key prefix nobody else uses ("js" + random hex). */

@@ -94,6 +94,22 @@ app.kubernetes.io/component: redis
 {{- printf "%s-redis" (include "hubcast.fullname" .) }}
 {{- end }}
 
+{{/*
+HUBCAST_REDIS_URL built from redis.cluster.nodes or redis.sentinel.nodes (modes cluster
+and sentinel). With redis.password.existingSecret the password is $(REDIS_PASSWORD), an
+environment variable the Deployment defines just before it (the kubelet expands it).
+*/}}
+{{- define "hubcast.redisNodesUrl" -}}
+{{- $r := .Values.redis }}
+{{- $cluster := eq $r.mode "cluster" }}
+{{- $tls := ternary $r.cluster.tls $r.sentinel.tls $cluster }}
+{{- $scheme := printf "%s+%s" (ternary "rediss" "redis" $tls) $r.mode }}
+{{- $auth := ternary ":$(REDIS_PASSWORD)@" "" (not (empty $r.password.existingSecret)) }}
+{{- $hosts := join "," (ternary $r.cluster.nodes $r.sentinel.nodes $cluster) }}
+{{- printf "%s://%s%s" $scheme $auth $hosts }}
+{{- if not $cluster }}{{ printf "/%s" $r.sentinel.masterName }}{{ end }}
+{{- end }}
+
 {{/* Name of the metrics Service (also the Prometheus job label the ServiceMonitor gives). */}}
 {{- define "hubcast.metricsName" -}}
 {{- printf "%s-metrics" (include "hubcast.fullname" .) }}
@@ -130,15 +146,57 @@ Included once, from the Deployment.
 {{- define "hubcast.validate" -}}
 {{- $v := .Values }}
 {{- /* A Redis is always required: see values.yaml and docs/kubernetes.md. */}}
+{{- $r := $v.redis }}
+{{- $mode := $r.mode }}
+{{- if and (ne $mode "cluster") $r.cluster.nodes }}
+{{- fail (printf "\n\nredis.cluster.nodes is set, but redis.mode is %s: set redis.mode=cluster to use a Redis Cluster, or leave redis.cluster.nodes empty" $mode) }}
+{{- end }}
+{{- if and (ne $mode "sentinel") $r.sentinel.nodes }}
+{{- fail (printf "\n\nredis.sentinel.nodes is set, but redis.mode is %s: set redis.mode=sentinel to use Redis Sentinel, or leave redis.sentinel.nodes empty" $mode) }}
+{{- end }}
+{{- if and (ne $mode "cluster") $r.cluster.tls }}
+{{- fail (printf "\n\nredis.cluster.tls is set, but redis.mode is %s: it applies only with redis.mode=cluster" $mode) }}
+{{- end }}
+{{- if and (ne $mode "sentinel") $r.sentinel.tls }}
+{{- fail (printf "\n\nredis.sentinel.tls is set, but redis.mode is %s: it applies only with redis.mode=sentinel" $mode) }}
+{{- end }}
+{{- if eq $mode "standalone" }}
 {{- $redisSources := 0 }}
-{{- if $v.redis.url }}{{ $redisSources = add1 $redisSources }}{{ end }}
-{{- if $v.redis.existingSecret }}{{ $redisSources = add1 $redisSources }}{{ end }}
-{{- if $v.redis.inChart.enabled }}{{ $redisSources = add1 $redisSources }}{{ end }}
+{{- if $r.url }}{{ $redisSources = add1 $redisSources }}{{ end }}
+{{- if $r.existingSecret }}{{ $redisSources = add1 $redisSources }}{{ end }}
+{{- if $r.inChart.enabled }}{{ $redisSources = add1 $redisSources }}{{ end }}
 {{- if eq $redisSources 0 }}
-{{- fail "\n\nhubcast needs a Redis: set redis.url (e.g. --set redis.url=redis://my-redis:6379), redis.existingSecret (a Secret holding the URL), or redis.inChart.enabled=true (a single-replica Redis in this release).\nIt is required even with one replica: a rolling update runs two pods at once, and without a shared backplane each delivers only to its own clients." }}
+{{- fail "\n\nhubcast needs a Redis: set redis.url (e.g. --set redis.url=redis://my-redis:6379), redis.existingSecret (a Secret holding the URL), or redis.inChart.enabled=true (a single-replica Redis in this release); for a Redis Cluster or Sentinel set redis.mode (see values.yaml).\nIt is required even with one replica: a rolling update runs two pods at once, and without a shared backplane each delivers only to its own clients." }}
 {{- end }}
 {{- if gt $redisSources 1 }}
 {{- fail "\n\nset only one of redis.url, redis.existingSecret and redis.inChart.enabled" }}
+{{- end }}
+{{- if $r.password.existingSecret }}
+{{- fail "\n\nredis.password.existingSecret is used only with redis.mode=cluster or sentinel (the chart puts it into the URL it builds from the nodes); for a standalone Redis with a password put the whole URL in a Secret and set redis.existingSecret" }}
+{{- end }}
+{{- else }}
+{{- $nodes := ternary $r.cluster.nodes $r.sentinel.nodes (eq $mode "cluster") }}
+{{- if $r.inChart.enabled }}
+{{- fail (printf "\n\nredis.inChart.enabled deploys a standalone Redis, but redis.mode is %s: turn one of them off" $mode) }}
+{{- end }}
+{{- if $r.url }}
+{{- fail (printf "\n\nredis.url is for redis.mode=standalone; with redis.mode=%s list the nodes in redis.%s.nodes (or put the whole URL in a Secret and set redis.existingSecret)" $mode $mode) }}
+{{- end }}
+{{- if and (not $nodes) (not $r.existingSecret) }}
+{{- fail (printf "\n\nredis.mode=%s needs its nodes: set redis.%s.nodes (host:port, e.g. --set 'redis.%s.nodes={redis-0.example:%s}'), or put the whole URL in a Secret and set redis.existingSecret" $mode $mode $mode (ternary "6379" "26379" (eq $mode "cluster"))) }}
+{{- end }}
+{{- if and $nodes $r.existingSecret }}
+{{- fail (printf "\n\nset only one of redis.%s.nodes and redis.existingSecret (a Secret holding the whole URL)" $mode) }}
+{{- end }}
+{{- if and $r.existingSecret $r.password.existingSecret }}
+{{- fail "\n\nredis.password.existingSecret applies to the URL the chart builds from the nodes; with redis.existingSecret the password belongs in that URL" }}
+{{- end }}
+{{- if and $r.existingSecret (ternary $r.cluster.tls $r.sentinel.tls (eq $mode "cluster")) }}
+{{- fail (printf "\n\nredis.%s.tls applies to the URL the chart builds from the nodes; with redis.existingSecret write rediss+%s:// in that URL instead" $mode $mode) }}
+{{- end }}
+{{- end }}
+{{- if and $r.url (regexMatch "^[a-z+]+://[^/@]*:[^/@]*@" $r.url) }}
+{{- fail "\n\nredis.url holds a password, which would be stored in the release in plain text: put the URL in a Secret and set redis.existingSecret instead" }}
 {{- end }}
 {{- /* Keys: every key a served hub's auth mode needs. */}}
 {{- if and (not $v.insecure) (not $v.auth.existingSecret) }}
