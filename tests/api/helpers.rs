@@ -121,8 +121,13 @@ pub fn unique_prefix() -> String {
 
 /// Points a config at a Redis server with a fresh prefix and fast heartbeats.
 pub fn use_redis(config: &mut Config, redis: &RedisServer, prefix: &str) {
+    use_redis_url(config, &redis.url(), prefix);
+}
+
+/// As [`use_redis`], for any Redis URL (a cluster's, a sentinel's).
+pub fn use_redis_url(config: &mut Config, url: &str, prefix: &str) {
     config.redis = Some(hubcast::config::RedisSettings {
-        url: redis.url(),
+        url: url.to_owned(),
         prefix: prefix.to_owned(),
     });
     config.cluster.heartbeat_ttl_ms = 2_000;
@@ -437,6 +442,17 @@ impl NodeProcess {
     /// As [`Self::spawn`], with the process's open-file limit set to `limit` (through the
     /// shell's `ulimit`, so no unsafe code is needed here).
     pub async fn spawn_with_open_files(config_toml: &str, limit: Option<u32>) -> Self {
+        Self::launch(config_toml, limit, &[]).await
+    }
+
+    /// As [`Self::spawn`], on Redis at `url` with `prefix`. Its log goes to the test's
+    /// stdout when `TEST_LOG` is set (at `RUST_LOG`, or info).
+    pub async fn spawn_on_redis(config_toml: &str, url: &str, prefix: &str) -> Self {
+        let args = ["--redis-url", url, "--redis-prefix", prefix].map(str::to_owned);
+        Self::launch(config_toml, None, &args).await
+    }
+
+    async fn launch(config_toml: &str, limit: Option<u32>, args: &[String]) -> Self {
         let config = std::env::temp_dir().join(format!("hubcast-{}.toml", unique_prefix()));
         std::fs::write(&config, config_toml).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -451,16 +467,22 @@ impl NodeProcess {
                 c
             }
         };
-        let child = command
+        command
             .args(["--listen", &addr.to_string()])
             .args(["--metrics-listen", &metrics_addr.to_string()])
             .arg("--config")
             .arg(&config)
             .arg("--insecure")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            .args(args);
+        if std::env::var_os("TEST_LOG").is_some() {
+            let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+            command.env("RUST_LOG", level);
+        } else {
+            command
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null());
+        }
+        let child = command.spawn().unwrap();
         let node = Self {
             addr,
             metrics_addr,

@@ -3,27 +3,39 @@
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+#[path = "../support/redis_ha.rs"]
+#[allow(dead_code)]
+mod redis_ha;
 
 use std::time::Duration;
 
 use helpers::{
-    eventually, test_config, unique_prefix, use_redis, wait_ready_at, Client, RedisServer, TestApp,
-    WAIT,
+    eventually, test_config, unique_prefix, use_redis_url, wait_ready_at, Client, TestApp, WAIT,
 };
 use hubcast::connection::handle::SessionHandle;
 use hubcast::hub::Caller;
 use hubcast::ids::{ConnectionId, UserId};
+use redis_ha::TestRedis;
 use serde_json::{json, Value};
 
+/// Nodes on one Redis: standalone, or a Redis Cluster with `HUBCAST_TEST_REDIS=cluster`.
 struct Cluster {
-    redis: RedisServer,
+    redis: TestRedis,
     prefix: String,
     nodes: Vec<TestApp>,
 }
 
 impl Cluster {
     async fn spawn(n: usize) -> Self {
-        let redis = RedisServer::start().await;
+        Self::on(TestRedis::start().await, n).await
+    }
+
+    /// On one standalone server whatever the run asks for.
+    async fn spawn_standalone(n: usize) -> Self {
+        Self::on(TestRedis::standalone().await, n).await
+    }
+
+    async fn on(redis: TestRedis, n: usize) -> Self {
         let prefix = unique_prefix();
         let mut nodes = Vec::new();
         for _ in 0..n {
@@ -36,9 +48,9 @@ impl Cluster {
         }
     }
 
-    async fn node(redis: &RedisServer, prefix: &str) -> TestApp {
+    async fn node(redis: &TestRedis, prefix: &str) -> TestApp {
         let mut config = test_config();
-        use_redis(&mut config, redis, prefix);
+        use_redis_url(&mut config, &redis.url(), prefix);
         TestApp::start(config, None).await
     }
 
@@ -47,14 +59,7 @@ impl Cluster {
     }
 
     async fn numsub(&self, channel: &str) -> u64 {
-        let mut c = self.redis.connection().await;
-        let (_, n): (String, u64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        n
+        self.redis.numsub(channel).await
     }
 }
 
@@ -360,13 +365,14 @@ async fn the_api_changes_and_sends_to_a_connection_held_by_another_node() {
 
 #[tokio::test]
 async fn a_redis_outage_gives_503_and_not_ready_then_delivery_resumes_without_reconnecting() {
-    let mut cluster = Cluster::spawn(2).await;
+    // Standalone only: it stops the one server and starts it again, empty.
+    let mut cluster = Cluster::spawn_standalone(2).await;
     let mut on_a = Client::connect(&cluster.nodes[0], "/hubs/tasks").await;
     let mut on_b = Client::connect(&cluster.nodes[1], "/hubs/tasks").await;
     on_a.call("JoinGroup", json!(["o"])).await;
     on_b.call("JoinGroup", json!(["o"])).await;
 
-    cluster.redis.stop();
+    cluster.redis.server().stop();
     let (status, body) = publish_status(&cluster.nodes[0], "tasks", "o", "Lost", json!([])).await;
     assert_eq!(status, 503);
     assert!(
@@ -388,7 +394,7 @@ async fn a_redis_outage_gives_503_and_not_ready_then_delivery_resumes_without_re
     // Clients stay connected through the outage and may even join meanwhile.
     on_a.call("JoinGroup", json!(["during"])).await;
 
-    cluster.redis.restart().await;
+    cluster.redis.server().restart().await;
     let back = tokio::time::Instant::now();
     // Redis came back empty: every node must resubscribe and re-register by itself. The
     // first publishes may be accepted before a node has resubscribed: that node catches
@@ -526,7 +532,7 @@ async fn a_node_killed_with_sigkill_is_reaped_within_two_ttls_by_one_survivor() 
 
 /// Spawns the binary with JSON logs, returning the child and a channel of its log lines.
 fn spawn_node(
-    redis: &RedisServer,
+    redis: &TestRedis,
     prefix: &str,
     port: u16,
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
@@ -581,7 +587,7 @@ fn find_line(rx: &std::sync::mpsc::Receiver<String>, f: impl Fn(&Value) -> bool)
 
 #[tokio::test]
 async fn a_publishs_correlation_id_is_echoed_and_logged_by_the_publishing_and_delivering_nodes() {
-    let redis = RedisServer::start().await;
+    let redis = TestRedis::start().await;
     let prefix = unique_prefix();
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -639,6 +645,7 @@ async fn a_publishs_correlation_id_is_echoed_and_logged_by_the_publishing_and_de
 
 #[tokio::test]
 async fn a_node_reaches_redis_over_tls() {
+    // Standalone only: TLS is set up on one server of its own.
     let dir = std::env::temp_dir().join(format!("hubcast-tls-{}", unique_prefix()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("redis.crt"), dir.join("redis.key"));
@@ -722,8 +729,8 @@ async fn a_channels_history_in_redis_is_bounded_in_bytes() {
         // Read as they come: ten at once would pass the connection's byte budget.
         assert_eq!(member.next_invocation().await["arguments"][0], i);
     }
-    let mut c = cluster.redis.connection().await;
     let key = format!("{}:hist:tasks:group:{{big}}", cluster.prefix);
+    let mut c = cluster.redis.connection_for(&key).await;
     let (entries, bytes): (u64, u64) = redis::pipe()
         .cmd("XLEN")
         .arg(&key)

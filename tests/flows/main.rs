@@ -3,28 +3,33 @@
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+#[path = "../support/redis_ha.rs"]
+#[allow(dead_code)]
+mod redis_ha;
 
 use std::time::Duration;
 
-use helpers::{test_config, unique_prefix, use_redis, Client, RedisServer, TestApp, WAIT};
+use helpers::{test_config, unique_prefix, use_redis_url, Client, TestApp, WAIT};
 use hubcast::config::{Config, RateRule};
+use redis_ha::TestRedis;
 use serde_json::{json, Value};
 
+/// Two nodes on one Redis: standalone, or a Redis Cluster with `HUBCAST_TEST_REDIS=cluster`.
 struct Pair {
-    redis: RedisServer,
+    redis: TestRedis,
     prefix: String,
     nodes: Vec<TestApp>,
 }
 
-async fn node(redis: &RedisServer, prefix: &str, tweak: fn(&mut Config)) -> TestApp {
+async fn node(redis: &TestRedis, prefix: &str, tweak: fn(&mut Config)) -> TestApp {
     let mut config = test_config();
-    use_redis(&mut config, redis, prefix);
+    use_redis_url(&mut config, &redis.url(), prefix);
     tweak(&mut config);
     TestApp::start(config, None).await
 }
 
 async fn pair(tweak: fn(&mut Config)) -> Pair {
-    let redis = RedisServer::start().await;
+    let redis = TestRedis::start().await;
     let prefix = unique_prefix();
     let nodes = vec![
         node(&redis, &prefix, tweak).await,
@@ -666,9 +671,9 @@ async fn rate_buckets_of_parts_holding_colons_do_not_collide() {
 
 #[tokio::test]
 async fn made_up_targets_share_one_metric_label_and_declared_ones_keep_theirs() {
-    let redis = RedisServer::start().await;
+    let redis = TestRedis::start().await;
     let mut config = test_config();
-    use_redis(&mut config, &redis, &unique_prefix());
+    use_redis_url(&mut config, &redis.url(), &unique_prefix());
     // The node serves /metrics, so the process-wide recorder is installed (once per test
     // binary; other tests of this binary may add to it, never take away).
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
