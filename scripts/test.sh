@@ -3,9 +3,10 @@
 #   bash scripts/test.sh
 # It installs what is missing (redis-server, the JS client's node modules, the
 # Python test packages in .venv inside the repository), builds the server, then
-# runs the Rust tests, the JS suite (official @microsoft/signalr client), the
-# chaos suite (faults under load on a three-node cluster) and the Python suite
-# (signalrcore).
+# runs the Rust tests (among them the fault tests on a Redis Cluster and under
+# Sentinel), the cluster suites again on a Redis Cluster, the JS suite (official
+# @microsoft/signalr client), the chaos suite (faults under load on a three-node
+# cluster) and the Python suite (signalrcore).
 # Stops at the first failing stage.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 STAGE=0
-STAGES=10
+STAGES=12
 stage() {
   STAGE=$((STAGE + 1))
   printf '\n==============================================================\n'
@@ -25,12 +26,16 @@ trap 'rc=$?; if [ "$rc" -ne 0 ]; then printf "\n!!! stage %d/%d failed (exit %d)
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-stage "system packages (redis-server, node, python3)"
+stage "system packages (redis-server, redis-sentinel, node, python3)"
 if command -v redis-server >/dev/null 2>&1; then
   echo "redis-server: $(command -v redis-server) ($(redis-server --version | head -n1))"
 else
   echo "redis-server not found: installing redis-server redis-tools"
   apt_install redis-server redis-tools
+fi
+if ! command -v redis-sentinel >/dev/null 2>&1; then
+  echo "redis-sentinel not found: installing redis-sentinel"
+  apt_install redis-sentinel
 fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "node/npm not found: installing nodejs npm"
@@ -71,8 +76,14 @@ timeout --kill-after=30 1800 cargo test
 stage "cargo test --test api on the Redis backplane (same behaviour tests, real redis-server)"
 HUBCAST_TEST_BACKPLANE=redis timeout --kill-after=30 1800 cargo test --test api
 
+stage "cargo test --test cluster --test flows on a Redis Cluster (3 masters, 3 replicas per test)"
+HUBCAST_TEST_REDIS=cluster timeout --kill-after=30 1200 cargo test --test cluster --test flows
+
 stage "JS end-to-end tests (node --test, @microsoft/signalr) in tests/js"
 (cd tests/js && timeout --kill-after=30 600 node --test --test-reporter=spec)
+
+stage "JS cluster suite on a Redis Cluster (tests/js/cluster.test.mjs)"
+(cd tests/js && HUBCAST_TEST_REDIS=cluster timeout --kill-after=30 300 node --test --test-reporter=spec cluster.test.mjs)
 
 stage "Chaos: Redis restarts, CLIENT PAUSE, partitions, kill -9 and SIGTERM under load (tests/chaos)"
 CHAOS_MARKER="tests/chaos/node_modules/.package-lock.json"

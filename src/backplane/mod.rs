@@ -404,6 +404,34 @@ impl Backplane {
         }
     }
 
+    /// Records where a channel's previous stream ended, as a publisher that saw it
+    /// knows (kept beside the new stream, for nodes that catch up later).
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn record_epoch_end(
+        &self,
+        channel: &str,
+        ended: &Position,
+    ) -> Result<(), BackplaneError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(b) => b.record_epoch_end(channel, ended).await,
+        }
+    }
+
+    /// Where the stream before the channel's current one ended, if recorded (its
+    /// server failed over, or Redis lost its data and a publisher saw the old one).
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn previous_epoch(&self, channel: &str) -> Result<Option<Position>, BackplaneError> {
+        match self {
+            Self::Memory(_) => Ok(None),
+            Self::Redis(b) => b.previous_epoch(channel).await,
+        }
+    }
+
     /// A stored idempotency record, if it has not expired.
     ///
     /// # Errors

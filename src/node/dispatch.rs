@@ -161,6 +161,9 @@ pub(super) async fn dispatch_worker(node: Arc<Node>, mut rx: mpsc::Receiver<Inbo
                         Step::FillThenDeliver(fill) => {
                             // The message that revealed the gap is here: anything before it
                             // that did not come is missing.
+                            if fill.restarted {
+                                node.count_lost_tail(&mut positions, &channel).await;
+                            }
                             node.fill(&channel, &fill, true).await;
                         }
                     }
@@ -172,6 +175,9 @@ pub(super) async fn dispatch_worker(node: Arc<Node>, mut rx: mpsc::Receiver<Inbo
                 match node.backplane.head(&channel).await {
                     Ok(Some(head)) => {
                         if let Some(fill) = positions.catch_up(&channel, &head, dropped.as_ref()) {
+                            if fill.restarted {
+                                node.count_lost_tail(&mut positions, &channel).await;
+                            }
                             let reached = node.fill(&channel, &fill, false).await;
                             positions.advance(&channel, &fill.epoch, reached);
                             if reached < fill.to {
@@ -256,6 +262,23 @@ impl Node {
                 let node = self.clone();
                 self.tasks
                     .spawn(async move { node.apply_control(env).await });
+            }
+        }
+    }
+
+    /// The channel's stream started again: what the old one held after this node's last
+    /// message, as a publisher or the new server recorded it, is counted as missing (the
+    /// old stream's history is gone).
+    async fn count_lost_tail(&self, positions: &mut Positions, channel: &Arc<str>) {
+        match self.backplane.previous_epoch(channel).await {
+            Ok(Some(ended)) => {
+                if let Some((from, to)) = positions.epoch_ended(channel, &ended) {
+                    self.count_gap(channel, &ended.epoch, (from, to), to + 1 - from);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(channel = %channel, error = %e, "could not read where the channel's previous stream ended")
             }
         }
     }

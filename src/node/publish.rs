@@ -270,6 +270,11 @@ impl Node {
             b"",
             &crate::envelope::Position::render(&old.epoch, old.seq),
         );
+        // Recorded first: a receiver whose subscription is not back yet (a failover
+        // moved the channel) misses the marker, and reads this when it catches up.
+        if let Err(e) = self.backplane.record_epoch_end(channel, &old).await {
+            tracing::warn!(channel, error = %e, "could not record where the channel's lost stream ended");
+        }
         if let Err(e) = self.backplane.publish(channel, marker).await {
             tracing::warn!(channel, error = %e, "could not tell receivers where the channel's lost stream ended");
         }

@@ -144,6 +144,51 @@ impl RedisBackplane {
         })
     }
 
+    /// Records where a channel's previous stream ended (the `EPOCH_END` script).
+    pub(crate) async fn record_epoch_end(
+        &self,
+        channel: &str,
+        ended: &Position,
+    ) -> Result<(), BackplaneError> {
+        let s = self.scripts.clone();
+        let key = self.keys.position(channel);
+        self.run("epoch_end", |mut c| async move {
+            s.epoch_end
+                .key(key)
+                .arg(&ended.epoch[..])
+                .arg(ended.seq)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Where the stream before the channel's current one ended, as recorded.
+    pub(crate) async fn previous_epoch(
+        &self,
+        channel: &str,
+    ) -> Result<Option<Position>, BackplaneError> {
+        let key = self.keys.position(channel);
+        let (epoch, seq): (Option<Vec<u8>>, Option<u64>) = self
+            .run("hmget", |mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("pe")
+                    .arg("ps")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match (epoch, seq) {
+            (Some(epoch), Some(seq)) => Some(Position {
+                epoch: Bytes::from(epoch),
+                seq,
+            }),
+            _ => None,
+        })
+    }
+
     pub(crate) async fn recall(&self, key: &str) -> Result<Option<String>, BackplaneError> {
         self.run("get", |mut c| async move {
             redis::cmd("GET").arg(key).query_async(&mut c).await

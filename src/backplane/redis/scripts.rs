@@ -117,6 +117,9 @@ local fresh = seq == 1 or not epoch
 if ARGV[15] == '1' then
   local here = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
   if redis.call('HGET', KEYS[3], 'r') ~= here then
+    if epoch and seq > 1 then
+      redis.call('HSET', KEYS[3], 'pe', epoch, 'ps', seq - 1)
+    end
     redis.call('HSET', KEYS[3], 'r', here, 's', 1)
     seq = 1
     fresh = true
@@ -138,6 +141,19 @@ end
 local nodes = redis.call(ARGV[14], ARGV[1], msg)
 if idem then redis.call('SET', KEYS[1], ARGV[8] .. '|' .. nodes, 'PX', ARGV[9]) end
 return {1, nodes, epoch, seq}
+";
+
+/// What a publisher knows of where a channel's previous stream ended, kept beside the
+/// new one (`pe`, `ps` in its position hash) so a node that catches up later can count
+/// what it never got. KEYS: the position hash; ARGV: the old epoch, its last sequence.
+/// Only raises what is recorded, and only for an epoch that is not the current one.
+pub(super) const EPOCH_END: &str = r"
+if redis.call('HGET', KEYS[1], 'e') == ARGV[1] then return 0 end
+local pe = redis.call('HGET', KEYS[1], 'pe')
+if pe and pe ~= ARGV[1] then return 0 end
+if pe and tonumber(redis.call('HGET', KEYS[1], 'ps')) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'pe', ARGV[1], 'ps', ARGV[2])
+return 1
 ";
 
 /// A node's heartbeat, and whether the cluster still holds its state: KEYS = heartbeat,
@@ -172,6 +188,7 @@ pub(super) struct Scripts {
     pub(super) leave_set: Script,
     pub(super) register: Script,
     pub(super) drop_record: Script,
+    pub(super) epoch_end: Script,
     pub(super) reap_claim: Script,
     pub(super) reap_finish: Script,
 }
@@ -189,6 +206,7 @@ impl Scripts {
             leave_set: Script::new(LEAVE_SET),
             register: Script::new(REGISTER),
             drop_record: Script::new(DROP_RECORD),
+            epoch_end: Script::new(EPOCH_END),
             reap_claim: Script::new(REAP_CLAIM),
             reap_finish: Script::new(REAP_FINISH),
         }

@@ -16,6 +16,9 @@ use super::sentinel::SentinelMaster;
 use crate::backplane::{BackplaneError, BackplaneEvent, Inbound};
 use crate::metrics as m;
 
+/// How long the old master's connection is still read after Sentinel named a new one.
+const MOVE_DRAIN: Duration = Duration::from_millis(250);
+
 /// What subscribe calls go through.
 #[derive(Clone)]
 pub(super) enum Sink {
@@ -107,18 +110,37 @@ pub(super) async fn supervise_subscriber(
                 if events.send(BackplaneEvent::Connected).is_err() {
                     return;
                 }
-                loop {
-                    let msg = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        // A dropped sender (one fixed server) never fires.
-                        Ok(()) = moves.changed() => None,
-                        m = stream.next() => m,
-                    };
-                    let Some(msg) = msg else { break };
+                let deliver = |msg: redis::Msg| {
                     inbound.deliver(
                         Arc::from(msg.get_channel_name()),
                         Bytes::copy_from_slice(msg.get_payload_bytes()),
                     );
+                };
+                loop {
+                    let msg = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        // A dropped sender (one fixed server) never fires.
+                        Ok(()) = moves.changed() => {
+                            // What the old master sent before it failed is still in the
+                            // socket: read it before moving on, or accepted messages
+                            // would be lost on this node.
+                            let drain = tokio::time::sleep(MOVE_DRAIN);
+                            tokio::pin!(drain);
+                            loop {
+                                tokio::select! {
+                                    () = &mut drain => break,
+                                    m = stream.next() => match m {
+                                        Some(m) => deliver(m),
+                                        None => break,
+                                    },
+                                }
+                            }
+                            None
+                        }
+                        m = stream.next() => m,
+                    };
+                    let Some(msg) = msg else { break };
+                    deliver(msg);
                 }
                 slot.set(None);
                 let _ = events.send(BackplaneEvent::Disconnected);
