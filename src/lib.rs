@@ -75,7 +75,7 @@
 //! | `{p}:{hub}:user:{{u}}` | channel | `u` | fan-out to nodes holding ≥ 1 connection of user `u` |
 //! | `{p}:{hub}:all:{{hub}}` | channel | `hub` | hub-wide broadcast (only for hubs that allow it) |
 //! | `{p}:node:{{n}}` | channel | `n` | control messages to one node (join/leave/send/close a connection it owns, acks, readiness probes) |
-//! | `{p}:pos:{c}` | hash, TTL | `c`'s | channel `c`'s delivery position: epoch `e`, last sequence `s`, the server it was written on `r` (`c` without the prefix) |
+//! | `{p}:pos:{c}` | hash, TTL | `c`'s | channel `c`'s delivery position: epoch `e`, last sequence `s`, the server it was written on `r`, where the previous stream ended `pe`, `ps` (`c` without the prefix) |
 //! | `{p}:hist:{c}` | stream, TTL | `c`'s | channel `c`'s recent messages, entry id `{seq}-0` |
 //! | `{p}:idem:{scope}:{k}:{tag}` | string, TTL | the channel's | what the first publish with idempotency key `k` (hashed) did, per publisher scope and channel |
 //! | `{p}:idem:{scope}:{k}` | string, TTL | — | an idempotency record not tied to a channel: a whole flow request (scope `…:request`), a connection token's use |
