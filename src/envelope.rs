@@ -47,6 +47,51 @@ pub enum Kind {
     /// in the body (`{epoch}:{seq}`): sent when its publish starts a new epoch (Redis lost
     /// its data), so receivers can count what the lost stream held that they never got.
     EpochEnd = 8,
+    /// Hand a stateful connection this node owns over to the node in the body (its
+    /// client resumed there); the body is a [`HandOffRequest`].
+    HandOff = 9,
+    /// The answer to a [`Kind::HandOff`]; the body is a [`HandOffReply`].
+    HandedOff = 10,
+}
+
+/// Body of [`Kind::HandOff`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HandOffRequest {
+    /// Hub API name.
+    pub hub: String,
+    /// Node waiting for the [`HandOffReply`], which takes the connection over.
+    pub reply_to: String,
+    /// Matches the reply to the request.
+    pub nonce: u64,
+}
+
+/// Body of [`Kind::HandedOff`]: what moves with the connection, or `None` when the
+/// owner could not hand it over (not stateful, unknown, already ending).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HandOffReply {
+    /// The request's nonce.
+    pub nonce: u64,
+    /// The connection's state.
+    pub moved: Option<Moved>,
+}
+
+/// A stateful connection's state, as it moves between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Moved {
+    /// `json` or `messagepack`.
+    pub protocol: String,
+    /// Channels it is a member of.
+    pub channels: Vec<String>,
+    /// The id its next trackable message gets.
+    pub next: u64,
+    /// Trackable messages processed from the client.
+    pub received: u64,
+    /// Unacknowledged frames, oldest first: (first id, messages, the WebSocket frame).
+    pub unacked: Vec<(u64, u32, Vec<u8>)>,
+    /// The last position delivered per channel: (channel, epoch, sequence).
+    pub positions: Vec<(String, Vec<u8>, u64)>,
+    /// When it was handed off (µs since the epoch).
+    pub at_micros: u64,
 }
 
 /// Body of [`Kind::Join`] and [`Kind::Leave`].
@@ -93,6 +138,8 @@ impl Kind {
             6 => Self::Probe,
             7 => Self::Ack,
             8 => Self::EpochEnd,
+            9 => Self::HandOff,
+            10 => Self::HandedOff,
             _ => return None,
         })
     }

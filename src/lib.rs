@@ -118,6 +118,14 @@
 //! another server starts a new epoch, so a promoted replica that lacks the newest
 //! writes never reuses their sequence numbers.
 //!
+//! ## Stateful reconnect
+//!
+//! A connection negotiated with stateful reconnect outlives a dropped transport for the
+//! reconnect window, and a new transport on any node resumes it: that node takes it over
+//! from its owner ([`node::Node::take_over`], the owner's control channel), resends what the
+//! client had not acknowledged ([`connection::replay`]) and fills each channel from history
+//! after the owner's last delivered position (`node/resume.rs`).
+//!
 //! ## Delivery contract
 //!
 //! A 202 means the message reaches every member its audience had when it was accepted,

@@ -51,6 +51,9 @@ pub const HTTP_REQUESTS: &str = "hubcast_http_requests_total";
 pub const BACKPLANE_SUBSCRIPTIONS: &str = "hubcast_redis_subscriptions";
 /// Counter: times the Redis pub/sub connection was re-established.
 pub const REDIS_RECONNECTS: &str = "hubcast_redis_reconnects_total";
+/// Counter, by hub and `from` (`same_node`, `other_node`): stateful-reconnect
+/// connections resumed on a new transport.
+pub const CONNECTIONS_RESUMED: &str = "hubcast_connections_resumed_total";
 /// Counter: times Sentinel named a new master and the node followed it.
 pub const REDIS_MASTER_CHANGES: &str = "hubcast_redis_master_changes_total";
 /// Counter: sharded channels a Redis Cluster shard gave up (its slot moved, or the
@@ -108,6 +111,9 @@ pub const REASON_BAD_ENVELOPE: &str = "bad_envelope";
 /// Failure reason: messages a node missed on a channel were no longer in its history
 /// (counted once per local member).
 pub const REASON_BACKPLANE_GAP: &str = "backplane_gap";
+/// Failure reason: messages kept for a stateful connection whose transport dropped and
+/// that no new transport resumed within the reconnect window.
+pub const REASON_RESUME_EXPIRED: &str = "resume_expired";
 
 /// Refusal reason: a handshake was refused because its credential already had the most
 /// pending handshakes allowed (`admission.max_pending_handshakes_per_credential`).
@@ -240,6 +246,7 @@ pub fn init_series(hubs: &[&str]) {
             REASON_PUBLISH_FAILED,
             REASON_CONNECTION_CLOSED,
             REASON_BACKPLANE_GAP,
+            REASON_RESUME_EXPIRED,
         ] {
             metrics::counter!(DELIVERY_FAILURES, "hub" => h.clone(), "reason" => reason)
                 .increment(0);
@@ -265,6 +272,10 @@ fn describe() {
     describe_counter!(
         REDIS_RECONNECTS,
         "Times the Redis pub/sub connection was re-established."
+    );
+    describe_counter!(
+        CONNECTIONS_RESUMED,
+        "Stateful-reconnect connections resumed on a new transport, by hub and from (same_node, other_node)."
     );
     describe_counter!(
         REDIS_MASTER_CHANGES,

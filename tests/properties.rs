@@ -369,8 +369,8 @@ fn check_message(msg: &ClientMessage) -> Result<(), TestCaseError> {
         ClientMessage::Unknown(t) => prop_assert!(*t == 0 || *t > 9, "type {} unknown", t),
         ClientMessage::Ping
         | ClientMessage::Close { .. }
-        | ClientMessage::Ack
-        | ClientMessage::Sequence => {}
+        | ClientMessage::Ack { .. }
+        | ClientMessage::Sequence { .. } => {}
     }
     Ok(())
 }
@@ -481,7 +481,8 @@ proptest! {
     #[test]
     fn message_types_map_to_their_variants(t in prop_oneof![0u64..12, any::<u64>()]) {
         let text = json!({
-            "type": t, "invocationId": "1", "target": "T", "arguments": [], "error": "e"
+            "type": t, "invocationId": "1", "target": "T", "arguments": [], "error": "e",
+            "sequenceId": 3
         })
         .to_string();
         let want = match t {
@@ -497,8 +498,8 @@ proptest! {
             5 => ClientMessage::CancelInvocation { invocation_id: "1".into() },
             6 => ClientMessage::Ping,
             7 => ClientMessage::Close { error: Some("e".into()) },
-            8 => ClientMessage::Ack,
-            9 => ClientMessage::Sequence,
+            8 => ClientMessage::Ack { sequence_id: 3 },
+            9 => ClientMessage::Sequence { sequence_id: 3 },
             other => ClientMessage::Unknown(other),
         };
         prop_assert_eq!(ClientMessage::parse(text.as_bytes()), Ok(want));

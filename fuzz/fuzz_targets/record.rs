@@ -112,7 +112,7 @@ fn check_message(record: &[u8]) {
         ClientMessage::Unknown(t) => assert!(t == 0 || t > 9, "known type {t} parsed as unknown"),
         ClientMessage::Ping
         | ClientMessage::Close { .. }
-        | ClientMessage::Ack
-        | ClientMessage::Sequence => {}
+        | ClientMessage::Ack { .. }
+        | ClientMessage::Sequence { .. } => {}
     }
 }

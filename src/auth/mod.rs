@@ -275,8 +275,29 @@ mod tests {
             "a version-0 token is its own id"
         );
         let expired = tokens.issue(&id, Duration::ZERO, false, me);
+        let stateful = tokens.issue_with(&id, Duration::ZERO, false, true, me);
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(tokens.verify(&expired, me), Err(TokenError::Expired));
+        // A stateful token resumes its connection after it expired, for its principal only.
+        assert_eq!(tokens.verify(&stateful, me), Err(TokenError::Expired));
+        assert_eq!(tokens.verify_resumable(&stateful, me), Ok(id.clone()));
+        assert_eq!(
+            tokens.verify_resumable(&expired, me),
+            Err(TokenError::Expired),
+            "a token without stateful reconnect never resumes"
+        );
+        let someone_else = TokenBinding::new(
+            "spend",
+            &Identity {
+                user: Some(UserId::parse("mallory").unwrap()),
+                ..Identity::default()
+            },
+        );
+        assert_eq!(
+            tokens.verify_resumable(&stateful, someone_else),
+            Err(TokenError::Mismatch),
+            "another principal cannot resume it"
+        );
         let same = ConnectionTokens::derive(&[b"cluster-secret"]);
         assert_eq!(
             same.verify(&t, me).map(|v| v.id),

@@ -87,6 +87,9 @@ pub struct VerifiedToken {
     pub id: ConnectionId,
     /// Time left until the token expires.
     pub remaining: Duration,
+    /// Negotiated with stateful reconnect: the token also resumes its connection on a
+    /// new transport, within the connection's reconnect window.
+    pub stateful: bool,
 }
 
 impl ConnectionTokens {
@@ -121,10 +124,24 @@ impl ConnectionTokens {
         token_is_id: bool,
         binding: TokenBinding,
     ) -> String {
+        self.issue_with(id, ttl, token_is_id, false, binding)
+    }
+
+    /// As [`Self::issue`], for a connection that negotiated stateful reconnect when
+    /// `stateful`: such a token resumes its connection after it expired (see
+    /// [`Self::verify_resumable`]).
+    pub fn issue_with(
+        &self,
+        id: &ConnectionId,
+        ttl: Duration,
+        token_is_id: bool,
+        stateful: bool,
+        binding: TokenBinding,
+    ) -> String {
         let expires =
             now_millis().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let mut body = Vec::with_capacity(HEADER_BYTES + id.as_str().len() + TAG_BYTES);
-        body.push(u8::from(token_is_id));
+        body.push(u8::from(token_is_id) | (u8::from(stateful) << 1));
         body.extend_from_slice(&expires.to_be_bytes());
         body.extend_from_slice(&binding.0);
         body.extend_from_slice(id.as_str().as_bytes());
@@ -139,6 +156,35 @@ impl ConnectionTokens {
     /// # Errors
     /// See [`TokenError`].
     pub fn verify(&self, token: &str, binding: TokenBinding) -> Result<VerifiedToken, TokenError> {
+        self.check(token, binding, true)
+    }
+
+    /// The connection a stateful token resumes, expired or not: it is ours and bound to
+    /// `binding` (the same principal on the same hub), which is what a resume needs; the
+    /// connection itself must still exist.
+    ///
+    /// # Errors
+    /// As [`Self::verify`]; [`TokenError::Expired`] for an expired token that is not
+    /// stateful.
+    pub fn verify_resumable(
+        &self,
+        token: &str,
+        binding: TokenBinding,
+    ) -> Result<ConnectionId, TokenError> {
+        let verified = self.check(token, binding, false)?;
+        if verified.stateful {
+            Ok(verified.id)
+        } else {
+            Err(TokenError::Expired)
+        }
+    }
+
+    fn check(
+        &self,
+        token: &str,
+        binding: TokenBinding,
+        unexpired: bool,
+    ) -> Result<VerifiedToken, TokenError> {
         let raw = URL_SAFE_NO_PAD
             .decode(token)
             .map_err(|_| TokenError::Forged)?;
@@ -151,13 +197,13 @@ impl ConnectionTokens {
         }
         let expires = u64::from_be_bytes(body[1..9].try_into().map_err(|_| TokenError::Forged)?);
         let now = now_millis();
-        if expires < now {
+        if unexpired && expires < now {
             return Err(TokenError::Expired);
         }
         if !constant_time_eq(&body[9..HEADER_BYTES], &binding.0) {
             return Err(TokenError::Mismatch);
         }
-        let id = if body[0] == 1 {
+        let id = if body[0] & 1 == 1 {
             ConnectionId::parse(token)
         } else {
             std::str::from_utf8(&body[HEADER_BYTES..])
@@ -167,7 +213,8 @@ impl ConnectionTokens {
         let id = id.ok_or(TokenError::Forged)?;
         Ok(VerifiedToken {
             id,
-            remaining: Duration::from_millis(expires - now),
+            remaining: Duration::from_millis(expires.saturating_sub(now)),
+            stateful: body[0] & 2 == 2,
         })
     }
 }

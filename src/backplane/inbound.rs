@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::envelope::{Envelope, Position};
+use crate::ids::ConnectionId;
 use crate::metrics as m;
 
 /// What a dispatch worker is handed.
@@ -34,6 +35,11 @@ pub enum InboundItem {
     /// A member joined the channel while the backplane could not be reached: the
     /// channel starts empty, and messages published before this time (µs) are not owed.
     JoinedUnreachable(Arc<str>, u64),
+    /// A stateful connection resumed on this node: give it what the channel's history
+    /// holds after the position its old node delivered, up to this worker's own, then
+    /// let live messages through (on a channel it had nothing from: only messages
+    /// published after this time, µs).
+    Resume(Arc<str>, ConnectionId, u64),
 }
 
 /// The sending side of the dispatch queues.
@@ -107,7 +113,8 @@ impl Inbound {
             | InboundItem::CatchUp(c, _)
             | InboundItem::Verify(c, _)
             | InboundItem::Forget(c)
-            | InboundItem::JoinedUnreachable(c, _) => c,
+            | InboundItem::JoinedUnreachable(c, _)
+            | InboundItem::Resume(c, _, _) => c,
         };
         let tx = self.shard(channel).clone();
         if let Err(mpsc::error::TrySendError::Full(item)) = tx.try_send(item) {

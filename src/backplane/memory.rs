@@ -110,6 +110,29 @@ impl MemoryBackplane {
         true
     }
 
+    /// Moves the record of `id` from node `from` to this node; false when another node
+    /// holds it.
+    pub(crate) fn take_over(&self, id: &ConnectionId, hub: &str, from: &str) -> bool {
+        let mut state = self.bus.state();
+        match state.connections.get_mut(id) {
+            Some(r) if r.node == from || *r.node == *self.node => {
+                r.node = self.node.to_string();
+                true
+            }
+            Some(_) => false,
+            None => {
+                state.connections.insert(
+                    id.clone(),
+                    ConnectionRecord {
+                        node: self.node.to_string(),
+                        hub: hub.to_owned(),
+                    },
+                );
+                true
+            }
+        }
+    }
+
     pub(crate) fn unregister(&self, id: &ConnectionId) {
         let mut s = self.bus.state();
         s.connections.remove(id);

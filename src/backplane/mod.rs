@@ -1,3 +1,6 @@
+//! (Longer than usual because every backplane operation appears here once, dispatching
+//! to its two implementations, with the contract both keep.)
+//!
 //! The backplane: channels between nodes, and the cluster-wide membership store.
 //!
 //! A closed enum rather than a trait: there are exactly two implementations, and an enum
@@ -136,6 +139,25 @@ impl Backplane {
         match self {
             Self::Memory(b) => Ok(b.register(id, hub)),
             Self::Redis(b) => b.register_connection(id, hub, user).await,
+        }
+    }
+
+    /// Records that this node now holds connection `id`, which node `from` held until
+    /// its transport moved here (stateful reconnect); its memberships stay. Returns
+    /// false, changing nothing, when a third node holds it.
+    ///
+    /// # Errors
+    /// [`BackplaneError::Unavailable`].
+    pub async fn take_over_connection(
+        &self,
+        id: &ConnectionId,
+        hub: &str,
+        user: Option<&str>,
+        from: &str,
+    ) -> Result<bool, BackplaneError> {
+        match self {
+            Self::Memory(b) => Ok(b.take_over(id, hub, from)),
+            Self::Redis(b) => b.take_over_connection(id, hub, user, from).await,
         }
     }
 

@@ -39,6 +39,14 @@ pub struct Limits {
     /// is closed as a slow consumer; at least `max_body_bytes` and `max_record_bytes` plus
     /// [`Limits::FRAME_OVERHEAD`], so the largest message always fits. Default: 4194304 (4 MiB).
     pub outbound_queue_bytes: usize,
+    /// Bytes of messages a stateful-reconnect connection keeps until its client
+    /// acknowledges them (what is sent again after a drop); a connection that would
+    /// keep more is closed; at least the largest message, like `outbound_queue_bytes`.
+    /// Default: 4194304 (4 MiB).
+    pub reconnect_buffer_bytes: usize,
+    /// Messages such a connection keeps until acknowledged; a connection that would
+    /// keep more is closed. Default: 10000.
+    pub reconnect_buffer_messages: u64,
     /// TCP connections open at once on each listener (the public one, and `/metrics`'s),
     /// WebSockets included; more are accepted and closed at once (counted). Keep it
     /// below the process's file-descriptor limit. Default: 16384.
@@ -71,6 +79,8 @@ impl Default for Limits {
             publishes_per_key_per_second: 10_000,
             max_concurrent_handshakes: 1000,
             outbound_queue_bytes: 4 * 1024 * 1024,
+            reconnect_buffer_bytes: 4 * 1024 * 1024,
+            reconnect_buffer_messages: 10_000,
             max_open_sockets: 16_384,
         }
     }
@@ -102,6 +112,10 @@ pub struct Timeouts {
     /// A request body must have arrived this long after its head; then the request is
     /// answered 408 and the connection closed. Default: 30000.
     pub body_read_ms: u64,
+    /// How long a stateful-reconnect connection (`withStatefulReconnect()`) whose
+    /// transport dropped lives on, with its groups, waiting for its client to resume it
+    /// on any node; 0 turns stateful reconnect off. Default: 15000.
+    pub reconnect_window_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -116,6 +130,7 @@ impl Default for Timeouts {
             header_read_ms: 10_000,
             http_idle_ms: 60_000,
             body_read_ms: 30_000,
+            reconnect_window_ms: 15_000,
         }
     }
 }
@@ -132,6 +147,10 @@ impl Timeouts {
     /// [`Self::client_timeout_ms`] as a duration.
     pub fn client_timeout(&self) -> Duration {
         Duration::from_millis(self.client_timeout_ms)
+    }
+    /// [`Self::reconnect_window_ms`] as a duration.
+    pub fn reconnect_window(&self) -> Duration {
+        Duration::from_millis(self.reconnect_window_ms)
     }
     /// [`Self::negotiate_ttl_ms`] as a duration.
     pub fn negotiate_ttl(&self) -> Duration {

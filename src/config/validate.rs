@@ -347,7 +347,18 @@ fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
             "must hold the largest message: at least max_body_bytes and max_record_bytes plus {}",
             Limits::FRAME_OVERHEAD
         ),
-        [("limits.outbound_queue_bytes", l.outbound_queue_bytes)],
+        [
+            ("limits.outbound_queue_bytes", l.outbound_queue_bytes),
+            ("limits.reconnect_buffer_bytes", l.reconnect_buffer_bytes),
+        ],
+    )?;
+    at_least(
+        1,
+        "must be greater than 0",
+        [(
+            "limits.reconnect_buffer_messages",
+            l.reconnect_buffer_messages,
+        )],
     )?;
     let t = &file.timeouts;
     at_least(

@@ -22,6 +22,11 @@ pub enum CloseReason {
     ClientTimeout,
     /// The client broke the protocol (bad record, oversized record, unexpected message).
     Protocol(String),
+    /// The connection moved to a new transport (stateful reconnect, on this node or
+    /// another): the old transport ends without leaving the connection's groups.
+    Resumed,
+    /// Its transport was lost and no new one resumed it within the reconnect window.
+    ResumeExpired,
 }
 
 impl CloseReason {
@@ -38,7 +43,7 @@ impl CloseReason {
     fn close_message(&self) -> Option<(Option<String>, bool)> {
         const ERR: &str = "Connection closed with an error.";
         match self {
-            Self::ClientClosed | Self::WriteFailed => None,
+            Self::ClientClosed | Self::WriteFailed | Self::Resumed | Self::ResumeExpired => None,
             Self::Shutdown | Self::ClosedByServer => Some((None, true)),
             Self::SlowConsumer => Some((
                 Some("Connection closed with an error. The client did not read messages fast enough (slow consumer).".into()),
@@ -59,6 +64,8 @@ impl CloseReason {
             Self::WriteFailed => "write_error",
             Self::ClientTimeout => "client_timeout",
             Self::Protocol(_) => "protocol_error",
+            Self::Resumed => "resumed",
+            Self::ResumeExpired => "resume_expired",
         }
     }
 }

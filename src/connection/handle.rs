@@ -26,7 +26,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+mod stateful;
+
 use super::close::CloseReason;
+use super::replay::Replay;
+use crate::envelope::Position;
 use crate::protocol::HubProtocol;
 use crate::ws::{Frame, Socket};
 
@@ -40,6 +44,9 @@ pub struct Outbound {
     /// When it was published (µs since the epoch), for the delivery-lag histogram; 0 when
     /// not a delivery (replies, pings, pongs).
     pub published_at_micros: u64,
+    /// Trackable messages in the frame (stateful reconnect numbers them): 1 for a
+    /// delivery, 0 for pings and pongs.
+    pub trackable: u32,
 }
 
 impl Outbound {
@@ -49,12 +56,19 @@ impl Outbound {
             frame,
             offset: 0,
             published_at_micros,
+            trackable: 1,
         }
     }
 
-    /// A frame of the session's own (a reply, a ping, a pong).
-    pub fn reply(frame: Frame) -> Self {
-        Self::delivery(frame, 0)
+    /// A frame of the session's own holding `trackable` numbered messages (replies to an
+    /// invocation); 0 for a ping or pong.
+    pub fn reply(frame: Frame, trackable: u32) -> Self {
+        Self {
+            frame,
+            offset: 0,
+            published_at_micros: 0,
+            trackable,
+        }
     }
 
     /// The bytes still to write.
@@ -68,8 +82,12 @@ impl Outbound {
 pub enum Sent {
     /// Written to the socket in full, now.
     Written,
-    /// Queued for the session to write.
+    /// Queued for the session to write (or, while a stateful connection's transport is
+    /// down, kept for the resend).
     Queued,
+    /// Not sent: a resumed connection already had it, or waits for its channel's
+    /// catch-up, which delivers it.
+    Skipped,
 }
 
 /// Why a message could not be queued.
@@ -92,6 +110,11 @@ struct State {
     /// The session owns the socket's write side: it writes a batch, or has not finished
     /// its handshake. No direct writes meanwhile.
     writing: bool,
+    /// Stateful reconnect's numbering and unacknowledged frames; `None` for the others.
+    replay: Option<Box<Replay>>,
+    /// The transport is gone and the connection waits to be resumed: messages are only
+    /// kept for the resend.
+    detached: bool,
 }
 
 #[derive(Debug)]
@@ -169,6 +192,8 @@ impl SessionHandle {
                 reason: None,
                 ended: false,
                 writing: socket.is_some(),
+                replay: None,
+                detached: false,
             }),
             capacity,
             byte_budget,
@@ -214,7 +239,31 @@ impl SessionHandle {
         self.send(item, false)
     }
 
-    fn send(&self, mut item: Outbound, direct: bool) -> Result<Sent, QueueError> {
+    fn send(&self, item: Outbound, direct: bool) -> Result<Sent, QueueError> {
+        self.send_at(item, direct, None)
+    }
+
+    /// As [`Self::try_send`] (or [`Self::try_queue`] without `direct`), for a delivery
+    /// at `position` on a channel: a stateful connection records it, and after a resume
+    /// skips what was delivered before (or waits for the channel's catch-up).
+    ///
+    /// # Errors
+    /// As [`Self::try_send`].
+    pub fn try_send_at(
+        &self,
+        item: Outbound,
+        direct: bool,
+        position: Option<(&Arc<str>, &Position)>,
+    ) -> Result<Sent, QueueError> {
+        self.send_at(item, direct, position)
+    }
+
+    fn send_at(
+        &self,
+        mut item: Outbound,
+        direct: bool,
+        position: Option<(&Arc<str>, &Position)>,
+    ) -> Result<Sent, QueueError> {
         {
             let mut state = self.shared.state();
             if state.ended || state.reason.is_some() {
@@ -223,6 +272,20 @@ impl SessionHandle {
             let bytes = state.bytes.saturating_add(item.unwritten().len());
             if state.queue.len() >= self.shared.capacity || bytes > self.shared.byte_budget {
                 return Err(QueueError::Full);
+            }
+            if let Some(replay) = state.replay.as_mut() {
+                if position.is_some_and(|(c, p)| !replay.wants(c, p)) {
+                    return Ok(Sent::Skipped);
+                }
+                if replay
+                    .record(&item.frame, item.trackable, position)
+                    .is_err()
+                {
+                    return Err(QueueError::Full);
+                }
+                if state.detached {
+                    return Ok(Sent::Queued);
+                }
             }
             if let (true, true, false, Some(socket)) = (
                 direct,
@@ -417,7 +480,7 @@ mod tests {
 
     /// A frame of `len` bytes in all (2 of them header).
     fn sized(len: usize) -> Outbound {
-        Outbound::reply(Frame::text("x".repeat(len - 2).as_bytes()))
+        Outbound::reply(Frame::text("x".repeat(len - 2).as_bytes()), 0)
     }
 
     #[tokio::test]

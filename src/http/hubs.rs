@@ -152,10 +152,17 @@ pub async fn negotiate(
             // Version 0 clients connect with the connection id itself, so for them the id
             // is the signed token: harmless, since it opens one connection, for this
             // identity only.
-            let token = state.gate.tokens.issue(
+            // Offered only to a client that asks (the JS client fails on an offer it did
+            // not ask for), when the node keeps connections for a window at all.
+            let stateful = version >= 1
+                && param(&query, "useStatefulReconnect")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                && !state.node.timeouts().reconnect_window().is_zero();
+            let token = state.gate.tokens.issue_with(
                 &id,
                 state.node.timeouts().negotiate_ttl(),
                 version == 0,
+                stateful,
                 TokenBinding::new(hub_def.name(), &identity),
             );
             let public_id = if version == 0 {
@@ -163,7 +170,13 @@ pub async fn negotiate(
             } else {
                 id.to_string()
             };
-            Json(NegotiateResponse::new(version, public_id, token)).into_response()
+            let reply = NegotiateResponse::new(version, public_id, token);
+            let reply = if stateful {
+                reply.with_stateful_reconnect()
+            } else {
+                reply
+            };
+            Json(reply).into_response()
         }
         // ASP.NET answers version problems with 200 and an `error` the clients surface.
         Err(text) => Json(serde_json::json!({ "error": text })).into_response(),
@@ -196,6 +209,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
         });
         Ok(Self { ws, peer })
     }
+}
+
+/// Takes a stateful connection over for the transport being opened; a 404 (the client
+/// then starts a new connection, as ASP.NET's clients do) when no live node holds it.
+async fn take_over(
+    state: &AppState,
+    hub: usize,
+    id: &ConnectionId,
+) -> Result<crate::node::Resumed, Response> {
+    state.node.take_over(hub, id).await.map_err(|e| {
+        tracing::info!(connection = %id, error = %e, "a stateful connection could not be resumed");
+        refuse(
+            state,
+            hub,
+            "resume",
+            StatusCode::NOT_FOUND,
+            "No Connection with that ID",
+        )
+    })
 }
 
 /// Whether this is the first use of a connection token, on this node and, on Redis, in
@@ -331,14 +363,50 @@ pub async fn connect(
             return refuse(&state, hub, reason, StatusCode::SERVICE_UNAVAILABLE, text);
         }
     };
+    let binding = TokenBinding::new(hub_def.name(), &identity);
+    let mut stateful = false;
+    let mut resume = None;
     let connection_id = match param(&query, "id") {
         None | Some("") => ConnectionId::random(),
-        Some(token) => match state
-            .gate
-            .tokens
-            .verify(token, TokenBinding::new(hub_def.name(), &identity))
-        {
+        Some(token) => match state.gate.tokens.verify(token, binding) {
+            // The connection exists: its client is back on a new transport.
+            Ok(verified)
+                if verified.stateful
+                    && node
+                        .has_connection(hub, &verified.id)
+                        .await
+                        .unwrap_or(false) =>
+            {
+                match take_over(&state, hub, &verified.id).await {
+                    Ok(resumed) => {
+                        stateful = true;
+                        resume = Some(resumed);
+                        verified.id
+                    }
+                    Err(refusal) => return refusal,
+                }
+            }
+            Err(TokenError::Expired) => match state.gate.tokens.verify_resumable(token, binding) {
+                Ok(id) => match take_over(&state, hub, &id).await {
+                    Ok(resumed) => {
+                        stateful = true;
+                        resume = Some(resumed);
+                        id
+                    }
+                    Err(refusal) => return refusal,
+                },
+                Err(_) => {
+                    return refuse(
+                        &state,
+                        hub,
+                        "connection_token",
+                        StatusCode::NOT_FOUND,
+                        "No Connection with that ID",
+                    )
+                }
+            },
             Ok(verified) => {
+                stateful = verified.stateful;
                 if node
                     .has_connection(hub, &verified.id)
                     .await
@@ -370,7 +438,7 @@ pub async fn connect(
                     "No Connection with that ID",
                 );
             }
-            Err(TokenError::Forged | TokenError::Expired) => {
+            Err(TokenError::Forged) => {
                 return refuse(
                     &state,
                     hub,
@@ -407,6 +475,8 @@ pub async fn connect(
         caller,
         handshake_permit: Some(permit),
         user_slot,
+        stateful,
+        resume,
     };
     state.sessions.spawn(start_session(on_upgrade, node, start));
     upgrade::switching(accept)

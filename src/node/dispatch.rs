@@ -23,7 +23,13 @@ impl Node {
     /// Writes a frame to every local member of a channel. Never waits: an idle member's
     /// socket is written at once, a busy one's queue takes it, and a member whose queue
     /// is full is closed as a slow consumer.
-    pub(super) fn deliver_local(&self, channel: &str, frames: &mut Frames<'_>, published_at: u64) {
+    pub(super) fn deliver_local(
+        &self,
+        channel: &Arc<str>,
+        frames: &mut Frames<'_>,
+        published_at: u64,
+        position: Option<&Position>,
+    ) {
         // The members are copied out first, so no registry lock is held across the
         // socket writes (a join on this node must not wait for a large group's fan-out).
         let mut members: Vec<(ConnectionId, SessionHandle)> = Vec::new();
@@ -43,14 +49,9 @@ impl Node {
                 continue;
             };
             let item = Outbound::delivery(frame, published_at);
-            let sent = if direct {
-                handle.try_send(item)
-            } else {
-                handle.try_queue(item)
-            };
-            match sent {
+            match handle.try_send_at(item, direct, position.map(|p| (channel, p))) {
                 Ok(Sent::Written) => written += 1,
-                Ok(Sent::Queued) => {}
+                Ok(Sent::Queued | Sent::Skipped) => {}
                 Err(QueueError::Closed) => closing += 1,
                 Err(QueueError::Full) => evict_slow(meters, handle, id, self.hubs[hub].name()),
             }
@@ -64,7 +65,7 @@ impl Node {
         if closing > 0 {
             meters.connection_closed.increment(closing);
             tracing::debug!(
-                channel,
+                channel = %channel,
                 connections = closing,
                 "message not queued: connections closing"
             );
@@ -91,7 +92,7 @@ pub(super) fn deliver_to(
             meters.delivered(1, published_at, now_micros());
             true
         }
-        Ok(Sent::Queued) => true,
+        Ok(Sent::Queued | Sent::Skipped) => true,
         Err(QueueError::Closed) => {
             meters.connection_closed.increment(1);
             tracing::debug!(connection = %id, "message not queued: connection closing");
@@ -227,13 +228,17 @@ pub(super) async fn dispatch_worker(node: Arc<Node>, mut rx: mpsc::Receiver<Inbo
             // Queued when the channel's last local member left, ahead of anything a later
             // join queues, so a member who joins again is owed only what follows.
             Some(InboundItem::Forget(channel)) => positions.forget(&channel),
+            Some(InboundItem::Resume(channel, id, since)) => {
+                node.resume_catch_up(&channel, &id, positions.last(&channel), since)
+                    .await;
+            }
         }
     }
 }
 
 impl Node {
     /// Acts on one envelope from a channel.
-    async fn handle(self: &Arc<Self>, channel: &str, env: Envelope) {
+    async fn handle(self: &Arc<Self>, channel: &Arc<str>, env: Envelope) {
         match env.kind {
             Kind::Deliver => {
                 self.received.fetch_add(1, Ordering::Relaxed);
@@ -253,12 +258,19 @@ impl Node {
                 }
                 // Framed once here per protocol, for every local member.
                 let mut frames = Frames::new(&env.body);
-                self.deliver_local(channel, &mut frames, env.published_at_micros);
+                self.deliver_local(
+                    channel,
+                    &mut frames,
+                    env.published_at_micros,
+                    env.position.as_ref(),
+                );
             }
-            Kind::Send | Kind::Close | Kind::Probe | Kind::Ack => self.apply_control(env).await,
+            Kind::Send | Kind::Close | Kind::Probe | Kind::Ack | Kind::HandedOff => {
+                self.apply_control(env).await;
+            }
             // Handled by the dispatch worker, which holds the positions.
             Kind::EpochEnd => {}
-            Kind::Join | Kind::Leave => {
+            Kind::Join | Kind::Leave | Kind::HandOff => {
                 let node = self.clone();
                 self.tasks
                     .spawn(async move { node.apply_control(env).await });
@@ -287,10 +299,10 @@ impl Node {
     /// `count_missing`, the rest is counted as `backplane_gap` (once per local member, the
     /// deliveries it cost). Returns the last position up to which everything was
     /// delivered or is not owed.
-    async fn fill(self: &Arc<Self>, channel: &str, fill: &Fill, count_missing: bool) -> u64 {
+    async fn fill(self: &Arc<Self>, channel: &Arc<str>, fill: &Fill, count_missing: bool) -> u64 {
         let hub = crate::keys::hub_label(channel).to_owned();
         if fill.restarted {
-            tracing::info!(channel, epoch = %String::from_utf8_lossy(&fill.epoch), "the channel's stream started again (Redis lost its data, or the channel was idle past its position lifetime); what the old one held after this node's last message cannot be checked");
+            tracing::info!(channel = %channel, epoch = %String::from_utf8_lossy(&fill.epoch), "the channel's stream started again (Redis lost its data, or the channel was idle past its position lifetime); what the old one held after this node's last message cannot be checked");
         }
         let kept = self.delivery.history_messages as u64;
         // Only the newest `kept` can still be there.
@@ -303,7 +315,7 @@ impl Node {
                 .await
         };
         let fetched = fetched.unwrap_or_else(|e| {
-            tracing::warn!(channel, error = %e, "could not read the channel's history");
+            tracing::warn!(channel = %channel, error = %e, "could not read the channel's history");
             Vec::new()
         });
         let mut next = fill.from;
@@ -339,7 +351,7 @@ impl Node {
         if recovered > 0 {
             metrics::counter!(m::HISTORY_RECOVERED, "hub" => hub.clone()).increment(recovered);
             tracing::info!(
-                channel,
+                channel = %channel,
                 from = fill.from,
                 to = fill.to,
                 recovered,

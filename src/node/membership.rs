@@ -274,6 +274,41 @@ impl Node {
         Ok(true)
     }
 
+    /// Joins a connection this node holds to `channel` here only (its cluster-wide
+    /// membership exists already: it resumed from another node), and waits until the
+    /// channel is subscribed.
+    pub(super) async fn join_locally(
+        &self,
+        id: &ConnectionId,
+        channel: &str,
+        group: bool,
+    ) -> Result<(), NodeError> {
+        self.registry
+            .join(id, channel, group, usize::MAX)
+            .map_err(|_| NodeError::UnknownConnection(id.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.request_reconcile(channel.into(), Some(tx));
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(e.into()),
+            Ok(Err(_)) => Err(BackplaneError::Unavailable("the node is stopping".into()).into()),
+            Err(_) => Err(BackplaneError::Unavailable("subscribe timed out".into()).into()),
+        }
+    }
+
+    /// Forgets a connection that moved to another node (stateful reconnect), leaving
+    /// its cluster-wide record and memberships to the node that took it.
+    pub(super) fn release_moved(&self, id: &ConnectionId) {
+        let Some((conn, emptied)) = self.registry.remove(id) else {
+            return;
+        };
+        metrics::gauge!(m::CONNECTIONS, "hub" => self.hubs[conn.hub].name().to_owned())
+            .decrement(1.0);
+        for channel in &emptied {
+            self.channel_emptied(channel.clone());
+        }
+    }
+
     pub(super) async fn leave_channel(
         &self,
         id: &ConnectionId,

@@ -18,6 +18,9 @@ mod positions;
 mod publish;
 pub mod registry;
 mod remote;
+mod resume;
+
+pub use resume::{Adopted, Resumed};
 mod subscriptions;
 
 use std::collections::HashMap;
@@ -146,6 +149,8 @@ pub struct Node {
     received: AtomicU64,
     probes: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     acks: Mutex<HashMap<u64, oneshot::Sender<AckOutcome>>>,
+    /// Hand-offs of stateful connections this node asked another for, by nonce.
+    handoffs: Mutex<HashMap<u64, oneshot::Sender<Option<crate::envelope::Moved>>>>,
     /// Cancelled when the node stops; ends its background tasks.
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -219,6 +224,7 @@ impl Node {
             received: AtomicU64::new(0),
             probes: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
+            handoffs: Mutex::new(HashMap::new()),
             stop: parts.stop,
             tasks: TaskTracker::new(),
         });

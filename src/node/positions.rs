@@ -218,6 +218,14 @@ impl Positions {
             .map(|l| l.seq)
     }
 
+    /// The last position delivered on a channel, if any.
+    pub fn last(&self, channel: &str) -> Option<Position> {
+        self.last.get(channel).map(|l| Position {
+            epoch: Bytes::copy_from_slice(&l.epoch),
+            seq: l.seq,
+        })
+    }
+
     /// Forgets a channel this node no longer subscribes to.
     pub fn forget(&mut self, channel: &str) {
         self.last.remove(channel);

@@ -111,6 +111,25 @@ impl Registry {
         true
     }
 
+    /// Gives connection `id` a new session (its client resumed on a new transport): its
+    /// channels stay. Returns false when the connection is not here.
+    pub fn replace_handle(&self, id: &ConnectionId, handle: SessionHandle) -> bool {
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        let Some(conn) = inner.connections.get_mut(id) else {
+            return false;
+        };
+        conn.handle = handle.clone();
+        for channel in &conn.channels {
+            if let Some(entry) = inner.channels.get_mut(channel) {
+                for m in entry.members.iter_mut().filter(|m| &m.id == id) {
+                    m.handle = handle.clone();
+                }
+            }
+        }
+        true
+    }
+
     /// Removes a connection and all its memberships; returns it and the channels that
     /// lost their last local member.
     pub fn remove(&self, id: &ConnectionId) -> Option<(LocalConnection, Vec<Arc<str>>)> {

@@ -12,7 +12,9 @@ use super::dispatch::{bad_envelope, deliver_to};
 use super::frames::Frames;
 use super::{Node, NodeError};
 use crate::connection::close::CloseReason;
-use crate::envelope::{now_micros, Ack, AckOutcome, Envelope, GroupChange, Kind};
+use crate::envelope::{
+    now_micros, Ack, AckOutcome, Envelope, GroupChange, HandOffReply, HandOffRequest, Kind,
+};
 use crate::ids::{ConnectionId, GroupName};
 use crate::metrics as m;
 
@@ -181,6 +183,13 @@ impl Node {
                 }
                 return;
             }
+            Kind::HandedOff => {
+                match serde_json::from_slice::<HandOffReply>(&env.body) {
+                    Ok(reply) => self.handed_off(reply),
+                    Err(_) => bad_envelope("node", "hand-off reply is not valid"),
+                }
+                return;
+            }
             Kind::Ack => {
                 match serde_json::from_slice::<Ack>(&env.body) {
                     Ok(ack) => {
@@ -261,7 +270,11 @@ impl Node {
                     tracing::warn!(error = %e, "could not acknowledge a remote group change");
                 }
             }
-            Kind::Deliver | Kind::Probe | Kind::Ack | Kind::EpochEnd => {}
+            Kind::HandOff => match serde_json::from_slice::<HandOffRequest>(&env.body) {
+                Ok(request) => self.hand_off_to(&id, request).await,
+                Err(_) => bad_envelope("node", "hand-off body is not valid"),
+            },
+            Kind::Deliver | Kind::Probe | Kind::Ack | Kind::EpochEnd | Kind::HandedOff => {}
         }
     }
 

@@ -56,10 +56,18 @@ pub enum ClientMessage {
         /// The client's error text, if any.
         error: Option<String>,
     },
-    /// Type 8: stateful-reconnect acknowledgement.
-    Ack,
-    /// Type 9: stateful-reconnect sequence.
-    Sequence,
+    /// Type 8: stateful reconnect: the peer processed our trackable messages up to this
+    /// id.
+    Ack {
+        /// The last id processed.
+        sequence_id: u64,
+    },
+    /// Type 9: stateful reconnect: the id of the first message the peer (re)sends on a
+    /// new transport.
+    Sequence {
+        /// That id.
+        sequence_id: u64,
+    },
     /// A type this server does not know; ignored for forward compatibility.
     Unknown(u64),
 }
@@ -84,6 +92,18 @@ struct Raw<'a> {
     #[serde(rename = "streamIds")]
     stream_ids: Option<Value>,
     error: Option<Value>,
+    #[serde(rename = "sequenceId")]
+    sequence_id: Option<Value>,
+}
+
+fn sequence_id(value: Option<Value>) -> Result<u64, ProtocolError> {
+    match value {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| ProtocolError("Expected 'sequenceId' to be of type Integer.".into())),
+        Some(_) => err("Expected 'sequenceId' to be of type Integer."),
+        None => err("Missing required property 'sequenceId'."),
+    }
 }
 
 fn string_id(raw: Option<&RawValue>, required: bool) -> Result<Option<String>, ProtocolError> {
@@ -176,11 +196,38 @@ impl ClientMessage {
                     _ => None,
                 },
             },
-            8 => ClientMessage::Ack,
-            9 => ClientMessage::Sequence,
+            8 => ClientMessage::Ack {
+                sequence_id: sequence_id(raw.sequence_id)?,
+            },
+            9 => ClientMessage::Sequence {
+                sequence_id: sequence_id(raw.sequence_id)?,
+            },
             other => ClientMessage::Unknown(other),
         })
     }
+
+    /// Whether stateful reconnect numbers and buffers this message (the others are
+    /// neither: handshake, Ping, Close, Ack, Sequence).
+    pub fn is_trackable(&self) -> bool {
+        matches!(
+            self,
+            Self::Invocation { .. }
+                | Self::StreamItem { .. }
+                | Self::Completion { .. }
+                | Self::StreamInvocation { .. }
+                | Self::CancelInvocation { .. }
+        )
+    }
+}
+
+/// An Ack record: this side processed the peer's trackable messages up to `sequence_id`.
+pub fn ack(sequence_id: u64) -> String {
+    format!("{{\"type\":8,\"sequenceId\":{sequence_id}}}\u{1e}")
+}
+
+/// A Sequence record: the first message that follows on this transport has this id.
+pub fn sequence(sequence_id: u64) -> String {
+    format!("{{\"type\":9,\"sequenceId\":{sequence_id}}}\u{1e}")
 }
 
 /// `{"type":6}` plus the separator.
@@ -326,7 +373,7 @@ mod tests {
 
     #[test]
     fn every_other_message_type_parses() {
-        let cases: [(&[u8], ClientMessage); 8] = [
+        let cases: [(&[u8], ClientMessage); 9] = [
             (
                 br#"{"type":2,"invocationId":"1","item":3}"#,
                 ClientMessage::StreamItem {
@@ -359,15 +406,22 @@ mod tests {
                     error: Some("bye".into()),
                 },
             ),
-            (br#"{"type":8,"sequenceId":1}"#, ClientMessage::Ack),
+            (
+                br#"{"type":8,"sequenceId":1}"#,
+                ClientMessage::Ack { sequence_id: 1 },
+            ),
+            (
+                br#"{"sequenceId":4,"type":9}"#,
+                ClientMessage::Sequence { sequence_id: 4 },
+            ),
             (br#"{"type":42}"#, ClientMessage::Unknown(42)),
         ];
         for (bytes, want) in cases {
             assert_eq!(ClientMessage::parse(bytes).unwrap(), want);
         }
-        assert_eq!(
-            ClientMessage::parse(br#"{"type":9,"sequenceId":1}"#).unwrap(),
-            ClientMessage::Sequence
+        assert!(
+            ClientMessage::parse(br#"{"type":8}"#).is_err(),
+            "an Ack needs its sequenceId"
         );
     }
 

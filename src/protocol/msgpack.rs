@@ -94,8 +94,16 @@ pub fn parse(record: &[u8]) -> Result<ClientMessage, ProtocolError> {
         7 => ClientMessage::Close {
             error: field(1).as_str().map(str::to_owned),
         },
-        8 => ClientMessage::Ack,
-        9 => ClientMessage::Sequence,
+        8 | 9 => {
+            let sequence_id = field(1)
+                .as_u64()
+                .ok_or_else(|| ProtocolError("Reading 'sequenceId' as Int64 failed.".into()))?;
+            if kind == 8 {
+                ClientMessage::Ack { sequence_id }
+            } else {
+                ClientMessage::Sequence { sequence_id }
+            }
+        }
         other => ClientMessage::Unknown(other),
     })
 }
@@ -227,6 +235,16 @@ pub fn completion_error(invocation_id: &str, error: &str) -> Vec<u8> {
     ]))
 }
 
+/// An Ack: `[8, sequenceId]`.
+pub fn ack(sequence_id: u64) -> Vec<u8> {
+    framed(&Mp::Array(vec![Mp::from(8), Mp::from(sequence_id)]))
+}
+
+/// A Sequence: `[9, sequenceId]`.
+pub fn sequence(sequence_id: u64) -> Vec<u8> {
+    framed(&Mp::Array(vec![Mp::from(9), Mp::from(sequence_id)]))
+}
+
 /// A Close message: `[7, error or nil, allowReconnect]`.
 pub fn close(error: Option<&str>, allow_reconnect: bool) -> Vec<u8> {
     framed(&Mp::Array(vec![
@@ -305,6 +323,14 @@ mod tests {
         );
         let ping = ping();
         assert_eq!(parse(&ping[1..]).unwrap(), ClientMessage::Ping);
+        assert_eq!(
+            parse(&ack(300)[1..]).unwrap(),
+            ClientMessage::Ack { sequence_id: 300 }
+        );
+        assert_eq!(
+            parse(&sequence(7)[1..]).unwrap(),
+            ClientMessage::Sequence { sequence_id: 7 }
+        );
     }
 
     #[test]

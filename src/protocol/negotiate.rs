@@ -59,6 +59,12 @@ pub struct NegotiateResponse {
     connection_token: Option<String>,
     #[serde(rename = "availableTransports")]
     available_transports: [Transport; 1],
+    /// Written only when true, as ASP.NET does: a client that did not ask fails on it.
+    #[serde(
+        rename = "useStatefulReconnect",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    use_stateful_reconnect: bool,
 }
 
 impl NegotiateResponse {
@@ -72,7 +78,14 @@ impl NegotiateResponse {
                 transport: "WebSockets",
                 transfer_formats: ["Text", "Binary"],
             }],
+            use_stateful_reconnect: false,
         }
+    }
+
+    /// Offers stateful reconnect (the client asked, and the server allows it).
+    pub fn with_stateful_reconnect(mut self) -> Self {
+        self.use_stateful_reconnect = true;
+        self
     }
 }
 

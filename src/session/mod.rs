@@ -15,8 +15,10 @@
 //! sharing that frame would throw its numbering off.
 
 mod io;
+mod messages;
 mod opening;
 mod replies;
+mod resume;
 
 use std::sync::{Arc, LazyLock};
 
@@ -24,18 +26,19 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use io::{close_code, close_now, readable, write_all, Incoming, MAX_BATCH};
 use opening::{do_handshake, refusal};
-use replies::Replies;
+use resume::{replay_limits, resume};
 
 use crate::connection::close::CloseReason;
 use crate::connection::handle::{self, Outbound, QueueError, SessionHandle};
+use crate::connection::replay::Replay;
 use crate::connection::slot::UserSlot;
 use crate::envelope::now_micros;
-use crate::hub::{CallError, Caller};
+use crate::hub::Caller;
 use crate::metrics as m;
-use crate::node::Node;
+use crate::node::{Node, Resumed};
 use crate::protocol::framing::RecordReader;
 use crate::protocol::handshake;
-use crate::protocol::message::{self, ClientMessage};
+use crate::protocol::message;
 use crate::protocol::{msgpack, HubProtocol};
 use crate::ws::frame::CLOSE_NORMAL;
 use crate::ws::read::FrameReader;
@@ -68,6 +71,12 @@ pub struct SessionStart {
     pub handshake_permit: Option<crate::auth::HandshakeSlot>,
     /// A slot of the user's connection limit, released when the session ends.
     pub user_slot: Option<UserSlot>,
+    /// The connection negotiated stateful reconnect (it becomes stateful if its
+    /// handshake is version 2 or later).
+    pub stateful: bool,
+    /// A stateful connection taken over for this transport: no handshake, and what it
+    /// had not acknowledged is sent again first.
+    pub resume: Option<Resumed>,
 }
 
 /// Runs a connection to its end. The caller keeps `start` (and with it the user's
@@ -79,7 +88,11 @@ pub struct SessionStart {
 /// is most of an idle connection's memory.
 pub async fn run(upgraded: Upgraded, node: &Arc<Node>, start: &mut SessionStart) {
     let hub_name = node.hubs()[start.hub].name().to_owned();
-    let Some(mut session) = Box::pin(open(upgraded, node, start, &hub_name)).await else {
+    let opened = match start.resume.take() {
+        Some(resumed) => Box::pin(resume(upgraded, node, start, &hub_name, resumed)).await,
+        None => Box::pin(open(upgraded, node, start, &hub_name)).await,
+    };
+    let Some(mut session) = opened else {
         return;
     };
     session.run().await;
@@ -119,8 +132,8 @@ async fn open<'a>(
     ))
     .await;
     drop(start.handshake_permit.take());
-    let protocol = match handshake {
-        Ok(protocol) => protocol,
+    let (protocol, version) = match handshake {
+        Ok(chosen) => chosen,
         Err(reply) => {
             if let Some(reply) = reply {
                 tracing::debug!(connection = %id, reply = %reply.trim_end_matches('\u{1e}'), "handshake refused");
@@ -140,6 +153,12 @@ async fn open<'a>(
         protocol,
     );
     rx.count_discards(node.meters(start.hub).connection_closed.clone());
+    // Stateful reconnect needs handshake version 2; below it, ASP.NET silently goes on
+    // without.
+    let stateful = start.stateful && version >= 2;
+    if stateful {
+        handle.make_stateful(Replay::new(replay_limits(node)));
+    }
     let registered = if node.is_draining() {
         Err("The server is shutting down.")
     } else {
@@ -188,6 +207,10 @@ async fn open<'a>(
         protocol,
         frames_broken: None,
         invocations: crate::auth::RateLimiter::new(invocations, 2.0 * invocations),
+        stateful,
+        transport_lost: false,
+        client_next: 1,
+        ack_due: None,
     })
 }
 
@@ -205,12 +228,38 @@ struct Session<'a> {
     /// The client broke the WebSocket framing: the close code to end with.
     frames_broken: Option<u16>,
     invocations: crate::auth::RateLimiter,
+    /// Stateful reconnect is on: a lost transport leaves the connection waiting to be
+    /// resumed.
+    stateful: bool,
+    /// The transport ended without a close: the socket dropped, a write failed, or the
+    /// client went silent.
+    transport_lost: bool,
+    /// The id the client's next trackable message has (stateful reconnect).
+    client_next: u64,
+    /// When to acknowledge what the client sent (stateful reconnect).
+    ack_due: Option<Instant>,
 }
 
 impl Session<'_> {
     /// Serves the connection until it ends, then leaves its groups and says goodbye.
     async fn run(&mut self) {
-        let reason = self.serve().await;
+        let mut reason = self.serve().await;
+        if reason == CloseReason::Resumed {
+            // Another transport has the connection now, groups and all.
+            self.socket().shutdown();
+            return;
+        }
+        let lost = self.transport_lost
+            || matches!(
+                reason,
+                CloseReason::WriteFailed | CloseReason::ClientTimeout
+            );
+        if self.stateful && lost {
+            match Box::pin(self.await_resume()).await {
+                None => return,
+                Some(end) => reason = end,
+            }
+        }
         if reason != CloseReason::ClientClosed {
             metrics::counter!(m::CONNECTIONS_CLOSED, "hub" => self.hub_name.to_owned(), "reason" => reason.label()).increment(1);
         }
@@ -281,6 +330,7 @@ impl Session<'_> {
                 r = readable(self.rx.socket()) => {
                     last_received = Instant::now();
                     if r.is_err() {
+                        self.transport_lost = true;
                         return CloseReason::ClientClosed;
                     }
                     if let Some(reason) = self.read() {
@@ -288,6 +338,11 @@ impl Session<'_> {
                     }
                     if let Some(reason) = Box::pin(self.process_records()).await {
                         return reason;
+                    }
+                    if let Some(due) = self.ack_due {
+                        if due < timer.deadline() {
+                            timer.as_mut().reset(due);
+                        }
                     }
                 }
                 () = &mut timer => {
@@ -297,12 +352,22 @@ impl Session<'_> {
                         return CloseReason::ClientTimeout;
                     }
                     if now >= last_sent + keepalive {
-                        if let Err(reason) = self.send_own(ping(self.protocol)) {
+                        if let Err(reason) = self.send_own(ping(self.protocol), 0) {
                             return reason;
                         }
                         last_sent = Instant::now();
                     }
-                    timer.as_mut().reset((last_sent + keepalive).min(last_received + client_timeout));
+                    if self.ack_due.is_some_and(|due| now >= due) {
+                        self.ack_due = None;
+                        if let Err(reason) = self.send_ack() {
+                            return reason;
+                        }
+                    }
+                    let mut next = (last_sent + keepalive).min(last_received + client_timeout);
+                    if let Some(due) = self.ack_due {
+                        next = next.min(due);
+                    }
+                    timer.as_mut().reset(next);
                 }
             }
         }
@@ -314,7 +379,10 @@ impl Session<'_> {
         let (pending, reader) = (&mut self.pending, &mut self.reader);
         match socket.read_available(&mut self.frames, &mut |e| pending.take(reader, e)) {
             Ok(Read::Open) => {}
-            Ok(Read::Eof) | Err(ReadError::Io(_)) => return Some(CloseReason::ClientClosed),
+            Ok(Read::Eof) | Err(ReadError::Io(_)) => {
+                self.transport_lost = true;
+                return Some(CloseReason::ClientClosed);
+            }
             Err(ReadError::Ws(e)) => {
                 tracing::info!(connection = %self.caller.connection_id, error = %e, "WebSocket protocol error");
                 self.frames_broken = Some(close_code(&e));
@@ -330,7 +398,7 @@ impl Session<'_> {
     /// Queues the pongs owed. `Some` ends the session.
     fn answer_pings(&mut self) -> Option<CloseReason> {
         for pong in std::mem::take(&mut self.pending.pongs) {
-            if let Err(reason) = self.send_own(pong) {
+            if let Err(reason) = self.send_own(pong, 0) {
                 return Some(reason);
             }
         }
@@ -340,8 +408,8 @@ impl Session<'_> {
     /// Sends a frame of the session's own, in order with the deliveries: a client that
     /// makes the node answer (pings, invocations) and never reads fills its queue like
     /// any slow consumer.
-    fn send_own(&self, frame: Frame) -> Result<(), CloseReason> {
-        match self.handle.try_send(Outbound::reply(frame)) {
+    fn send_own(&self, frame: Frame, trackable: u32) -> Result<(), CloseReason> {
+        match self.handle.try_send(Outbound::reply(frame, trackable)) {
             Ok(_) => Ok(()),
             Err(QueueError::Full) => {
                 self.handle.close(CloseReason::SlowConsumer);
@@ -376,104 +444,5 @@ impl Session<'_> {
                 }
             }
         }
-    }
-
-    /// Handles every complete record buffered. `Some` ends the session.
-    async fn process_records(&mut self) -> Option<CloseReason> {
-        loop {
-            let record = match self.reader.next_record() {
-                Ok(Some(r)) => r,
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::info!(connection = %self.caller.connection_id, error = %e, "record too large");
-                    return Some(CloseReason::Protocol(format!("InvalidDataException: {e}")));
-                }
-            };
-            let parsed = match self.protocol {
-                HubProtocol::Json => ClientMessage::parse(&record),
-                HubProtocol::MessagePack => msgpack::parse(&record),
-            };
-            let msg = match parsed {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::info!(connection = %self.caller.connection_id, error = %e, "protocol error");
-                    return Some(CloseReason::Protocol(e.to_string()));
-                }
-            };
-            if let Some(reason) = self.handle_message(msg).await {
-                return Some(reason);
-            }
-        }
-    }
-
-    async fn handle_message(&mut self, msg: ClientMessage) -> Option<CloseReason> {
-        match msg {
-            ClientMessage::Ping | ClientMessage::CancelInvocation { .. } | ClientMessage::Unknown(_) => None,
-            ClientMessage::Close { .. } => Some(CloseReason::ClientClosed),
-            ClientMessage::Invocation {
-                invocation_id,
-                target,
-                arguments,
-                stream_ids,
-            } => {
-                let outcome = if self.invocations.take().is_err() {
-                    Err(CallError::RateLimited)
-                } else if stream_ids.is_empty() {
-                    Box::pin(self.node.invoke(self.hub, self.caller, &target, &arguments)).await
-                } else {
-                    Err(CallError::ArgumentCount {
-                        given: arguments.len() + stream_ids.len(),
-                        expected: arguments.len(),
-                    })
-                };
-                let mut out = Replies::new(self.protocol);
-                match outcome {
-                    Ok(replies) => {
-                        for (event, args) in replies {
-                            out.invocation(&event, args);
-                        }
-                        if let Some(id) = &invocation_id {
-                            out.completion(id, None);
-                        }
-                    }
-                    Err(e) => {
-                        metrics::counter!(m::INVOCATIONS_REFUSED, "hub" => self.hub_name.to_owned(), "reason" => call_error_label(&e))
-                            .increment(1);
-                        tracing::debug!(connection = %self.caller.connection_id, method = %target, error = %e, "invocation refused");
-                        if let Some(id) = &invocation_id {
-                            out.completion(id, Some(&e.completion_text(&target)));
-                        }
-                    }
-                }
-                out.frame().and_then(|f| self.send_own(f).err())
-            }
-            ClientMessage::StreamInvocation { invocation_id, target } => {
-                let text = format!(
-                    "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
-                );
-                let mut out = Replies::new(self.protocol);
-                out.completion(&invocation_id, Some(&text));
-                out.frame().and_then(|f| self.send_own(f).err())
-            }
-            ClientMessage::StreamItem { .. } | ClientMessage::Completion { .. } => Some(CloseReason::Protocol(
-                "InvalidDataException: Unexpected stream item or completion: this server starts no streams and invokes no client methods.".into(),
-            )),
-            ClientMessage::Ack | ClientMessage::Sequence => Some(CloseReason::Protocol(
-                "InvalidDataException: Ack and Sequence messages need stateful reconnect, which was not negotiated.".into(),
-            )),
-        }
-    }
-}
-
-fn call_error_label(e: &CallError) -> &'static str {
-    match e {
-        CallError::UnknownMethod => "unknown_method",
-        CallError::ArgumentCount { .. } | CallError::Binding => "bad_arguments",
-        CallError::Unauthorized => "unauthorized",
-        CallError::MissingClaim(_) => "missing_claim",
-        CallError::InvalidGroup(_) => "invalid_group",
-        CallError::TooManyGroups(_) => "too_many_groups",
-        CallError::RateLimited => "rate_limited",
-        CallError::Unavailable => "unavailable",
     }
 }

@@ -10,7 +10,7 @@ use crate::ws::read::FrameReader;
 use crate::ws::socket::{Read, ReadError};
 use crate::ws::Socket;
 
-/// Reads the handshake and returns the hub protocol it chose (the record reader reads
+/// Reads the handshake and returns the hub protocol and version it chose (the record reader reads
 /// that protocol's framing from then on). `Err(Some(reply))` sends the reply and closes;
 /// `Err(None)` means the client went away.
 pub(super) async fn do_handshake(
@@ -19,7 +19,7 @@ pub(super) async fn do_handshake(
     reader: &mut RecordReader,
     pending: &mut Incoming,
     node: &Node,
-) -> Result<HubProtocol, Option<String>> {
+) -> Result<(HubProtocol, u32), Option<String>> {
     let deadline = Instant::now() + node.timeouts().handshake();
     let record = loop {
         match reader.next_record() {
@@ -48,11 +48,11 @@ pub(super) async fn do_handshake(
             let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.write_all(pong.as_bytes())).await;
         }
     };
-    let (protocol, _) = handshake::parse(&record).map_err(|e| Some(e.reply()))?;
+    let (protocol, version) = handshake::parse(&record).map_err(|e| Some(e.reply()))?;
     if protocol == HubProtocol::MessagePack {
         reader.use_length_prefix();
     }
-    Ok(protocol)
+    Ok((protocol, version))
 }
 
 /// A handshake error reply for a node that cannot take the connection.

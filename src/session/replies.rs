@@ -10,6 +10,8 @@ use crate::ws::Frame;
 pub(super) struct Replies {
     protocol: HubProtocol,
     bytes: Vec<u8>,
+    /// Messages written (all trackable: invocations and completions).
+    count: u32,
 }
 
 impl Replies {
@@ -17,11 +19,13 @@ impl Replies {
         Self {
             protocol,
             bytes: Vec::new(),
+            count: 0,
         }
     }
 
     /// An event for the caller alone (a method's reply events).
     pub(super) fn invocation(&mut self, target: &str, arguments: Vec<Value>) {
+        self.count += 1;
         match self.protocol {
             HubProtocol::Json => {
                 let args = Value::Array(arguments).to_string();
@@ -36,6 +40,7 @@ impl Replies {
 
     /// The Completion of invocation `id`: void, or the error text.
     pub(super) fn completion(&mut self, id: &str, error: Option<&str>) {
+        self.count += 1;
         let bytes = match (self.protocol, error) {
             (HubProtocol::Json, None) => message::completion_ok(id, None).into_bytes(),
             (HubProtocol::Json, Some(e)) => message::completion_error(id, e).into_bytes(),
@@ -43,6 +48,11 @@ impl Replies {
             (HubProtocol::MessagePack, Some(e)) => msgpack::completion_error(id, e),
         };
         self.bytes.extend_from_slice(&bytes);
+    }
+
+    /// Messages written so far (stateful reconnect numbers each).
+    pub(super) fn count(&self) -> u32 {
+        self.count
     }
 
     /// The frame to send, if there is anything to say.

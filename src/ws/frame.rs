@@ -51,6 +51,29 @@ impl Frame {
         Self::build(OP_CLOSE, &code.to_be_bytes())
     }
 
+    /// A frame as [`Self::as_bytes`] gave it (moved between nodes with a stateful
+    /// connection), if it is one whole, final, unmasked text or binary frame.
+    pub fn from_wire(bytes: Bytes) -> Option<Self> {
+        let (&first, rest) = bytes.split_first()?;
+        if first != 0x80 | OP_TEXT && first != 0x80 | OP_BINARY {
+            return None;
+        }
+        let (&second, rest) = rest.split_first()?;
+        let (len, rest) = match second {
+            126 => (
+                usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)),
+                &rest[2..],
+            ),
+            127 => (
+                usize::try_from(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?)).ok()?,
+                &rest[8..],
+            ),
+            n if n < 126 => (usize::from(n), rest),
+            _ => return None,
+        };
+        (rest.len() == len).then_some(Self(bytes))
+    }
+
     fn build(opcode: u8, payload: &[u8]) -> Self {
         let len = payload.len();
         let mut buf = BytesMut::with_capacity(header_len(len) + len);
@@ -136,5 +159,26 @@ mod tests {
     fn close_carries_its_code() {
         let f = Frame::close(CLOSE_PROTOCOL);
         assert_eq!(f.as_bytes(), &[0x88, 2, 0x03, 0xEA]);
+    }
+
+    #[test]
+    fn frames_from_the_wire_are_checked_whole() {
+        for f in [
+            Frame::text(b"hi"),
+            Frame::binary(&[7; 300]),
+            Frame::text(&[1; 70_000]),
+        ] {
+            assert_eq!(
+                Frame::from_wire(Bytes::copy_from_slice(f.as_bytes())),
+                Some(f.clone())
+            );
+            let cut = Bytes::copy_from_slice(&f.as_bytes()[..f.as_bytes().len() - 1]);
+            assert_eq!(Frame::from_wire(cut), None, "one byte short");
+        }
+        assert_eq!(
+            Frame::from_wire(Bytes::copy_from_slice(Frame::pong(b"p").as_bytes())),
+            None
+        );
+        assert_eq!(Frame::from_wire(Bytes::new()), None);
     }
 }

@@ -40,6 +40,42 @@ impl RedisBackplane {
         Ok(registered == 1)
     }
 
+    /// Lists the id in this node's set, moves the record here, then unlists it from
+    /// the previous node's set (a crash between leaves it listed twice: the reaper of
+    /// the previous node drops only a record that node still owns).
+    pub(crate) async fn take_over_connection(
+        &self,
+        id: &ConnectionId,
+        hub: &str,
+        user: Option<&str>,
+        from: &str,
+    ) -> Result<bool, BackplaneError> {
+        self.set_change("SADD", self.keys.node_connections(&self.node), id.as_str())
+            .await?;
+        let s = self.scripts.clone();
+        let conn_key = self.keys.connection(id.as_str());
+        let moved: i64 = self
+            .run("take_over", |mut c| async move {
+                s.take_over
+                    .key(conn_key)
+                    .arg(&*self.node)
+                    .arg(hub)
+                    .arg(user.unwrap_or(""))
+                    .arg(from)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if moved != 1 {
+            self.set_change("SREM", self.keys.node_connections(&self.node), id.as_str())
+                .await?;
+            return Ok(false);
+        }
+        self.set_change("SREM", self.keys.node_connections(from), id.as_str())
+            .await?;
+        Ok(true)
+    }
+
     pub(crate) async fn unregister_connection(
         &self,
         id: &ConnectionId,

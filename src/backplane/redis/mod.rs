@@ -23,6 +23,7 @@
 //! | leave | the member set loses it (and the hub's group set, if that emptied it, checked again after); the record loses the group | a record naming a group it left: the next drop removes nothing more |
 //! | drop (close, reap) | every group of the record is left; the record is deleted; the node's set loses the id | the id is still listed, so the next reap finishes it |
 //! | reap | claim (the dead node's generation deleted, its ids listed); each id dropped; its sets deleted | the lock expires and another node reaps again; a node that came back meanwhile is told to write its state once more |
+//! | take over (stateful reconnect on another node) | the new node's set gains the id; the record moves to it; the old node's set loses the id | listed under both nodes: the old node's reaper leaves a record it no longer owns |
 //!
 //! The same steps run on one server, so both deployments behave alike.
 

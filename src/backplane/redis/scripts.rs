@@ -30,6 +30,16 @@ redis.call('HSET', KEYS[1], 'node', ARGV[1], 'hub', ARGV[2], 'user', ARGV[3])
 return 1
 ";
 
+/// Moves a connection's hash to node `ARGV[1]` from node `ARGV[4]` (stateful reconnect
+/// on another node), or writes it when it is gone. KEYS: the hash; ARGV: node, hub,
+/// user, previous node.
+const TAKE_OVER: &str = r"
+local owner = redis.call('HGET', KEYS[1], 'node')
+if owner and owner ~= ARGV[1] and owner ~= ARGV[4] then return 0 end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'hub', ARGV[2], 'user', ARGV[3])
+return 1
+";
+
 /// Deletes a connection's hash if `ARGV[1]` still owns it. KEYS: the hash.
 const DROP_RECORD: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'node')
@@ -189,6 +199,7 @@ pub(super) struct Scripts {
     pub(super) register: Script,
     pub(super) drop_record: Script,
     pub(super) epoch_end: Script,
+    pub(super) take_over: Script,
     pub(super) reap_claim: Script,
     pub(super) reap_finish: Script,
 }
@@ -207,6 +218,7 @@ impl Scripts {
             register: Script::new(REGISTER),
             drop_record: Script::new(DROP_RECORD),
             epoch_end: Script::new(EPOCH_END),
+            take_over: Script::new(TAKE_OVER),
             reap_claim: Script::new(REAP_CLAIM),
             reap_finish: Script::new(REAP_FINISH),
         }
