@@ -564,7 +564,7 @@ async fn churn(cli: &Cli, system: System, clients: usize, secs: u64) -> Value {
         loop {
             mismatches = 0;
             for g in 0..2 * groups {
-                let channel = format!("bench:tasks:group:g{g}");
+                let channel = format!("bench:tasks:group:{{g{g}}}");
                 let (_, subs): (String, u64) = redis::cmd("PUBSUB")
                     .arg("NUMSUB")
                     .arg(&channel)
