@@ -330,6 +330,7 @@ async fn fanout(
 
     // Paced phase: a fixed rate, for latency.
     let paced_redis = scaling::snapshot(&cluster.redis.ports).await;
+    let machine0 = procs::machine_busy_seconds();
     let cpu = CpuMeter::start(&cluster.pids());
     let mut http_paced = Histogram::<u64>::new(3).unwrap();
     let total = rate * paced_secs;
@@ -356,6 +357,7 @@ async fn fanout(
     }
     drain(&shared, expected, Duration::from_secs(10)).await;
     let paced_cpu = cpu.stop();
+    let paced_machine = procs::machine_busy_seconds() - machine0;
     let paced_delivered = shared.received.load(Ordering::Relaxed);
     let closed_redis = scaling::snapshot(&cluster.redis.ports).await;
     let setup_shards = scaling::shards_json(&cluster.redis, &cluster.setup, &paced_redis, &[]);
@@ -363,6 +365,7 @@ async fn fanout(
         scaling::shards_json(&cluster.redis, &paced_redis, &closed_redis, &paced_cpu);
 
     // Closed loop: one sequential publisher per group, as fast as they go.
+    let machine0 = procs::machine_busy_seconds();
     let cpu = CpuMeter::start(&cluster.pids());
     let before = shared.received.load(Ordering::Relaxed);
     let stop_at = Instant::now() + Duration::from_secs(closed_secs);
@@ -399,6 +402,7 @@ async fn fanout(
     let publish_elapsed = closed_secs as f64;
     drain(&shared, expected, Duration::from_secs(30)).await;
     let closed_cpu = cpu.stop();
+    let closed_machine = procs::machine_busy_seconds() - machine0;
     let closed_kernel = cpu.kernel();
     let closed_delivered = shared.received.load(Ordering::Relaxed) - before;
     let end_redis = scaling::snapshot(&cluster.redis.ports).await;
@@ -445,6 +449,10 @@ async fn fanout(
             .map(|(_, s)| s)
             .sum::<f64>()
     };
+    // What the machine ran beside the processes measured (other work on its cores).
+    let others = |machine: f64, cpu: &[(String, f64)]| {
+        ((machine - cpu.iter().map(|(_, s)| s).sum::<f64>()).max(0.0) * 1000.0).round() / 1000.0
+    };
     let per_delivery = |secs: f64, delivered: u64| secs * 1e6 / (delivered.max(1) as f64);
     let closed_server = server_cpu(&closed_cpu);
     let closed_server_kernel = server_cpu(&closed_kernel);
@@ -462,6 +470,7 @@ async fn fanout(
             "cpu_seconds": cpu_json(&paced_cpu),
             "server_cpu_us_per_delivery": per_delivery(server_cpu(&paced_cpu), paced_delivered),
             "redis_shards": paced_shards,
+            "other_processes_cpu_seconds": others(paced_machine, &paced_cpu),
         },
         "closed": {
             "secs": closed_secs, "published": published_closed, "delivered": closed_delivered,
@@ -479,6 +488,7 @@ async fn fanout(
             "redis_publish_path_commands_per_publish": if system == System::Hubcast { json!(script_calls as f64 / published_closed.max(1) as f64) } else { Value::Null },
             "redis_commands_per_publish": if system == System::Hubcast { json!(all_calls as f64 / published_closed.max(1) as f64) } else { Value::Null },
             "redis_shards": closed_shards,
+            "other_processes_cpu_seconds": others(closed_machine, &closed_cpu),
         },
         "redis_setup_shards": setup_shards,
         "redis_groups_per_shard": groups_per_shard,

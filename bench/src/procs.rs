@@ -394,6 +394,29 @@ fn stat_split(path: &str) -> (f64, f64) {
     (utime / clock_ticks(), stime / clock_ticks())
 }
 
+/// CPU seconds the whole machine has been busy (all cores, every process), from the
+/// first line of /proc/stat: what else ran beside the processes under test.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = fields
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    busy / clock_ticks()
+}
+
 /// Resident memory of a process, in bytes.
 pub fn rss_bytes(pid: u32) -> u64 {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {

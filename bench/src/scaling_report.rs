@@ -104,7 +104,7 @@ pub fn section(runs: &[Value]) -> String {
         "Measured in the same run as the tables above (`hubcast-bench all` runs `redis-scaling`).\n\n"
     });
     o.push_str(&format!(
-        "hubcast's fan-out ({} clients in {} groups, {} nodes, paced at {}/s for {} s, then a {} s\nclosed loop) on one Redis server, then on a Redis Cluster of {masters} masters\n(`redis+cluster://` with the masters as seeds). The cluster has no replicas: on two cores a\nreplica per master would double the Redis processes competing with the nodes and the load\ngenerator for CPU, and replication is not what this measures. Each group's channel,\nposition and history carry the group as hash tag, so a publish is one `EVALSHA` on the shard\nowning its slot, which runs the `SPUBLISH` there. CPU time is each Redis process's\nutime + stime from `/proc/<pid>/stat`; command counts are `INFO commandstats` deltas\n(commands a script runs are counted too; the benchmark's own `INFO` and `CLUSTER INFO` are\nleft out); bus messages are `CLUSTER INFO` `cluster_stats_messages_*` deltas.\n\n",
+        "hubcast's fan-out ({} clients in {} groups, {} nodes, paced at {}/s for {} s, then a {} s\nclosed loop) on one Redis server, then on a Redis Cluster of {masters} masters\n(`redis+cluster://` with the masters as seeds). The cluster has no replicas: on two cores a\nreplica per master would double the Redis processes competing with the nodes and the load\ngenerator for CPU, and replication is not what this measures. Each group's channel,\nposition and history carry the group as hash tag, so a publish is one `EVALSHA` on the shard\nowning its slot, which runs the `SPUBLISH` there. CPU time is each Redis process's\nutime + stime from `/proc/<pid>/stat`; command counts are `INFO commandstats` deltas\n(commands a script runs are counted too; the benchmark's own `INFO` and `CLUSTER INFO` are\nleft out); bus messages are `CLUSTER INFO` `cluster_stats_messages_*` deltas; \"other\nprocesses\" is the machine's busy time (`/proc/stat`) less that of the processes measured.\n\n",
         cl["clients"], cl["groups"], cl["nodes"], cl["paced"]["rate"], cl["paced"]["secs"], cl["closed"]["secs"]
     ));
     o.push_str(&fanout_table(st, cl, masters));
@@ -183,6 +183,12 @@ fn fanout_table(st: &Value, cl: &Value, masters: u64) -> String {
             |v: &Value| per(redis_cpu(v), f(&v["closed"]["delivered"])),
             3,
             " µs",
+        ),
+        (
+            "CPU of other processes on the machine, closed loop".into(),
+            |v: &Value| f(&v["closed"]["other_processes_cpu_seconds"]),
+            2,
+            " s",
         ),
         (
             "script calls per publish (summed over the shards)".into(),
