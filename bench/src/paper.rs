@@ -17,8 +17,51 @@ fn ceil(x: f64) -> f64 {
     (x - 1e-9).ceil()
 }
 
+/// A Redis's CPU per publish in a fan-out's closed loop and how busy it was (CPU seconds
+/// per second, over its processes).
+fn cost(run: &Value) -> (f64, f64) {
+    let c = &run["closed"];
+    let n = shards(&c["redis_shards"]).len().max(1) as f64;
+    (
+        per(redis_cpu(run), f(&c["published"])),
+        redis_cpu(run) / f(&c["secs"]) / n,
+    )
+}
+
+/// What the one-master cluster, carrying the whole load on one shard, says about the
+/// cost at a higher load per shard.
+fn busier(st: &Value, one: &Value, c_pub: f64, load: f64, publishes: f64) -> String {
+    let (c_one, load_one) = cost(one);
+    let (c_st, load_st) = cost(st);
+    if !c_one.is_finite() {
+        return String::new();
+    }
+    let shards_one = ceil(publishes * c_one / 1e6 / HEADROOM);
+    let trend = if c_one < c_pub && load_one > load {
+        format!(
+            "A shard's cost per publish falls as its load rises (more commands per wake-up, fewer\n\
+             system calls per command), so at {:.0} % busy it would be lower still: **{shards_one:.0} shards** at\n\
+             the one-master cluster's cost, fewer at a busier shard's; the count above is the cautious one.",
+            HEADROOM * 100.0
+        )
+    } else {
+        format!(
+            "The busier shard did not spend less per publish, so load does not explain the cost;\n\
+             at its cost the count is {shards_one:.0} shards."
+        )
+    };
+    format!(
+        "The one-master cluster carried the whole load on one shard, {:.0} % busy: {c_one:.2} µs per\n\
+         publish (the standalone server, {:.0} % busy: {c_st:.2} µs), against {c_pub:.2} µs on a shard {:.0} %\n\
+         busy. {trend}\n\n",
+        load_one * 100.0,
+        load_st * 100.0,
+        load * 100.0
+    )
+}
+
 /// Shards for TARGET_DELIVERIES, from the cluster run's most expensive shard.
-pub fn shards_needed(st: &Value, cl: &Value, raw: &Value) -> String {
+pub fn shards_needed(st: &Value, one: &Value, cl: &Value, raw: &Value) -> String {
     let c = &cl["closed"];
     let d = f(&c["delivered"]) / f(&c["published"]).max(1.0);
     let nodes = u(&cl["nodes"]);
@@ -48,8 +91,7 @@ pub fn shards_needed(st: &Value, cl: &Value, raw: &Value) -> String {
         "The most expensive shard of the cluster run ({name}) spent **{c_pub:.2} µs of CPU per publish** it\n\
          handled (one `EVALSHA`: position, history, idempotency record and the `SPUBLISH` to the\n\
          {nodes} nodes subscribed to the group), {:.3} µs per delivery at {d:.1} deliveries per publish;\n\
-         the standalone server spent {st_pub:.2} µs per publish. That shard was {:.0} % busy; a busier\n\
-         one handles more commands per wake-up, so its cost per publish is, if anything, lower.\n\
+         the standalone server spent {st_pub:.2} µs per publish. That shard was {:.0} % busy.\n\
          Redis runs commands on one thread, so a shard gets at most one core. At {:.0} % of it:\n\n\
          - per shard: {:.0} µs/s ÷ {c_pub:.2} µs = **{} publishes/s**, {} deliveries/s;\n\
          - 1 M deliveries/s ÷ {d:.1} deliveries per publish = {} publishes/s;\n\
@@ -67,6 +109,9 @@ pub fn shards_needed(st: &Value, cl: &Value, raw: &Value) -> String {
         g(per_shard),
         publishes / per_shard,
     ));
+    if one.is_object() {
+        o.push_str(&busier(st, one, c_pub, load, publishes));
+    }
     // Classic PUBLISH: every other master pays for every message, however many shards.
     let n = f(&raw["messages"]);
     let classic = &raw["classic"];

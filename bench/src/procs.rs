@@ -182,8 +182,8 @@ fn free_cluster_port() -> u16 {
     }
 }
 
-/// `masters` cluster-enabled servers joined by `redis-cli --cluster create` with no
-/// replicas (a replica would take CPU from the two cores the shards are measured on),
+/// `masters` cluster-enabled servers joined by `redis-cli --cluster create` (or one
+/// server owning every slot) with no replicas (a replica would take CPU from the two cores the shards are measured on),
 /// waited for until every master reports `cluster_state:ok` and knows the others.
 pub async fn start_redis_cluster(masters: usize) -> Redis {
     let dir = std::env::temp_dir().join(format!(
@@ -217,18 +217,32 @@ pub async fn start_redis_cluster(masters: usize) -> Redis {
     for &p in &ports {
         wait_redis(p).await;
     }
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli on PATH");
-    assert!(
-        out.status.success(),
-        "redis-cli --cluster create failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    if masters == 1 {
+        // redis-cli refuses to create a cluster of fewer than three masters: one server
+        // simply takes every slot.
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", ports[0])).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query_async(&mut c)
+            .await
+            .expect("CLUSTER ADDSLOTSRANGE");
+    } else {
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli on PATH");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     for &p in &ports {
         let client = redis::Client::open(format!("redis://127.0.0.1:{p}")).unwrap();

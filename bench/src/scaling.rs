@@ -196,11 +196,18 @@ pub struct Shape {
     pub closed_secs: u64,
 }
 
-/// hubcast's fan-out on one server, then on `masters` masters; then raw PUBLISH against
-/// SPUBLISH on a fresh cluster of as many masters.
+/// hubcast's fan-out on one server, on a one-master cluster (cluster mode at the same
+/// load per server) and on `masters` masters; then raw PUBLISH against SPUBLISH on a
+/// fresh cluster of as many masters.
 pub async fn run(cli: &Cli, shape: Shape, masters: usize, raw_messages: u64) -> Value {
-    let mut runs = Vec::new();
-    for kind in [RedisKind::Standalone, RedisKind::Cluster(masters)] {
+    let mut out = json!({
+        "scenario": "redis-scaling", "system": "hubcast", "masters": masters, "replicas": 0,
+    });
+    for (key, kind) in [
+        ("standalone", RedisKind::Standalone),
+        ("cluster_one", RedisKind::Cluster(1)),
+        ("cluster", RedisKind::Cluster(masters)),
+    ] {
         let r = crate::fanout(
             cli,
             crate::client::System::Hubcast,
@@ -214,16 +221,10 @@ pub async fn run(cli: &Cli, shape: Shape, masters: usize, raw_messages: u64) -> 
         )
         .await;
         crate::report::table(&r);
-        runs.push(r);
+        out[key] = r;
     }
-    let raw = raw_publish(masters, raw_messages).await;
-    let cluster = runs.pop().unwrap();
-    let standalone = runs.pop().unwrap();
-    json!({
-        "scenario": "redis-scaling", "system": "hubcast",
-        "masters": masters, "replicas": 0,
-        "standalone": standalone, "cluster": cluster, "raw_publish": raw,
-    })
+    out["raw_publish"] = raw_publish(masters, raw_messages).await;
+    out
 }
 
 /// Counts pushes of `marker` (`$7\r\nmessage\r\n`, `$8\r\nsmessage\r\n`) arriving on a

@@ -40,9 +40,21 @@ pub(crate) fn redis_cpu(run: &Value) -> f64 {
         .sum()
 }
 
+/// The fan-out runs of a `redis-scaling` result that are there, with their labels.
+fn fanouts(r: &Value) -> Vec<(String, &Value)> {
+    let masters = u(&r["masters"]);
+    [
+        ("standalone".to_owned(), &r["standalone"]),
+        ("1-master cluster".to_owned(), &r["cluster_one"]),
+        (format!("{masters}-master cluster"), &r["cluster"]),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.is_object())
+    .collect()
+}
+
 pub fn table(v: &Value) {
-    for key in ["standalone", "cluster"] {
-        let r = &v[key];
+    for (key, r) in fanouts(v) {
         let c = &r["closed"];
         eprintln!(
             "redis-scaling {key}: {:.0} deliveries/s, Redis CPU {:.2} µs/publish",
@@ -84,7 +96,7 @@ pub fn method(runs: &[Value]) -> String {
         return String::new();
     };
     format!(
-        "- **redis-scaling**: hubcast's fan-out (the same clients, groups, nodes and rate) on one\n  Redis server and on a Redis Cluster of {} masters without replicas, then {} raw `PUBLISH`\n  against as many `SPUBLISH` on such a cluster; see \"Redis Cluster scaling\".\n",
+        "- **redis-scaling**: hubcast's fan-out (the same clients, groups, nodes and rate) on one\n  Redis server, on a one-master Redis Cluster and on one of {} masters, without replicas; then {} raw `PUBLISH`\n  against as many `SPUBLISH` on such a cluster; see \"Redis Cluster scaling\".\n",
         r["masters"],
         group_digits(u(&r["raw_publish"]["messages"]))
     )
@@ -97,6 +109,7 @@ pub fn section(runs: &[Value]) -> String {
     };
     let (st, cl) = (&r["standalone"], &r["cluster"]);
     let masters = u(&r["masters"]);
+    let runs = fanouts(r);
     let mut o = String::from("## Redis Cluster scaling\n\n");
     o.push_str(if r["merged"] == true {
         "From a separate `hubcast-bench redis-scaling --merge BENCHMARKS.md` run, merged into\n`BENCHMARKS.json` beside the full run's results, which it leaves as they were. The machine's\nspeed drifts between sittings: compare this section's numbers with each other, not with\nthe tables above.\n\n"
@@ -104,25 +117,36 @@ pub fn section(runs: &[Value]) -> String {
         "Measured in the same run as the tables above (`hubcast-bench all` runs `redis-scaling`).\n\n"
     });
     o.push_str(&format!(
-        "hubcast's fan-out ({} clients in {} groups, {} nodes, paced at {}/s for {} s, then a {} s\nclosed loop) on one Redis server, then on a Redis Cluster of {masters} masters\n(`redis+cluster://` with the masters as seeds). The cluster has no replicas: on two cores a\nreplica per master would double the Redis processes competing with the nodes and the load\ngenerator for CPU, and replication is not what this measures. Each group's channel,\nposition and history carry the group as hash tag, so a publish is one `EVALSHA` on the shard\nowning its slot, which runs the `SPUBLISH` there. CPU time is each Redis process's\nutime + stime from `/proc/<pid>/stat`; command counts are `INFO commandstats` deltas\n(commands a script runs are counted too; the benchmark's own `INFO` and `CLUSTER INFO` are\nleft out); bus messages are `CLUSTER INFO` `cluster_stats_messages_*` deltas; \"other\nprocesses\" is the machine's busy time (`/proc/stat`) less that of the processes measured.\n\n",
+        "hubcast's fan-out ({} clients in {} groups, {} nodes, paced at {}/s for {} s, then a {} s\nclosed loop) on one Redis server, on a Redis Cluster of one master owning every slot (cluster\nmode at the standalone server's load), then on a Redis Cluster of {masters} masters\n(`redis+cluster://` with the masters as seeds). The clusters have no replicas: on two cores a\nreplica per master would double the Redis processes competing with the nodes and the load\ngenerator for CPU, and replication is not what this measures. Each group's channel,\nposition and history carry the group as hash tag, so a publish is one `EVALSHA` on the shard\nowning its slot, which runs the `SPUBLISH` there. CPU time is each Redis process's\nutime + stime from `/proc/<pid>/stat`; command counts are `INFO commandstats` deltas\n(commands a script runs are counted too; the benchmark's own `INFO` and `CLUSTER INFO` are\nleft out); bus messages are `CLUSTER INFO` `cluster_stats_messages_*` deltas; \"other\nprocesses\" is the machine's busy time (`/proc/stat`) less that of the processes measured.\n\n",
         cl["clients"], cl["groups"], cl["nodes"], cl["paced"]["rate"], cl["paced"]["secs"], cl["closed"]["secs"]
     ));
-    o.push_str(&fanout_table(st, cl, masters));
-    o.push_str(&shard_table(st, cl));
+    o.push_str(&fanout_table(&runs));
+    o.push_str(&shard_table(&runs));
     o.push_str(&raw_table(&r["raw_publish"]));
     o.push_str(&checks(cl, &r["raw_publish"]));
-    o.push_str(&crate::paper::shards_needed(st, cl, &r["raw_publish"]));
+    o.push_str(&crate::paper::shards_needed(
+        st,
+        &r["cluster_one"],
+        cl,
+        &r["raw_publish"],
+    ));
     o
 }
 
 /// A number read from a fan-out result.
 type Getter = fn(&Value) -> f64;
 
-fn fanout_table(st: &Value, cl: &Value, masters: u64) -> String {
+/// The fan-out runs side by side, the last over the first.
+fn fanout_table(runs: &[(String, &Value)]) -> String {
+    let heads: Vec<&str> = runs.iter().map(|(l, _)| l.as_str()).collect();
     let mut o = format!(
-        "| | standalone Redis | {masters}-master cluster | cluster / standalone |\n|---|---|---|---|\n"
+        "| | {} | {} / {} |\n|---|{}---|\n",
+        heads.join(" | "),
+        heads.last().unwrap_or(&""),
+        heads.first().unwrap_or(&""),
+        "---|".repeat(heads.len())
     );
-    let rate = st["paced"]["rate"].to_string();
+    let rate = runs[0].1["paced"]["rate"].to_string();
     let rows: Vec<(String, Getter, usize, &str)> = vec![
         (
             "max deliveries/s (closed loop)".into(),
@@ -198,17 +222,15 @@ fn fanout_table(st: &Value, cl: &Value, masters: u64) -> String {
         ),
     ];
     for (name, get, d, unit) in &rows {
-        let (a, b) = (get(st), get(cl));
+        let v: Vec<f64> = runs.iter().map(|(_, r)| get(r)).collect();
+        let (a, b) = (v[0], v[v.len() - 1]);
         let ratio = if a.is_finite() && b.is_finite() && a != 0.0 {
             format!("{:.2}×", b / a)
         } else {
             "—".into()
         };
-        o.push_str(&format!(
-            "| {name} | {} | {} | {ratio} |\n",
-            num(a, *d, unit),
-            num(b, *d, unit)
-        ));
+        let cells: Vec<String> = v.iter().map(|x| num(*x, *d, unit)).collect();
+        o.push_str(&format!("| {name} | {} | {ratio} |\n", cells.join(" | ")));
     }
     let lost = |v: &Value| {
         format!(
@@ -216,19 +238,20 @@ fn fanout_table(st: &Value, cl: &Value, masters: u64) -> String {
             v["lost"], v["duplicated"], v["reordered"], v["failed_publishes"]
         )
     };
+    let cells: Vec<String> = runs.iter().map(|(_, r)| lost(r)).collect();
     o.push_str(&format!(
-        "| lost / duplicated (overtaken by a later publish) | {} | {} | |\n\n",
-        lost(st),
-        lost(cl)
+        "| lost / duplicated (overtaken by a later publish) | {} | |\n\n",
+        cells.join(" | ")
     ));
     o
 }
 
-/// One row per Redis process of both runs, closed loop; a total for the cluster.
-fn shard_table(st: &Value, cl: &Value) -> String {
-    let mut o = String::from("Each Redis process in the closed loop (subscriptions: from Redis's start until the clients had\njoined; bus: publish + publishshard messages sent / received):\n\n| run | process | groups owned | script calls (≈ publishes) | share | SPUBLISH | PUBLISH | all commands | subscribe commands (SSUBSCRIBE / SUBSCRIBE) | CPU | CPU per publish | CPU per delivery | bus messages |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for (label, run) in [("standalone", st), ("cluster", cl)] {
+/// One row per Redis process of each run, closed loop; a total for a cluster's masters.
+fn shard_table(runs: &[(String, &Value)]) -> String {
+    let mut o = String::from("Each Redis process in the closed loop (subscribe commands: from Redis's start until the clients\nhad joined; busy: CPU seconds per second of the loop, per process; bus: publish + publishshard\nmessages sent / received):\n\n| run | process | groups owned | script calls (≈ publishes) | share | SPUBLISH | PUBLISH | all commands | subscribe commands (SSUBSCRIBE / SUBSCRIBE) | CPU | busy | CPU per publish | CPU per delivery | bus messages |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (label, run) in runs {
         let c = &run["closed"];
+        let secs = f(&c["secs"]);
         let per_publish = f(&c["delivered"]) / f(&c["published"]).max(1.0);
         let list = shards(&c["redis_shards"]);
         let setup = shards(&run["redis_setup_shards"]);
@@ -250,11 +273,12 @@ fn shard_table(st: &Value, cl: &Value) -> String {
                 .map(|v| u(&v["calls"]["ssubscribe"]) + u(&v["calls"]["subscribe"]))
                 .sum::<u64>();
             o.push_str(&format!(
-                "| {label} | {name} | {owned} | {calls} | {} | {} | {} | {all} | {subs} | {:.2} s | {} | {} | {} / {} |\n",
+                "| {label} | {name} | {owned} | {calls} | {} | {} | {} | {all} | {subs} | {:.2} s | {} | {} | {} | {} / {} |\n",
                 num(calls as f64 / total_scripts.max(1) as f64 * 100.0, 1, " %"),
                 sum(&|v| u(&v["calls"]["spublish"])),
                 sum(&|v| u(&v["calls"]["publish"])),
                 cpu,
+                num(cpu / secs / s.len() as f64 * 100.0, 0, " %"),
                 num(per(cpu, calls as f64), 2, " µs"),
                 num(per(cpu, calls as f64 * per_publish), 3, " µs"),
                 sum(&|v| bus(v, &["publish_sent", "publishshard_sent"])),
@@ -278,7 +302,7 @@ fn shard_table(st: &Value, cl: &Value) -> String {
         }
     }
     o.push_str("\nEvery command each process counted in the closed loop:\n\n");
-    for (label, run) in [("standalone", st), ("cluster", cl)] {
+    for (label, run) in runs {
         for s in shards(&run["closed"]["redis_shards"]) {
             let cmds: Vec<String> = s["calls"]
                 .as_object()
@@ -460,6 +484,8 @@ mod tests {
     fn section_computes_shards_and_verdicts() {
         let run = json!({"scenario": "redis-scaling", "masters": 3,
             "standalone": fanout(vec![shard("redis", 1, 1.5, 60000, "publish")], vec![100]),
+            // 60 000 publishes in 1.2 s: 20 µs each, 12 % busy; 100 000/s × 20 µs = 2 cores → 3.
+            "cluster_one": fanout(vec![shard("redis0", 1, 1.2, 60000, "spublish")], vec![100]),
             // 20 000 publishes in 0.6 s on redis0: 30 µs each, the most expensive shard.
             "cluster": fanout(vec![shard("redis0", 1, 0.6, 20000, "spublish"),
                                    shard("redis1", 2, 0.5, 20000, "spublish"),
@@ -487,6 +513,8 @@ mod tests {
         assert!(md.contains("= 0.20 cores on every shard"));
         assert!(md.contains("→ 6 shards"));
         assert!(md.contains("Measured in the same run"));
+        assert!(md.contains("**3 shards** at"));
+        assert!(md.contains("| 1-master cluster |"));
     }
 
     #[test]
