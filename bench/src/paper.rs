@@ -28,10 +28,19 @@ fn cost(run: &Value) -> (f64, f64) {
     )
 }
 
+/// Read and write events per publish, over a fan-out's Redis processes.
+fn io(run: &Value) -> (f64, f64) {
+    let list = shards(&run["closed"]["redis_shards"]);
+    let calls = list.iter().map(scripts).sum::<u64>().max(1) as f64;
+    let sum = |k: &str| list.iter().map(|s| u(&s["io"][k])).sum::<u64>() as f64;
+    (sum("reads") / calls, sum("writes") / calls)
+}
+
 /// What the one-master cluster, carrying the whole load on one shard, says about the
 /// cost at a higher load per shard.
-fn busier(st: &Value, one: &Value, c_pub: f64, load: f64, publishes: f64) -> String {
+fn busier(st: &Value, one: &Value, cl: &Value, c_pub: f64, load: f64, publishes: f64) -> String {
     let (c_one, load_one) = cost(one);
+    let ((r1, w1), (rn, wn)) = (io(one), io(cl));
     let (c_st, load_st) = cost(st);
     if !c_one.is_finite() {
         return String::new();
@@ -39,10 +48,17 @@ fn busier(st: &Value, one: &Value, c_pub: f64, load: f64, publishes: f64) -> Str
     let shards_one = ceil(publishes * c_one / 1e6 / HEADROOM);
     let trend = if c_one < c_pub && load_one > load {
         format!(
-            "A shard's cost per publish falls as its load rises (more commands per wake-up, fewer\n\
-             system calls per command), so at {:.0} % busy it would be lower still: **{shards_one:.0} shards** at\n\
-             the one-master cluster's cost, fewer at a busier shard's; the count above is the cautious one.",
-            HEADROOM * 100.0
+            "A shard's cost per publish falls as its load rises: the one-master cluster handled\n\
+             {r1:.2} reads and {w1:.2} writes per publish, the {masters}-master shards {rn:.2} and {wn:.2}{why}.\n\
+             At {:.0} % busy it would be lower still: **{shards_one:.0} shards** at the one-master\n\
+             cluster's cost, fewer at a busier shard's; the count above is the cautious one.",
+            HEADROOM * 100.0,
+            masters = shards(&cl["closed"]["redis_shards"]).len(),
+            why = if r1 < rn && w1 < wn {
+                "\n(a busier shard finds more commands per read and sends more replies and messages per\nwrite, and each of those is a system call)"
+            } else {
+                ""
+            }
         )
     } else {
         format!(
@@ -50,13 +66,19 @@ fn busier(st: &Value, one: &Value, c_pub: f64, load: f64, publishes: f64) -> Str
              at its cost the count is {shards_one:.0} shards."
         )
     };
+    let cmds = |v: &Value| f(&v["closed"]["redis_commands_per_publish"]);
     format!(
         "The one-master cluster carried the whole load on one shard, {:.0} % busy: {c_one:.2} µs per\n\
-         publish (the standalone server, {:.0} % busy: {c_st:.2} µs), against {c_pub:.2} µs on a shard {:.0} %\n\
-         busy. {trend}\n\n",
+         publish, against {c_pub:.2} µs on a {masters}-master shard {:.0} % busy. At about the same load the\n\
+         standalone server ({:.0} % busy) spent {c_st:.2} µs: cluster mode itself added {:.2} µs per\n\
+         publish ({:.2} Redis commands per publish against {:.2}). {trend}\n\n",
         load_one * 100.0,
+        load * 100.0,
         load_st * 100.0,
-        load * 100.0
+        c_one - c_st,
+        cmds(one),
+        cmds(st),
+        masters = shards(&cl["closed"]["redis_shards"]).len(),
     )
 }
 
@@ -88,7 +110,7 @@ pub fn shards_needed(st: &Value, one: &Value, cl: &Value, raw: &Value) -> String
     let g = |v: f64| group_digits(v as u64);
     let mut o = String::from("### On paper: shards for 1 M deliveries/s\n\n");
     o.push_str(&format!(
-        "The most expensive shard of the cluster run ({name}) spent **{c_pub:.2} µs of CPU per publish** it\n\
+        "The most expensive shard of the {masters}-master run ({name}) spent **{c_pub:.2} µs of CPU per publish** it\n\
          handled (one `EVALSHA`: position, history, idempotency record and the `SPUBLISH` to the\n\
          {nodes} nodes subscribed to the group), {:.3} µs per delivery at {d:.1} deliveries per publish;\n\
          the standalone server spent {st_pub:.2} µs per publish. That shard was {:.0} % busy.\n\
@@ -108,9 +130,10 @@ pub fn shards_needed(st: &Value, one: &Value, cl: &Value, raw: &Value) -> String
         g(publishes),
         g(per_shard),
         publishes / per_shard,
+        masters = shards(&c["redis_shards"]).len(),
     ));
     if one.is_object() {
-        o.push_str(&busier(st, one, c_pub, load, publishes));
+        o.push_str(&busier(st, one, cl, c_pub, load, publishes));
     }
     // Classic PUBLISH: every other master pays for every message, however many shards.
     let n = f(&raw["messages"]);

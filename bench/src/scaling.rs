@@ -16,12 +16,15 @@ use crate::procs::{CpuMeter, Redis, RedisKind};
 use crate::Cli;
 
 /// What one Redis process had counted at a moment: calls per command (`cmdstat_` dropped,
-/// subcommands as `cluster|info`) and cluster bus messages per type
-/// (`cluster_stats_messages_` dropped; empty on a standalone server).
+/// subcommands as `cluster|info`), cluster bus messages per type
+/// (`cluster_stats_messages_` dropped; empty on a standalone server), and the read and
+/// write events it handled (`INFO stats` `total_reads_processed`, `total_writes_processed`:
+/// how many commands and replies each system call carried).
 #[derive(Clone, Default)]
 pub struct Snapshot {
     calls: BTreeMap<String, u64>,
     bus: BTreeMap<String, u64>,
+    io: BTreeMap<String, u64>,
 }
 
 /// Commands the benchmark itself sends to take a snapshot, left out of the deltas.
@@ -59,6 +62,21 @@ pub async fn snapshot(ports: &[u16]) -> Vec<Snapshot> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             s.calls.insert(name.to_owned(), calls);
+        }
+        let stats: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
+        for line in stats.lines() {
+            if let Some((k, v)) = line.trim().split_once(':') {
+                let k = match k {
+                    "total_reads_processed" => "reads",
+                    "total_writes_processed" => "writes",
+                    _ => continue,
+                };
+                s.io.insert(k.to_owned(), v.parse().unwrap_or(0));
+            }
         }
         // A standalone server refuses CLUSTER INFO: no bus, nothing recorded.
         let bus: String = redis::cmd("CLUSTER")
@@ -114,6 +132,7 @@ pub fn shards_json(
                 "cpu_seconds": (secs * 1000.0).round() / 1000.0,
                 "calls": delta(&before[i].calls, &after[i].calls),
                 "bus": delta(&before[i].bus, &after[i].bus),
+                "io": delta(&before[i].io, &after[i].io),
             })
         })
         .collect();

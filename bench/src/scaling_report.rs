@@ -96,7 +96,7 @@ pub fn method(runs: &[Value]) -> String {
         return String::new();
     };
     format!(
-        "- **redis-scaling**: hubcast's fan-out (the same clients, groups, nodes and rate) on one\n  Redis server, on a one-master Redis Cluster and on one of {} masters, without replicas; then {} raw `PUBLISH`\n  against as many `SPUBLISH` on such a cluster; see \"Redis Cluster scaling\".\n",
+        "- **redis-scaling**: hubcast's fan-out (the same clients, groups, nodes and rate) on one\n  Redis server, on a one-master Redis Cluster and on a {}-master one, without replicas; then\n  {} raw `PUBLISH` against as many `SPUBLISH` on such a cluster; see \"Redis Cluster scaling\".\n",
         r["masters"],
         group_digits(u(&r["raw_publish"]["messages"]))
     )
@@ -112,13 +112,18 @@ pub fn section(runs: &[Value]) -> String {
     let runs = fanouts(r);
     let mut o = String::from("## Redis Cluster scaling\n\n");
     o.push_str(if r["merged"] == true {
-        "From a separate `hubcast-bench redis-scaling --merge BENCHMARKS.md` run, merged into\n`BENCHMARKS.json` beside the full run's results, which it leaves as they were. The machine's\nspeed drifts between sittings: compare this section's numbers with each other, not with\nthe tables above.\n\n"
+        "From a separate `hubcast-bench redis-scaling` run, merged into `BENCHMARKS.json` beside the\nfull run's results, which it leaves as they were (`--merge BENCHMARKS.md`, or `report --add`\nof its saved JSON line). The machine's speed drifts between sittings: compare this section's\nnumbers with each other, not with the tables above.\n\n"
     } else {
         "Measured in the same run as the tables above (`hubcast-bench all` runs `redis-scaling`).\n\n"
     });
     o.push_str(&format!(
-        "hubcast's fan-out ({} clients in {} groups, {} nodes, paced at {}/s for {} s, then a {} s\nclosed loop) on one Redis server, on a Redis Cluster of one master owning every slot (cluster\nmode at the standalone server's load), then on a Redis Cluster of {masters} masters\n(`redis+cluster://` with the masters as seeds). The clusters have no replicas: on two cores a\nreplica per master would double the Redis processes competing with the nodes and the load\ngenerator for CPU, and replication is not what this measures. Each group's channel,\nposition and history carry the group as hash tag, so a publish is one `EVALSHA` on the shard\nowning its slot, which runs the `SPUBLISH` there. CPU time is each Redis process's\nutime + stime from `/proc/<pid>/stat`; command counts are `INFO commandstats` deltas\n(commands a script runs are counted too; the benchmark's own `INFO` and `CLUSTER INFO` are\nleft out); bus messages are `CLUSTER INFO` `cluster_stats_messages_*` deltas; \"other\nprocesses\" is the machine's busy time (`/proc/stat`) less that of the processes measured.\n\n",
-        cl["clients"], cl["groups"], cl["nodes"], cl["paced"]["rate"], cl["paced"]["secs"], cl["closed"]["secs"]
+        "hubcast's fan-out ({} clients in {} groups, {} nodes, paced at {}/s for {} s, then a {} s\nclosed loop) on one Redis server, on a Redis Cluster of one master owning every slot (cluster\nmode at the standalone server's load), then on a Redis Cluster of {masters} masters\n(`redis+cluster://` with the masters as seeds). The clusters have no replicas: on two cores a\nreplica per master would double the Redis processes competing with the nodes and the load\ngenerator for CPU, and replication is not what this measures. Each group's channel,\nposition and history carry the group as hash tag, so a publish is one `EVALSHA` on the shard\nowning its slot, which runs the `SPUBLISH` there. CPU time is each Redis process's\nutime + stime from `/proc/<pid>/stat`; command counts are `INFO commandstats` deltas\n(commands a script runs are counted too; the benchmark's own `INFO` and `CLUSTER INFO` are\nleft out); bus messages are `CLUSTER INFO` `cluster_stats_messages_*` deltas; \"other\nprocesses\" is the machine's user + system time (`/proc/stat`) less that of the processes\nmeasured: other work sharing the two cores.\n\n",
+        group_digits(u(&cl["clients"])),
+        cl["groups"],
+        cl["nodes"],
+        cl["paced"]["rate"],
+        cl["paced"]["secs"],
+        cl["closed"]["secs"]
     ));
     o.push_str(&fanout_table(&runs));
     o.push_str(&shard_table(&runs));
@@ -215,6 +220,12 @@ fn fanout_table(runs: &[(String, &Value)]) -> String {
             " s",
         ),
         (
+            "Redis commands per publish (a script's inner ones included)".into(),
+            |v: &Value| f(&v["closed"]["redis_commands_per_publish"]),
+            2,
+            "",
+        ),
+        (
             "script calls per publish (summed over the shards)".into(),
             |v: &Value| f(&v["closed"]["redis_publish_path_commands_per_publish"]),
             3,
@@ -248,7 +259,8 @@ fn fanout_table(runs: &[(String, &Value)]) -> String {
 
 /// One row per Redis process of each run, closed loop; a total for a cluster's masters.
 fn shard_table(runs: &[(String, &Value)]) -> String {
-    let mut o = String::from("Each Redis process in the closed loop (subscribe commands: from Redis's start until the clients\nhad joined; busy: CPU seconds per second of the loop, per process; bus: publish + publishshard\nmessages sent / received):\n\n| run | process | groups owned | script calls (≈ publishes) | share | SPUBLISH | PUBLISH | all commands | subscribe commands (SSUBSCRIBE / SUBSCRIBE) | CPU | busy | CPU per publish | CPU per delivery | bus messages |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut o = String::from("Each Redis process in the closed loop (subscribe commands: from Redis's start until the clients\nhad joined; busy: CPU seconds per second of the loop, per process; bus: publish + publishshard\nmessages sent / received; reads / writes: the read and write events Redis handled, `INFO stats`
+`total_reads_processed` and `total_writes_processed`, each one system call):\n\n| run | process | groups owned | script calls (≈ publishes) | share | SPUBLISH | PUBLISH | subscribe commands (SSUBSCRIBE / SUBSCRIBE) | CPU | busy | CPU per publish | CPU per delivery | reads / writes per publish | bus messages |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (label, run) in runs {
         let c = &run["closed"];
         let secs = f(&c["secs"]);
@@ -260,20 +272,12 @@ fn shard_table(runs: &[(String, &Value)]) -> String {
             let sum = |g: &dyn Fn(&Value) -> u64| s.iter().map(|v| g(v)).sum::<u64>();
             let calls = sum(&scripts);
             let cpu: f64 = s.iter().map(|v| f(&v["cpu_seconds"])).sum();
-            let all: u64 = sum(&|v| {
-                v["calls"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(_, n)| u(n))
-                    .sum()
-            });
             let subs = setup
                 .iter()
                 .map(|v| u(&v["calls"]["ssubscribe"]) + u(&v["calls"]["subscribe"]))
                 .sum::<u64>();
             o.push_str(&format!(
-                "| {label} | {name} | {owned} | {calls} | {} | {} | {} | {all} | {subs} | {:.2} s | {} | {} | {} | {} / {} |\n",
+                "| {label} | {name} | {owned} | {calls} | {} | {} | {} | {subs} | {:.2} s | {} | {} | {} | {:.2} / {:.2} | {} / {} |\n",
                 num(calls as f64 / total_scripts.max(1) as f64 * 100.0, 1, " %"),
                 sum(&|v| u(&v["calls"]["spublish"])),
                 sum(&|v| u(&v["calls"]["publish"])),
@@ -281,6 +285,8 @@ fn shard_table(runs: &[(String, &Value)]) -> String {
                 num(cpu / secs / s.len() as f64 * 100.0, 0, " %"),
                 num(per(cpu, calls as f64), 2, " µs"),
                 num(per(cpu, calls as f64 * per_publish), 3, " µs"),
+                sum(&|v| u(&v["io"]["reads"])) as f64 / calls.max(1) as f64,
+                sum(&|v| u(&v["io"]["writes"])) as f64 / calls.max(1) as f64,
                 sum(&|v| bus(v, &["publish_sent", "publishshard_sent"])),
                 sum(&|v| bus(v, &["publish_received", "publishshard_received"])),
             ));
@@ -327,7 +333,12 @@ fn raw_table(raw: &Value) -> String {
     let n = f(&raw["messages"]);
     let mut o = format!(
         "{} raw messages each, pipelined from one connection, on a fresh {}-master cluster: `PUBLISH`\non master 0 with one `SUBSCRIBE`r on master 1, then `SPUBLISH` on master 0 (to a channel\nit owns) with one `SSUBSCRIBE`r there. Received: {} of {} (PUBLISH), {} of {} (SPUBLISH).\n\n| master | PUBLISH: role | CPU per message | bus messages sent / received per message | SPUBLISH: role | CPU per message | bus messages sent / received per message |\n|---|---|---|---|---|---|---|\n",
-        group_digits(n as u64), raw["masters"], c["received"], c["messages"], s["received"], s["messages"]
+        group_digits(n as u64),
+        raw["masters"],
+        group_digits(u(&c["received"])),
+        group_digits(u(&c["messages"])),
+        group_digits(u(&s["received"])),
+        group_digits(u(&s["messages"]))
     );
     let role = |p: &Value, port: &Value| {
         let (publ, sub) = (&p["publisher_port"], &p["subscriber_port"]);
