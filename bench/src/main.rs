@@ -144,6 +144,15 @@ enum Scenario {
         #[arg(long)]
         writes: Option<u64>,
     },
+    /// BENCHMARKS.md again from the BENCHMARKS.json beside it, measuring nothing (after
+    /// an edit of bench/changes.md or of the report's code).
+    Report {
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// First merge this saved `redis-scaling` result (its JSON line from stdout).
+        #[arg(long)]
+        add: Option<PathBuf>,
+    },
     /// Everything, for the three systems, then BENCHMARKS.md.
     All {
         /// Where to write the report.
@@ -770,6 +779,23 @@ async fn main() {
             secs,
             writes,
         } => emit(&floor_blocking(pairs, frame_bytes, secs, writes).await),
+        Scenario::Report {
+            out,
+            add: Some(add),
+        } => {
+            let text = std::fs::read_to_string(&add).expect("read the saved result");
+            let v: Value = serde_json::from_str(text.trim()).expect("a saved result is JSON");
+            assert_eq!(v["scenario"], "redis-scaling", "only redis-scaling merges");
+            scaling::merge(&out, v);
+        }
+        Scenario::Report { out, add: None } => {
+            let raw = out.with_extension("json");
+            let text = std::fs::read_to_string(&raw).expect("read the raw results");
+            let runs: Vec<Value> = serde_json::from_str(&text).expect("raw results are JSON");
+            std::fs::write(&out, report::markdown(&runs, report::was_quick(&runs)))
+                .expect("write report");
+            eprintln!("wrote {} from {}", out.display(), raw.display());
+        }
         Scenario::All {
             out,
             quick,
