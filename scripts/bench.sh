@@ -2,6 +2,8 @@
 # Runs hubcast, the socketioxide peer, the Socket.IO peer, the raw Redis baseline and the
 # kernel floor back to back on this machine and regenerates BENCHMARKS.md (and
 # BENCHMARKS.json). Pass --quick for short phases; other flags go to `hubcast-bench all`.
+# The Redis Cluster comparison alone, added to the existing report:
+#   target/release/hubcast-bench --hubcast target/release/hubcast redis-scaling --merge BENCHMARKS.md
 #   bash scripts/bench.sh [--quick] [--publish-rate N] [--idle-clients A,B]
 set -euo pipefail
 cd "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

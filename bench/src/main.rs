@@ -2,13 +2,17 @@
 //! or the Node Socket.IO peer), connects WebSocket clients speaking its protocol, spreads
 //! them so every group has members on every node, publishes over HTTP, and reports one
 //! JSON line per scenario plus a table. `floor` measures the kernel's cost of one loopback
-//! socket write of a delivery's size. `all` runs the three systems, the raw Redis baseline
-//! and the floor back to back and writes BENCHMARKS.md.
+//! socket write of a delivery's size. `redis-scaling` runs hubcast's fan-out on one Redis
+//! and on a Redis Cluster. `all` runs the three systems, the raw Redis baseline, the Redis
+//! Cluster comparison and the floor back to back and writes BENCHMARKS.md.
 
 mod client;
 mod floor;
+mod paper;
 mod procs;
 mod report;
+mod scaling;
+mod scaling_report;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -21,7 +25,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use client::{Client, ClientResult, Publisher, Shared, System};
-use procs::{CpuMeter, Proc};
+use procs::{CpuMeter, Proc, Redis, RedisKind};
 
 /// Where `cargo build --release --manifest-path bench/peers/socketioxide/Cargo.toml` puts
 /// the socketioxide peer: under `$CARGO_TARGET_DIR` when that is set, else under the
@@ -97,6 +101,32 @@ enum Scenario {
     },
     /// Raw Redis: redis-benchmark PUBLISH, and one subscriber's receive rate.
     Redis,
+    /// hubcast's fan-out on one Redis server and on a Redis Cluster of M masters (no
+    /// replicas) in one run, with every Redis process's CPU and command counts; then N raw
+    /// PUBLISH against N SPUBLISH on such a cluster, with its bus messages.
+    RedisScaling {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        groups: usize,
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        paced_secs: u64,
+        #[arg(long, default_value_t = 10)]
+        closed_secs: u64,
+        #[arg(long, default_value_t = 3)]
+        masters: usize,
+        /// Messages of each raw phase (PUBLISH, SPUBLISH).
+        #[arg(long, default_value_t = 500_000)]
+        raw_messages: u64,
+        /// Merge the result into this report's JSON (`BENCHMARKS.json` beside it) and
+        /// regenerate the report from it; the other entries stay as they were.
+        #[arg(long)]
+        merge: Option<PathBuf>,
+    },
     /// The kernel floor: one writer thread writing delivery-sized frames round-robin to N
     /// loopback TCP sockets; its CPU per write (no --system involved).
     Floor {
@@ -113,6 +143,15 @@ enum Scenario {
         /// Stop after this many writes, if that comes first.
         #[arg(long)]
         writes: Option<u64>,
+    },
+    /// BENCHMARKS.md again from the BENCHMARKS.json beside it, measuring nothing (after
+    /// an edit of bench/changes.md or of the report's code).
+    Report {
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// First merge this saved `redis-scaling` result (its JSON line from stdout).
+        #[arg(long)]
+        add: Option<PathBuf>,
     },
     /// Everything, for the three systems, then BENCHMARKS.md.
     All {
@@ -142,28 +181,32 @@ const SYSTEMS: [System; 3] = [System::Hubcast, System::Socketioxide, System::Soc
 /// nodes are stopped before Redis, so none of them logs a lost Redis connection.
 struct Cluster {
     nodes: Vec<(Proc, String)>,
-    redis: Proc,
+    redis: Redis,
     redis_port: u16,
+    /// Per-shard counts from Redis's start to the nodes' readiness.
+    setup: Vec<scaling::Snapshot>,
     _dir: PathBuf,
 }
 
 impl Cluster {
-    async fn start(cli: &Cli, system: System, n: usize) -> Self {
+    async fn start(cli: &Cli, system: System, kind: RedisKind, n: usize) -> Self {
         let dir = std::env::temp_dir().join(format!("hubcast-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (redis, redis_port) = procs::start_redis().await;
+        let redis = Redis::start(kind).await;
+        assert!(
+            system == System::Hubcast || kind == RedisKind::Standalone,
+            "only hubcast runs on a Redis Cluster here"
+        );
+        let redis_port = redis.ports[0];
+        let url = redis.url();
+        let setup = scaling::snapshot(&redis.ports).await;
         let config = procs::write_bench_config(&dir);
         let mut nodes = Vec::new();
         for i in 0..n {
             nodes.push(match system {
                 System::Hubcast => {
-                    procs::start_hubcast(
-                        &cli.hubcast,
-                        Some(redis_port),
-                        &config,
-                        &format!("node{i}"),
-                    )
-                    .await
+                    procs::start_hubcast(&cli.hubcast, Some(&url), &config, &format!("node{i}"))
+                        .await
                 }
                 System::SocketIo => {
                     procs::start_socketio(&cli.socketio, redis_port, &format!("node{i}")).await
@@ -177,6 +220,7 @@ impl Cluster {
         Self {
             redis,
             redis_port,
+            setup,
             nodes,
             _dir: dir,
         }
@@ -188,39 +232,9 @@ impl Cluster {
             .iter()
             .map(|(p, _)| (p.name.clone(), p.pid()))
             .collect();
-        v.push(("redis".into(), self.redis.pid()));
+        v.extend(self.redis.pids());
         v.push(("loadgen".into(), 0));
         v
-    }
-
-    async fn commandstats(&self) -> (u64, u64) {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.redis_port)).unwrap();
-        let mut c = client.get_multiplexed_async_connection().await.unwrap();
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut c)
-            .await
-            .unwrap_or_default();
-        let mut publish_path = 0;
-        let mut total = 0;
-        for line in info.lines() {
-            let Some((name, rest)) = line.split_once(':') else {
-                continue;
-            };
-            let calls: u64 = rest
-                .split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            total += calls;
-            // Commands a script runs are counted too (its inner PUBLISH, XADD, …), so the
-            // publish path's round trips are the script calls alone: hubcast publishes
-            // only from Lua.
-            if matches!(name, "cmdstat_evalsha" | "cmdstat_eval" | "cmdstat_fcall") {
-                publish_path += calls;
-            }
-        }
-        (publish_path, total)
     }
 }
 
@@ -296,6 +310,7 @@ async fn drain(shared: &Shared, expected: u64, timeout: Duration) {
 async fn fanout(
     cli: &Cli,
     system: System,
+    redis: RedisKind,
     clients: usize,
     groups: usize,
     nodes: usize,
@@ -303,7 +318,7 @@ async fn fanout(
     paced_secs: u64,
     closed_secs: u64,
 ) -> Value {
-    let cluster = Cluster::start(cli, system, nodes).await;
+    let cluster = Cluster::start(cli, system, redis, nodes).await;
     // Client i joins group i % G on node (i / G) % N: every group has members on every node.
     let placements: Vec<(String, usize)> = (0..clients)
         .map(|i| (cluster.nodes[(i / groups) % nodes].1.clone(), i % groups))
@@ -323,6 +338,8 @@ async fn fanout(
     let mut expected = 0u64;
 
     // Paced phase: a fixed rate, for latency.
+    let paced_redis = scaling::snapshot(&cluster.redis.ports).await;
+    let machine0 = procs::machine_busy_seconds();
     let cpu = CpuMeter::start(&cluster.pids());
     let mut http_paced = Histogram::<u64>::new(3).unwrap();
     let total = rate * paced_secs;
@@ -349,14 +366,15 @@ async fn fanout(
     }
     drain(&shared, expected, Duration::from_secs(10)).await;
     let paced_cpu = cpu.stop();
+    let paced_machine = procs::machine_busy_seconds() - machine0;
     let paced_delivered = shared.received.load(Ordering::Relaxed);
+    let closed_redis = scaling::snapshot(&cluster.redis.ports).await;
+    let setup_shards = scaling::shards_json(&cluster.redis, &cluster.setup, &paced_redis, &[]);
+    let paced_shards =
+        scaling::shards_json(&cluster.redis, &paced_redis, &closed_redis, &paced_cpu);
 
     // Closed loop: one sequential publisher per group, as fast as they go.
-    let (cmd_publish0, cmd_total0) = if system == System::Hubcast {
-        cluster.commandstats().await
-    } else {
-        (0, 0)
-    };
+    let machine0 = procs::machine_busy_seconds();
     let cpu = CpuMeter::start(&cluster.pids());
     let before = shared.received.load(Ordering::Relaxed);
     let stop_at = Instant::now() + Duration::from_secs(closed_secs);
@@ -393,13 +411,24 @@ async fn fanout(
     let publish_elapsed = closed_secs as f64;
     drain(&shared, expected, Duration::from_secs(30)).await;
     let closed_cpu = cpu.stop();
+    let closed_machine = procs::machine_busy_seconds() - machine0;
     let closed_kernel = cpu.kernel();
     let closed_delivered = shared.received.load(Ordering::Relaxed) - before;
-    let (cmd_publish1, cmd_total1) = if system == System::Hubcast {
-        cluster.commandstats().await
-    } else {
-        (0, 0)
-    };
+    let end_redis = scaling::snapshot(&cluster.redis.ports).await;
+    let closed_shards =
+        scaling::shards_json(&cluster.redis, &closed_redis, &end_redis, &closed_cpu);
+    // Commands a script runs are counted too (its inner SPUBLISH, XADD, …), so the
+    // publish path's round trips are the script calls alone: hubcast publishes only
+    // from Lua.
+    let script_calls = scaling::calls(&closed_shards, &["evalsha", "eval", "fcall"]);
+    let all_calls = scaling::calls(&closed_shards, &[]);
+    let channels: Vec<String> = (0..groups)
+        .map(|g| format!("bench:tasks:group:{{g{g}}}"))
+        .collect();
+    let owners = scaling::owners(&cluster.redis, &channels).await;
+    let groups_per_shard: Vec<usize> = (0..cluster.redis.ports.len())
+        .map(|i| owners.iter().filter(|&&o| o == i).count())
+        .collect();
 
     shared.stop.store(true, Ordering::Relaxed);
     drop(cluster);
@@ -429,6 +458,10 @@ async fn fanout(
             .map(|(_, s)| s)
             .sum::<f64>()
     };
+    // What the machine ran beside the processes measured (other work on its cores).
+    let others = |machine: f64, cpu: &[(String, f64)]| {
+        ((machine - cpu.iter().map(|(_, s)| s).sum::<f64>()).max(0.0) * 1000.0).round() / 1000.0
+    };
     let per_delivery = |secs: f64, delivered: u64| secs * 1e6 / (delivered.max(1) as f64);
     let closed_server = server_cpu(&closed_cpu);
     let closed_server_kernel = server_cpu(&closed_kernel);
@@ -437,6 +470,7 @@ async fn fanout(
     json!({
         "scenario": "fanout",
         "system": system.name(),
+        "redis": redis.name(),
         "clients": clients, "groups": groups, "nodes": nodes,
         "paced": {
             "rate": rate, "secs": paced_secs, "published": total, "delivered": paced_delivered,
@@ -444,6 +478,8 @@ async fn fanout(
             "publish_http": quantiles(&http_paced),
             "cpu_seconds": cpu_json(&paced_cpu),
             "server_cpu_us_per_delivery": per_delivery(server_cpu(&paced_cpu), paced_delivered),
+            "redis_shards": paced_shards,
+            "other_processes_cpu_seconds": others(paced_machine, &paced_cpu),
         },
         "closed": {
             "secs": closed_secs, "published": published_closed, "delivered": closed_delivered,
@@ -458,16 +494,20 @@ async fn fanout(
             "server_kernel_share": closed_server_kernel / closed_server.max(1e-9),
             "loadgen_cpu_seconds": loadgen_cpu(&closed_cpu),
             "loadgen_cpu_us_per_delivery": per_delivery(loadgen_cpu(&closed_cpu), closed_delivered),
-            "redis_publish_path_commands_per_publish": if system == System::Hubcast { json!((cmd_publish1 - cmd_publish0) as f64 / published_closed.max(1) as f64) } else { Value::Null },
-            "redis_commands_per_publish": if system == System::Hubcast { json!((cmd_total1 - cmd_total0) as f64 / published_closed.max(1) as f64) } else { Value::Null },
+            "redis_publish_path_commands_per_publish": if system == System::Hubcast { json!(script_calls as f64 / published_closed.max(1) as f64) } else { Value::Null },
+            "redis_commands_per_publish": if system == System::Hubcast { json!(all_calls as f64 / published_closed.max(1) as f64) } else { Value::Null },
+            "redis_shards": closed_shards,
+            "other_processes_cpu_seconds": others(closed_machine, &closed_cpu),
         },
+        "redis_setup_shards": setup_shards,
+        "redis_groups_per_shard": groups_per_shard,
         "delivery_wire_bytes": wire_bytes as f64 / received.max(1) as f64,
         "lost": lost, "duplicated": dups, "reordered": reordered, "failed_publishes": failed,
     })
 }
 
 async fn idle(cli: &Cli, system: System, clients: usize) -> Value {
-    let cluster = Cluster::start(cli, system, 1).await;
+    let cluster = Cluster::start(cli, system, RedisKind::Standalone, 1).await;
     let (node, base) = &cluster.nodes[0];
     // Let the node settle before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -507,7 +547,18 @@ async fn group_size(cli: &Cli, system: System, members: usize, secs: u64) -> Val
     for size in [1usize, 10, 100, 1000] {
         let groups = (members / size).max(1);
         let clients = groups * size;
-        let r = fanout(cli, system, clients, groups, 2, 100, 2, secs).await;
+        let r = fanout(
+            cli,
+            system,
+            RedisKind::Standalone,
+            clients,
+            groups,
+            2,
+            100,
+            2,
+            secs,
+        )
+        .await;
         rows.push(json!({
             "group_size": size, "groups": groups, "clients": clients,
             "deliveries_per_sec": r["closed"]["deliveries_per_sec"],
@@ -520,7 +571,7 @@ async fn group_size(cli: &Cli, system: System, members: usize, secs: u64) -> Val
 }
 
 async fn churn(cli: &Cli, system: System, clients: usize, secs: u64) -> Value {
-    let cluster = Cluster::start(cli, system, 2).await;
+    let cluster = Cluster::start(cli, system, RedisKind::Standalone, 2).await;
     let groups = 50usize;
     let placements: Vec<(String, usize)> = (0..clients)
         .map(|i| (cluster.nodes[i % 2].1.clone(), i % groups))
@@ -564,7 +615,7 @@ async fn churn(cli: &Cli, system: System, clients: usize, secs: u64) -> Value {
         loop {
             mismatches = 0;
             for g in 0..2 * groups {
-                let channel = format!("bench:tasks:group:g{g}");
+                let channel = format!("bench:tasks:group:{{g{g}}}");
                 let (_, subs): (String, u64) = redis::cmd("PUBSUB")
                     .arg("NUMSUB")
                     .arg(&channel)
@@ -649,7 +700,7 @@ async fn redis_baseline() -> Value {
     })
 }
 
-async fn drain_counter(c: &std::sync::atomic::AtomicU64, want: u64, timeout: Duration) {
+pub(crate) async fn drain_counter(c: &std::sync::atomic::AtomicU64, want: u64, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while c.load(Ordering::Relaxed) < want && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -681,6 +732,7 @@ async fn main() {
             &fanout(
                 &cli,
                 system,
+                RedisKind::Standalone,
                 clients,
                 groups,
                 nodes,
@@ -696,12 +748,54 @@ async fn main() {
         }
         Scenario::Churn { clients, secs } => emit(&churn(&cli, system, clients, secs).await),
         Scenario::Redis => emit(&redis_baseline().await),
+        Scenario::RedisScaling {
+            clients,
+            groups,
+            nodes,
+            rate,
+            paced_secs,
+            closed_secs,
+            masters,
+            raw_messages,
+            merge,
+        } => {
+            let shape = scaling::Shape {
+                clients,
+                groups,
+                nodes,
+                rate,
+                paced_secs,
+                closed_secs,
+            };
+            let v = scaling::run(&cli, shape, masters, raw_messages).await;
+            emit(&v);
+            if let Some(out) = merge {
+                scaling::merge(&out, v);
+            }
+        }
         Scenario::Floor {
             pairs,
             frame_bytes,
             secs,
             writes,
         } => emit(&floor_blocking(pairs, frame_bytes, secs, writes).await),
+        Scenario::Report {
+            out,
+            add: Some(add),
+        } => {
+            let text = std::fs::read_to_string(&add).expect("read the saved result");
+            let v: Value = serde_json::from_str(text.trim()).expect("a saved result is JSON");
+            assert_eq!(v["scenario"], "redis-scaling", "only redis-scaling merges");
+            scaling::merge(&out, v);
+        }
+        Scenario::Report { out, add: None } => {
+            let raw = out.with_extension("json");
+            let text = std::fs::read_to_string(&raw).expect("read the raw results");
+            let runs: Vec<Value> = serde_json::from_str(&text).expect("raw results are JSON");
+            std::fs::write(&out, report::markdown(&runs, report::was_quick(&runs)))
+                .expect("write report");
+            eprintln!("wrote {} from {}", out.display(), raw.display());
+        }
         Scenario::All {
             out,
             quick,
@@ -719,14 +813,15 @@ async fn main() {
                 runs.push(v);
             };
             for sys in SYSTEMS {
+                let st = RedisKind::Standalone;
                 keep(
                     &mut runs,
-                    fanout(&cli, sys, 1000, 100, 2, 500, paced, closed).await,
+                    fanout(&cli, sys, st, 1000, 100, 2, 500, paced, closed).await,
                 );
                 keep(
                     &mut runs,
                     json!({"scenario": "publish-latency", "system": sys.name(), "rate": publish_rate,
-                    "result": fanout(&cli, sys, 1000, 100, 2, publish_rate, paced, 1).await}),
+                    "result": fanout(&cli, sys, st, 1000, 100, 2, publish_rate, paced, 1).await}),
                 );
                 for &n in &idle_clients {
                     keep(&mut runs, idle(&cli, sys, n).await);
@@ -735,6 +830,15 @@ async fn main() {
                 keep(&mut runs, churn(&cli, sys, 200, closed).await);
             }
             keep(&mut runs, redis_baseline().await);
+            let shape = scaling::Shape {
+                clients: 1000,
+                groups: 100,
+                nodes: 2,
+                rate: 500,
+                paced_secs: paced,
+                closed_secs: closed,
+            };
+            keep(&mut runs, scaling::run(&cli, shape, 3, 500_000).await);
             // The floor writes frames the size of hubcast's fan-out deliveries in this run.
             let frame_bytes = runs
                 .iter()

@@ -1,5 +1,6 @@
-//! The processes under test: redis-server, hubcast nodes, Socket.IO and socketioxide
-//! nodes; and what /proc says about their CPU time and memory.
+//! The processes under test: redis-server (one server, or the masters of a Redis Cluster),
+//! hubcast nodes, Socket.IO and socketioxide nodes; and what /proc says about their CPU
+//! time and memory.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -50,7 +51,19 @@ pub async fn wait_http_ok(url: &str) {
 
 pub async fn start_redis() -> (Proc, u16) {
     let port = free_port();
-    let child = Command::new("redis-server")
+    let child = spawn_redis(port, &[]);
+    wait_redis(port).await;
+    (
+        Proc {
+            name: "redis".into(),
+            child,
+        },
+        port,
+    )
+}
+
+fn spawn_redis(port: u16, extra: &[&str]) -> Child {
+    Command::new("redis-server")
         .args([
             "--port",
             &port.to_string(),
@@ -61,9 +74,14 @@ pub async fn start_redis() -> (Proc, u16) {
             "--appendonly",
             "no",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
-        .expect("redis-server on PATH");
+        .expect("redis-server on PATH")
+}
+
+/// Waits until the server on `port` answers PING, or panics after 10 s.
+async fn wait_redis(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
     loop {
@@ -73,19 +91,183 @@ pub async fn start_redis() -> (Proc, u16) {
                 .await
                 .is_ok()
             {
-                break;
+                return;
             }
         }
         assert!(Instant::now() < deadline, "redis-server did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (
-        Proc {
-            name: "redis".into(),
+}
+
+/// The Redis a system under test uses: one server, or the masters of a cluster.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RedisKind {
+    Standalone,
+    /// A Redis Cluster of this many masters, without replicas.
+    Cluster(usize),
+}
+
+impl RedisKind {
+    pub fn name(self) -> String {
+        match self {
+            Self::Standalone => "standalone".into(),
+            Self::Cluster(n) => format!("cluster-{n}"),
+        }
+    }
+}
+
+/// Started Redis processes (named `redis`, or `redis0`… for a cluster's masters) and
+/// their ports; killed on drop, a cluster's folder removed.
+pub struct Redis {
+    pub procs: Vec<Proc>,
+    pub ports: Vec<u16>,
+    pub kind: RedisKind,
+    dir: Option<PathBuf>,
+}
+
+impl Redis {
+    pub async fn start(kind: RedisKind) -> Self {
+        match kind {
+            RedisKind::Standalone => {
+                let (p, port) = start_redis().await;
+                Self {
+                    procs: vec![p],
+                    ports: vec![port],
+                    kind,
+                    dir: None,
+                }
+            }
+            RedisKind::Cluster(n) => start_redis_cluster(n).await,
+        }
+    }
+
+    /// The `--redis-url` for hubcast: the cluster's masters as seeds.
+    pub fn url(&self) -> String {
+        let addrs: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        match self.kind {
+            RedisKind::Standalone => format!("redis://{}", addrs[0]),
+            RedisKind::Cluster(_) => format!("redis+cluster://{}", addrs.join(",")),
+        }
+    }
+
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.procs
+            .iter()
+            .map(|p| (p.name.clone(), p.pid()))
+            .collect()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.procs.clear();
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// A free port below 50 000 whose cluster bus port (+10 000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 50_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// `masters` cluster-enabled servers joined by `redis-cli --cluster create` (or one
+/// server owning every slot) with no replicas (a replica would take CPU from the two cores the shards are measured on),
+/// waited for until every master reports `cluster_state:ok` and knows the others.
+pub async fn start_redis_cluster(masters: usize) -> Redis {
+    let dir = std::env::temp_dir().join(format!(
+        "hubcast-bench-cluster-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut procs = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..masters {
+        let port = free_cluster_port();
+        let conf = dir.join(format!("nodes-{port}.conf"));
+        let child = spawn_redis(
+            port,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                conf.to_str().unwrap(),
+                "--dir",
+                dir.to_str().unwrap(),
+            ],
+        );
+        procs.push(Proc {
+            name: format!("redis{i}"),
             child,
-        },
-        port,
-    )
+        });
+        ports.push(port);
+    }
+    for &p in &ports {
+        wait_redis(p).await;
+    }
+    if masters == 1 {
+        // redis-cli refuses to create a cluster of fewer than three masters: one server
+        // simply takes every slot.
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", ports[0])).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query_async(&mut c)
+            .await
+            .expect("CLUSTER ADDSLOTSRANGE");
+    } else {
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli on PATH");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for &p in &ports {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{p}")).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        loop {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            let ok = info.contains("cluster_state:ok")
+                && info.contains(&format!("cluster_known_nodes:{masters}"));
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not form");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Redis {
+        procs,
+        ports,
+        kind: RedisKind::Cluster(masters),
+        dir: Some(dir),
+    }
 }
 
 /// Settings that take hubcast's protective limits out of the way of a load test.
@@ -108,7 +290,7 @@ pub fn write_bench_config(dir: &Path) -> PathBuf {
 
 pub async fn start_hubcast(
     bin: &Path,
-    redis_port: Option<u16>,
+    redis_url: Option<&str>,
     config: &Path,
     name: &str,
 ) -> (Proc, String) {
@@ -127,13 +309,8 @@ pub async fn start_hubcast(
     // The default log level, as deployed: a publish logs a line at INFO.
     .env_remove("RUST_LOG")
     .stdout(Stdio::null());
-    if let Some(r) = redis_port {
-        cmd.args([
-            "--redis-url",
-            &format!("redis://127.0.0.1:{r}"),
-            "--redis-prefix",
-            "bench",
-        ]);
+    if let Some(url) = redis_url {
+        cmd.args(["--redis-url", url, "--redis-prefix", "bench"]);
     }
     let child = cmd.spawn().expect("hubcast binary (cargo build --release)");
     let base = format!("127.0.0.1:{port}");
@@ -229,6 +406,24 @@ fn stat_split(path: &str) -> (f64, f64) {
     let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     (utime / clock_ticks(), stime / clock_ticks())
+}
+
+/// CPU seconds all processes on the machine have run (all cores, user and system), from
+/// the first line of /proc/stat: what else ran beside the processes under test.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system: what processes ran. Interrupt and softirq time (the loopback
+    // traffic of the processes measured, too) is not counted to any process.
+    let busy: f64 = fields.iter().take(3).sum();
+    busy / clock_ticks()
 }
 
 /// Resident memory of a process, in bytes.

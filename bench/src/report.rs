@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-fn f(v: &Value) -> f64 {
+pub(crate) fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
@@ -82,8 +82,17 @@ pub fn table(v: &Value) {
             f(&v["system_us_per_write"]),
             v["bytes_lost"]
         ),
+        "redis-scaling" => crate::scaling_report::table(v),
         _ => {}
     }
+}
+
+/// Whether `runs` came from an `all --quick` run: its hubcast fan-out's paced phase was
+/// shorter than the full run's 10 s.
+pub fn was_quick(runs: &[Value]) -> bool {
+    find(runs, "fanout", "hubcast")
+        .and_then(|r| r["paced"]["secs"].as_u64())
+        .is_some_and(|s| s < 10)
 }
 
 /// The systems in report order: name in the JSON, column heading.
@@ -163,7 +172,7 @@ fn locked_version(krate: &str) -> String {
         .map_or_else(|| "?".into(), |v| v.trim_matches('"').to_owned())
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
     } else {
@@ -172,7 +181,7 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 /// A number for a table cell: `—` when it was not measured.
-fn num(v: f64, decimals: usize, unit: &str) -> String {
+pub(crate) fn num(v: f64, decimals: usize, unit: &str) -> String {
     if v.is_finite() {
         format!("{v:.decimals$}{unit}")
     } else {
@@ -302,6 +311,7 @@ pub fn markdown(runs: &[Value], quick: bool) -> String {
     o.push_str("- **group-size**: 1 000 members in groups of 1, 10, 100, 1 000.\n");
     o.push_str("- **churn**: 200 clients joining and leaving groups; hubcast's Redis subscriptions checked after.\n");
     o.push_str("- **redis**: `redis-benchmark … PUBLISH` and one subscriber's receive rate: the ceiling.\n");
+    o.push_str(&crate::scaling_report::method(runs));
     if let Some(fl) = floor {
         o.push_str(&format!(
             "- **floor**: the kernel's cost of one loopback TCP write of a delivery: {} socket pairs\n  (`TCP_NODELAY`), a reader thread draining the far ends, one thread writing a pre-built\n  {}-byte WebSocket frame (the size of hubcast's fan-out deliveries in this run) to them\n  round-robin. CPU is {}.\n",
@@ -551,6 +561,7 @@ pub fn markdown(runs: &[Value], quick: bool) -> String {
         ));
     }
 
+    o.push_str(&crate::scaling_report::section(runs));
     o.push_str(&targets(runs, &fan, &pl, floor, &idle_counts, &rate_text));
     o.push_str(&std::fs::read_to_string("bench/changes.md").unwrap_or_default());
     o
@@ -689,7 +700,7 @@ fn targets(
 }
 
 /// 19000 → "19 000", as the report writes counts.
-fn group_digits(n: u64) -> String {
+pub(crate) fn group_digits(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
