@@ -54,6 +54,20 @@ pub const REDIS_RECONNECTS: &str = "hubcast_redis_reconnects_total";
 /// Counter, by hub and `from` (`same_node`, `other_node`): stateful-reconnect
 /// connections resumed on a new transport.
 pub const CONNECTIONS_RESUMED: &str = "hubcast_connections_resumed_total";
+/// Gauge, by `version`: always 1; which build runs.
+pub const BUILD_INFO: &str = "hubcast_build_info";
+/// Counter: bytes written to client WebSockets (frames, headers included).
+pub const WEBSOCKET_SENT_BYTES: &str = "hubcast_websocket_sent_bytes_total";
+/// Counter: bytes read from client WebSockets.
+pub const WEBSOCKET_RECEIVED_BYTES: &str = "hubcast_websocket_received_bytes_total";
+/// Counter, by hub: connections opened (handshake done, registered).
+pub const CONNECTIONS_OPENED: &str = "hubcast_connections_opened_total";
+/// Histogram, by hub: how long connections lasted, from their handshake to their end.
+pub const CONNECTION_DURATION: &str = "hubcast_connection_duration_seconds";
+/// Gauge: messages waiting in this node's connections' outbound queues.
+pub const OUTBOUND_QUEUED: &str = "hubcast_outbound_queued_messages";
+/// Counter, by command: Redis commands that failed (refused, timed out, or lost).
+pub const REDIS_COMMAND_ERRORS: &str = "hubcast_redis_command_errors_total";
 /// Counter: times Sentinel named a new master and the node followed it.
 pub const REDIS_MASTER_CHANGES: &str = "hubcast_redis_master_changes_total";
 /// Counter: sharded channels a Redis Cluster shard gave up (its slot moved, or the
@@ -138,6 +152,19 @@ const LATENCY_BUCKETS: &[f64] = &[
     2.5, 10.0,
 ];
 
+/// Buckets for connection lifetimes, in seconds: 1 s to a day.
+const DURATION_BUCKETS: &[f64] = &[
+    1.0,
+    10.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4.0 * 3600.0,
+    12.0 * 3600.0,
+    86_400.0,
+];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder once and returns its handle. `None` when
@@ -146,6 +173,8 @@ pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(CONNECTION_DURATION.into()), DURATION_BUCKETS)
+                .ok()?
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .ok()?
                 .install_recorder()
@@ -257,6 +286,10 @@ pub fn init_series(hubs: &[&str]) {
     metrics::gauge!(READY).increment(0.0);
     metrics::counter!(REDIS_RECONNECTS).increment(0);
     metrics::counter!(REDIS_MASTER_CHANGES).increment(0);
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::counter!(WEBSOCKET_SENT_BYTES).increment(0);
+    metrics::counter!(WEBSOCKET_RECEIVED_BYTES).increment(0);
+    metrics::gauge!(OUTBOUND_QUEUED).set(0.0);
     metrics::counter!(REDIS_CHANNELS_MOVED).increment(0);
     metrics::counter!(NODES_REAPED).increment(0);
     metrics::counter!(PUBLISHES_REPEATED).increment(0);
@@ -272,6 +305,34 @@ fn describe() {
     describe_counter!(
         REDIS_RECONNECTS,
         "Times the Redis pub/sub connection was re-established."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which build runs."
+    );
+    describe_counter!(
+        WEBSOCKET_SENT_BYTES,
+        "Bytes written to client WebSockets, frame headers included."
+    );
+    describe_counter!(
+        WEBSOCKET_RECEIVED_BYTES,
+        "Bytes read from client WebSockets."
+    );
+    describe_counter!(
+        CONNECTIONS_OPENED,
+        "Connections opened (handshake done and registered), by hub."
+    );
+    describe_histogram!(
+        CONNECTION_DURATION,
+        "How long connections lasted, from their handshake to their end, by hub."
+    );
+    describe_gauge!(
+        OUTBOUND_QUEUED,
+        "Messages waiting in this node's connections' outbound queues."
+    );
+    describe_counter!(
+        REDIS_COMMAND_ERRORS,
+        "Redis commands that failed (refused, timed out or lost), by command."
     );
     describe_counter!(
         CONNECTIONS_RESUMED,

@@ -344,6 +344,11 @@ impl SessionHandle {
         self.shared.state().reason.clone()
     }
 
+    /// Messages waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.shared.state().queue.len()
+    }
+
     /// Whether both handles lead to the same session.
     pub fn same_session(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)

@@ -90,7 +90,12 @@ impl Node {
 pub(super) async fn gauge_task(node: Arc<Node>) {
     let names: Vec<&str> = node.hubs.iter().map(Hub::name).collect();
     crate::metrics::init_series(&names);
+    // CPU, memory and open files of the process, under Prometheus's standard names.
+    let process = metrics_process::Collector::default();
+    process.describe();
     loop {
+        process.collect();
+        metrics::gauge!(m::OUTBOUND_QUEUED).set(node.registry.queued_messages() as f64);
         let local = node
             .registry
             .channel_counts(node.hubs.len(), |hub, channel| {

@@ -295,6 +295,16 @@ impl Registry {
         counts
     }
 
+    /// Messages waiting in the local connections' outbound queues (one lock each: for a
+    /// once-a-second gauge, not a hot path).
+    pub fn queued_messages(&self) -> usize {
+        self.read()
+            .connections
+            .values()
+            .map(|c| c.handle.queued())
+            .sum()
+    }
+
     /// Number of local connections.
     pub fn connection_count(&self) -> usize {
         self.read().connections.len()

@@ -95,7 +95,11 @@ pub async fn run(upgraded: Upgraded, node: &Arc<Node>, start: &mut SessionStart)
     let Some(mut session) = opened else {
         return;
     };
+    let opened_at = std::time::Instant::now();
+    metrics::counter!(m::CONNECTIONS_OPENED, "hub" => hub_name.clone()).increment(1);
     session.run().await;
+    metrics::histogram!(m::CONNECTION_DURATION, "hub" => hub_name.clone())
+        .record(opened_at.elapsed().as_secs_f64());
 }
 
 /// The handshake and registration. `None` when the connection did not open.

@@ -7,11 +7,26 @@
 //! never held across an `.await`, so an idle connection owns no read buffer.
 
 use std::io::{self, IoSlice};
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
 use super::read::{Event, FrameReader, WsError};
+use crate::metrics as m;
+
+/// Registered once: every read and write counts its bytes.
+static SENT: LazyLock<metrics::Counter> =
+    LazyLock::new(|| metrics::counter!(m::WEBSOCKET_SENT_BYTES));
+static RECEIVED: LazyLock<metrics::Counter> =
+    LazyLock::new(|| metrics::counter!(m::WEBSOCKET_RECEIVED_BYTES));
+
+fn sent(n: io::Result<usize>) -> io::Result<usize> {
+    if let Ok(n) = n {
+        SENT.increment(n as u64);
+    }
+    n
+}
 
 /// Bytes read from the kernel per `try_read`.
 const READ_CHUNK: usize = 4096;
@@ -91,6 +106,7 @@ impl Socket {
             match self.tcp.try_read(&mut buf) {
                 Ok(0) => return Ok(Read::Eof),
                 Ok(n) => {
+                    RECEIVED.increment(n as u64);
                     frames.feed(&mut buf[..n], on)?;
                     if n < buf.len() {
                         return Ok(Read::Open);
@@ -109,7 +125,7 @@ impl Socket {
     /// # Errors
     /// `WouldBlock` when it takes nothing; others when the socket failed.
     pub fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
-        self.tcp.try_write(bytes)
+        sent(self.tcp.try_write(bytes))
     }
 
     /// Writes what the socket takes now of several buffers, in one system call.
@@ -117,7 +133,7 @@ impl Socket {
     /// # Errors
     /// As [`Self::try_write`].
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.tcp.try_write_vectored(bufs)
+        sent(self.tcp.try_write_vectored(bufs))
     }
 
     /// Waits until the socket may be written.
@@ -134,7 +150,7 @@ impl Socket {
     /// When the socket failed.
     pub async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
-            match self.tcp.try_write(bytes) {
+            match sent(self.tcp.try_write(bytes)) {
                 Ok(n) => bytes = &bytes[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.writable().await?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -11,6 +11,7 @@ mod idempotency;
 mod keepalive;
 mod limits;
 mod memory;
+mod process_metrics;
 mod publish;
 mod security;
 mod shutdown;

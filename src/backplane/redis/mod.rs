@@ -238,6 +238,9 @@ impl RedisBackplane {
         .unwrap_or_else(|_| Err(BackplaneError::Unknown(format!("{name} timed out"))));
         metrics::histogram!(m::REDIS_COMMAND_DURATION, "command" => name)
             .record(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics::counter!(m::REDIS_COMMAND_ERRORS, "command" => name).increment(1);
+        }
         result
     }
 
