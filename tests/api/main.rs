@@ -14,4 +14,5 @@ mod memory;
 mod publish;
 mod security;
 mod shutdown;
+mod token_cli;
 mod transport;
