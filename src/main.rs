@@ -1,14 +1,32 @@
-//! The `hubcast` binary: configuration, logs, one node, and signal handling.
+//! The `hubcast` binary: configuration, logs, one node, and signal handling; or, with a
+//! subcommand, a tool (`hubcast token`).
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use hubcast::app::App;
-use hubcast::config::{Cli, Config};
+use hubcast::config::{Cli, Command, Config};
 
+fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    match cli.command.take() {
+        None => node(cli),
+        Some(Command::Token(args)) => match hubcast::mint::run(&cli, &args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hubcast token: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// Runs one node until a signal stops it.
 #[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
+async fn node(cli: Cli) -> ExitCode {
     let log_format = cli.log_format;
     let _logs = hubcast::telemetry::init(log_format);
     let config = match Config::from_cli(cli) {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -21,9 +21,14 @@ pub enum LogFormat {
 #[command(
     name = "hubcast",
     version,
-    about = "A SignalR-compatible notification backplane: WebSocket hubs, HTTP publishing, Redis scale-out."
+    about = "A SignalR-compatible notification backplane: WebSocket hubs, HTTP publishing, Redis scale-out.",
+    disable_help_subcommand = true
 )]
 pub struct Cli {
+    /// A tool to run instead of the node; without one, `hubcast` runs a node.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address for hubs (WebSocket and negotiate) and the publish API. Default:
     /// 0.0.0.0:8080, or 127.0.0.1:8080 with --insecure (development mode is open to
     /// anyone who can reach it, so it stays on this machine unless told otherwise).
@@ -40,7 +45,7 @@ pub struct Cli {
     pub metrics_listen: SocketAddr,
 
     /// TOML file with hub definitions, limits and timeouts (see the README). Default: none.
-    #[arg(long, env = "HUBCAST_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "HUBCAST_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
     /// Redis URL: one server (redis://host:port/db, rediss:// for TLS), a Redis Cluster
@@ -97,7 +102,8 @@ pub struct Cli {
         long,
         env = "HUBCAST_TOKEN_KEY",
         value_name = "KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub token_key: Option<String>,
 
@@ -118,6 +124,38 @@ pub struct Cli {
     pub insecure: bool,
 }
 
+/// What `hubcast` runs besides a node.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Prints a client token (an HS256 JWT signed with --token-key / HUBCAST_TOKEN_KEY)
+    /// for a hub whose clients present tokens: the same key and claims a node checks.
+    Token(TokenArgs),
+}
+
+/// `hubcast token`: whom the token is for and what it grants. The key and the hubs come
+/// from the node's own `--token-key` and `--config`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The hub's API name (`tasks`, `spend`, …, or one from --config); the token is good
+    /// for that hub only.
+    #[arg(long, value_name = "HUB")]
+    pub hub: String,
+    /// User id (`sub`), for sends to a user. Default: none.
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
+    /// Virtual key id (`vkey`), for the `{vkey}` groups of the hub. Default: none.
+    #[arg(long, value_name = "ID")]
+    pub vkey: Option<String>,
+    /// Groups the client may join besides the hub's own, comma-separated: names, or
+    /// prefixes ending in `*` (`task-*`). Default: none.
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    pub groups: Vec<String>,
+    /// How long the token is valid: a whole number of seconds, or with `s`, `m`, `h` or
+    /// `d` (`90s`, `30m`, `1h`, `7d`).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub ttl: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +166,72 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--listen"), "{e}");
+    }
+
+    #[test]
+    fn without_a_subcommand_the_flags_run_a_node_as_before() {
+        let cli = Cli::try_parse_from([
+            "hubcast",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:9000",
+            "--token-key",
+            "k",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert!(cli.insecure);
+        assert_eq!(cli.token_key.as_deref(), Some("k"));
+        assert_eq!(cli.listen, Some("127.0.0.1:9000".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_token_subcommand_takes_the_nodes_key_and_config_flags() {
+        for args in [
+            &[
+                "hubcast",
+                "token",
+                "--hub",
+                "tasks",
+                "--token-key",
+                "k",
+                "--config",
+                "f.toml",
+            ][..],
+            &[
+                "hubcast",
+                "--token-key",
+                "k",
+                "--config",
+                "f.toml",
+                "token",
+                "--hub",
+                "tasks",
+            ][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Some(Command::Token(t)) = &cli.command else {
+                panic!("{args:?}: no token command");
+            };
+            assert_eq!(t.hub, "tasks");
+            assert_eq!(t.ttl, "1h");
+            assert_eq!(cli.token_key.as_deref(), Some("k"), "{args:?}");
+            assert_eq!(cli.config, Some(PathBuf::from("f.toml")), "{args:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "hubcast",
+            "token",
+            "--hub",
+            "tasks",
+            "--groups",
+            "task-*,video-1",
+            "--groups",
+            "x",
+        ])
+        .unwrap();
+        let Some(Command::Token(t)) = cli.command else {
+            panic!("no token command");
+        };
+        assert_eq!(t.groups, ["task-*", "video-1", "x"]);
     }
 }

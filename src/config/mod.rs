@@ -22,9 +22,9 @@ pub use file::{
     Admission, Cluster, Delivery, FileConfig, Flows, Limits, RateRule, SecurityFile, Threshold,
     Timeouts, WebhookGroups,
 };
-pub use flags::{Cli, LogFormat};
+pub use flags::{Cli, Command, LogFormat, TokenArgs};
 pub use redis_url::RedisTarget;
-pub use validate::ConfigError;
+pub use validate::{hub_specs, read_file, ConfigError, MIN_KEY_BYTES};
 
 /// The credentials, browser origins and admission limits in force. The default has no
 /// credential and the file's defaults for everything else.

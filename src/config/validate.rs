@@ -5,7 +5,7 @@
 //! names the setting.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::file::{FileConfig, Limits};
 use super::flags::{Cli, LogFormat};
@@ -82,19 +82,7 @@ impl Config {
     /// # Errors
     /// See [`ConfigError`].
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
-        let file = match &cli.config {
-            None => FileConfig::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?
-            }
-        };
+        let file = read_file(cli.config.as_deref())?;
         let redis = match cli.redis_url {
             Some(url) if url.trim().is_empty() => None,
             Some(url) => {
@@ -168,7 +156,7 @@ impl Config {
             check_name("--node-id / HUBCAST_NODE_ID", id)?;
         }
         check_numbers(&file)?;
-        let hubs = served_hubs(file.default_hubs, file.hubs, &security)?;
+        let hubs = served_hubs(&file, &security)?;
         if !security.insecure {
             check_keys(&security)?;
         }
@@ -191,7 +179,7 @@ impl Config {
 
 /// Shortest key accepted: an HMAC key (the token key signs client tokens, every key goes
 /// into the connection-token key) shorter than its hash's 32 bytes is guessable offline.
-const MIN_KEY_BYTES: usize = 32;
+pub const MIN_KEY_BYTES: usize = 32;
 
 /// Every key is long enough, and no key is another's: a token key equal to the access key
 /// would let every client publish, a master key equal to either would open the admin hub.
@@ -480,22 +468,42 @@ fn check_numbers(file: &FileConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The hubs served: the defaults (unless turned off) with the file's hubs replacing or
-/// joining them, checked against the credentials that are set.
-fn served_hubs(
-    keep_defaults: Option<bool>,
-    file_hubs: Vec<HubSpec>,
-    security: &Security,
-) -> Result<Vec<Hub>, ConfigError> {
-    let mut specs: Vec<HubSpec> = if keep_defaults.unwrap_or(true) {
+/// The config file at `path` (`--config`), or the defaults without one.
+///
+/// # Errors
+/// The file cannot be read or is not of the expected shape.
+pub fn read_file(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The hubs a node with this file defines, before any credential is checked: the
+/// defaults (unless turned off) with the file's hubs replacing or joining them.
+pub fn hub_specs(file: &FileConfig) -> Vec<HubSpec> {
+    let mut specs: Vec<HubSpec> = if file.default_hubs.unwrap_or(true) {
         default_hubs()
     } else {
         Vec::new()
     };
-    for extra in file_hubs {
+    for extra in &file.hubs {
         specs.retain(|h| h.name != extra.name);
-        specs.push(extra);
+        specs.push(extra.clone());
     }
+    specs
+}
+
+/// The hubs served ([`hub_specs`]), checked against the credentials that are set.
+fn served_hubs(file: &FileConfig, security: &Security) -> Result<Vec<Hub>, ConfigError> {
+    let mut specs = hub_specs(file);
     if security.insecure {
         // Development mode: anyone connects to any hub and joins any group.
         for spec in &mut specs {

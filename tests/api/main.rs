@@ -15,4 +15,5 @@ mod process_metrics;
 mod publish;
 mod security;
 mod shutdown;
+mod token_cli;
 mod transport;
