@@ -115,18 +115,14 @@ async fn open<'a>(
         leftover: early,
     } = upgraded;
 
-    let mut frames = FrameReader::new(node.limits().max_record_bytes + FRAME_SLACK);
-    let mut reader = RecordReader::new(node.limits().max_record_bytes);
-    let mut pending = Incoming::default();
-    // Copied out and dropped, so hyper's whole read buffer does not live as long as the
-    // connection.
-    let mut leftover = early.to_vec();
-    drop(early);
-    if let Err(e) = frames.feed(&mut leftover, &mut |e| pending.take(&mut reader, e)) {
-        tracing::debug!(connection = %id, error = %e, "WebSocket protocol error before the handshake");
-        close_now(&socket, None, close_code(&e)).await;
+    let Some(Readers {
+        mut frames,
+        mut reader,
+        mut pending,
+    }) = Readers::start(&socket, node, early, HubProtocol::Json).await
+    else {
         return None;
-    }
+    };
     let handshake = Box::pin(do_handshake(
         &socket,
         &mut frames,
@@ -197,25 +193,92 @@ async fn open<'a>(
     rx.release();
     tracing::debug!(connection = %id, hub = %hub_name, protocol = protocol.name(), "connected");
 
-    let invocations = f64::from(node.limits().invocations_per_second);
-    Some(Session {
+    Some(Session::new(
         node,
-        hub: start.hub,
+        start,
         hub_name,
-        caller: &start.caller,
-        handle,
-        rx,
-        frames,
-        reader,
-        pending,
+        (handle, rx),
+        Readers {
+            frames,
+            reader,
+            pending,
+        },
         protocol,
-        frames_broken: None,
-        invocations: crate::auth::RateLimiter::new(invocations, 2.0 * invocations),
-        stateful,
-        transport_lost: false,
-        client_next: 1,
-        ack_due: None,
-    })
+        stateful.then_some(1),
+    ))
+}
+
+/// What turns a connection's bytes into records.
+struct Readers {
+    frames: FrameReader,
+    reader: RecordReader,
+    pending: Incoming,
+}
+
+impl Readers {
+    /// Readers for `protocol`, fed what came with the upgrade; `None` (the socket
+    /// closed) when that already broke the WebSocket framing.
+    async fn start(
+        socket: &Socket,
+        node: &Node,
+        early: bytes::Bytes,
+        protocol: HubProtocol,
+    ) -> Option<Self> {
+        let mut frames = FrameReader::new(node.limits().max_record_bytes + FRAME_SLACK);
+        let mut reader = RecordReader::new(node.limits().max_record_bytes);
+        if protocol == HubProtocol::MessagePack {
+            reader.use_length_prefix();
+        }
+        let mut pending = Incoming::default();
+        // Copied out and dropped, so hyper's whole read buffer does not live as long as
+        // the connection.
+        let mut leftover = early.to_vec();
+        drop(early);
+        if let Err(e) = frames.feed(&mut leftover, &mut |e| pending.take(&mut reader, e)) {
+            tracing::debug!(error = %e, "WebSocket protocol error before the first record");
+            close_now(socket, None, close_code(&e)).await;
+            return None;
+        }
+        Some(Self {
+            frames,
+            reader,
+            pending,
+        })
+    }
+}
+
+impl<'a> Session<'a> {
+    /// An open connection's session; `client_next` is the id of the client's next
+    /// trackable message when stateful reconnect is on.
+    fn new(
+        node: &'a Arc<Node>,
+        start: &'a SessionStart,
+        hub_name: &'a str,
+        (handle, rx): (SessionHandle, handle::Receiver),
+        readers: Readers,
+        protocol: HubProtocol,
+        client_next: Option<u64>,
+    ) -> Self {
+        let invocations = f64::from(node.limits().invocations_per_second);
+        Session {
+            node,
+            hub: start.hub,
+            hub_name,
+            caller: &start.caller,
+            handle,
+            rx,
+            frames: readers.frames,
+            reader: readers.reader,
+            pending: readers.pending,
+            protocol,
+            frames_broken: None,
+            invocations: crate::auth::RateLimiter::new(invocations, 2.0 * invocations),
+            stateful: client_next.is_some(),
+            transport_lost: false,
+            client_next: client_next.unwrap_or(1),
+            ack_due: None,
+        }
+    }
 }
 
 struct Session<'a> {

@@ -8,17 +8,14 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 
-use super::io::{close_code, close_now, Incoming};
-use super::Session;
-use super::SessionStart;
+use super::io::close_now;
+use super::{Readers, Session, SessionStart};
 use crate::connection::close::CloseReason;
 use crate::connection::handle::SessionHandle;
 use crate::connection::replay::{Replay, ReplayLimits};
 use crate::metrics as m;
 use crate::node::{Node, Resumed};
-use crate::protocol::framing::RecordReader;
 use crate::protocol::{message, msgpack, HubProtocol};
-use crate::ws::read::FrameReader;
 use crate::ws::{Frame, Upgraded};
 
 /// How soon what the client sent is acknowledged (ASP.NET and the JS client both ack on
@@ -101,19 +98,8 @@ pub(super) async fn resume<'a>(
         leftover: early,
     } = upgraded;
     let protocol = resumed.adopted.protocol;
-    let mut frames = FrameReader::new(node.limits().max_record_bytes + super::FRAME_SLACK);
-    let mut reader = RecordReader::new(node.limits().max_record_bytes);
-    if protocol == HubProtocol::MessagePack {
-        reader.use_length_prefix();
-    }
-    let mut pending = Incoming::default();
-    let mut leftover = early.to_vec();
-    drop(early);
     drop(start.handshake_permit.take());
-    if let Err(e) = frames.feed(&mut leftover, &mut |e| pending.take(&mut reader, e)) {
-        close_now(&socket, None, close_code(&e)).await;
-        return None;
-    }
+    let readers = Readers::start(&socket, node, early, protocol).await?;
     let (handle, mut rx) = SessionHandle::with_socket(
         node.limits().outbound_queue,
         node.limits().outbound_queue_bytes,
@@ -157,23 +143,13 @@ pub(super) async fn resume<'a>(
     rx.release();
     tracing::debug!(connection = %id, hub = %hub_name, resent = resend.len(), from = first, "resumed");
     let client_next = handle.received() + 1;
-    let invocations = f64::from(node.limits().invocations_per_second);
-    Some(Session {
+    Some(Session::new(
         node,
-        hub: start.hub,
+        start,
         hub_name,
-        caller: &start.caller,
-        handle,
-        rx,
-        frames,
-        reader,
-        pending,
+        (handle, rx),
+        readers,
         protocol,
-        frames_broken: None,
-        invocations: crate::auth::RateLimiter::new(invocations, 2.0 * invocations),
-        stateful: true,
-        transport_lost: false,
-        client_next,
-        ack_due: None,
-    })
+        Some(client_next),
+    ))
 }

@@ -124,13 +124,23 @@ impl RedisBackplane {
     }
 
     pub(crate) async fn head(&self, channel: &str) -> Result<Option<Position>, BackplaneError> {
+        self.position_fields(channel, "e", "s").await
+    }
+
+    /// A position kept in the channel's position hash under two fields.
+    async fn position_fields(
+        &self,
+        channel: &str,
+        epoch_field: &'static str,
+        seq_field: &'static str,
+    ) -> Result<Option<Position>, BackplaneError> {
         let key = self.keys.position(channel);
         let (epoch, seq): (Option<Vec<u8>>, Option<u64>) = self
             .run("hmget", |mut c| async move {
                 redis::cmd("HMGET")
                     .arg(key)
-                    .arg("e")
-                    .arg("s")
+                    .arg(epoch_field)
+                    .arg(seq_field)
                     .query_async(&mut c)
                     .await
             })
@@ -169,24 +179,7 @@ impl RedisBackplane {
         &self,
         channel: &str,
     ) -> Result<Option<Position>, BackplaneError> {
-        let key = self.keys.position(channel);
-        let (epoch, seq): (Option<Vec<u8>>, Option<u64>) = self
-            .run("hmget", |mut c| async move {
-                redis::cmd("HMGET")
-                    .arg(key)
-                    .arg("pe")
-                    .arg("ps")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(match (epoch, seq) {
-            (Some(epoch), Some(seq)) => Some(Position {
-                epoch: Bytes::from(epoch),
-                seq,
-            }),
-            _ => None,
-        })
+        self.position_fields(channel, "pe", "ps").await
     }
 
     pub(crate) async fn recall(&self, key: &str) -> Result<Option<String>, BackplaneError> {
