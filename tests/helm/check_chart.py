@@ -683,15 +683,29 @@ def test_prometheus_rules_fire_on_this_release_only():
                                                  ("+Inf", "0+100x40")]],
         *[(f'hubcast_publish_duration_seconds_bucket{{{me},hub="tasks",outcome="accepted",'
            f'le="{le}"}}', "0+100x40") for le in ["0.1", "0.5", "+Inf"]],
-        # Delivery failures: 10/s dispatch_queue_full on tasks; 0.1/s write_error on spend;
-        # 1/s slow consumers on tasks (their own alert).
+        # Deliveries (per minute) and their failures: thresholds are ratios of attempts.
+        # tasks: 10/s written, 10/s dispatch_queue_full (half fail: fires).
+        (f'hubcast_messages_delivered_total{{{me},hub="tasks"}}', "0+600x40"),
         (f'hubcast_delivery_failures_total{{{me},hub="tasks",reason="dispatch_queue_full"}}',
          "0+600x40"),
+        # spend: 100/s written, 0.1/s write_error (0.1 %: below 1 %), and a flood of
+        # connection_closed (clients leaving), which counts neither way.
+        (f'hubcast_messages_delivered_total{{{me},hub="spend"}}', "0+6000x40"),
         (f'hubcast_delivery_failures_total{{{me},hub="spend",reason="write_error"}}', "0+6x40"),
+        (f'hubcast_delivery_failures_total{{{me},hub="spend",reason="connection_closed"}}',
+         "0+60000x40"),
+        # busy: 10/s write errors, ten times the old absolute threshold, but 0.1 % of 10 000/s.
+        (f'hubcast_messages_delivered_total{{{me},hub="busy"}}', "0+600000x40"),
+        (f'hubcast_delivery_failures_total{{{me},hub="busy",reason="write_error"}}', "0+600x40"),
+        # Slow consumers: tasks evicts 1/min, 900 in 15 min, over 51 000 open connections
+        # (1.8 %: fires); spend 0.1/min over 40 000 (0.02 %); another release's many.
         (f'hubcast_delivery_failures_total{{{me},hub="tasks",reason="slow_consumer"}}',
          "0+60x40"),
+        (f'hubcast_delivery_failures_total{{{me},hub="spend",reason="slow_consumer"}}',
+         "0+6x40"),
         (f'hubcast_delivery_failures_total{{{other},hub="x",reason="slow_consumer"}}',
          "0+6000x40"),
+        (f'hubcast_connections{{{other},pod="o1",hub="x"}}', "10x40"),
         # Redis reconnects: p1 once a minute, p2 never.
         (f'hubcast_redis_reconnects_total{{{me},pod="p1"}}', "0+1x40"),
         (f'hubcast_redis_reconnects_total{{{me},pod="p2"}}', "0x40"),
@@ -1054,6 +1068,33 @@ def test_helm_test_pod():
     assert env["HUB_PATH"]["value"] == "/realtime/alerts"
     off = render(merged(MINIMAL, {"helmTest": {"enabled": False}}))
     assert not off.get("hubcast/templates/tests/test-publish.yaml", "").strip()
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors of a Markdown text."""
+    out = set()
+    for line in markdown.splitlines():
+        m = re.match(r"^#{1,6}\s+(.*)$", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            out.add(slug)
+    return out
+
+
+def test_alert_runbooks():
+    """Every alert links a section of docs/operations.md that exists."""
+    known = anchors((ROOT / "docs" / "operations.md").read_text())
+    for a in alerts("monitoring"):
+        url = a["annotations"].get("runbook_url", "")
+        base, _, anchor = url.partition("#")
+        assert base == "docs/operations.md", f"{a['alert']}: {url}"
+        assert anchor == a["alert"].lower(), f"{a['alert']}: {url}"
+        assert anchor in known, f"{a['alert']}: no section #{anchor} in docs/operations.md"
+    custom = render(merged(MINIMAL, {"metrics": {"prometheusRule": {
+        "enabled": True, "runbookBaseUrl": "https://git.example.com/ops.md"}}}))
+    rule = yaml.safe_load(custom["hubcast/templates/prometheusrule.yaml"])
+    urls = {r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert all(u.startswith("https://git.example.com/ops.md#") for u in urls), urls
 
 
 # Secrets the existing-secret variant names, as an operator would have created them.
