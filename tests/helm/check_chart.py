@@ -8,7 +8,8 @@ Run it through `bash scripts/check-chart.sh` (which installs what is missing), o
 
 What it does, without a cluster or a helm binary (helm-python-sdk bundles Helm's Go SDK):
 
-- renders the chart for the minimal documented install and seven variants (in-chart Redis;
+- renders the chart with no values at all (the first install: in-chart Redis, generated
+  keys), for the minimal documented install and seven variants (in-chart Redis;
   ServiceMonitor + PrometheusRule + HPA on connections; existingSecret + Ingress; a custom
   config file; Redis Cluster with a password Secret; Sentinel; development mode), and
   runs `helm lint --strict` on each;
@@ -25,8 +26,16 @@ What it does, without a cluster or a helm binary (helm-python-sdk bundles Helm's
   a local Redis Cluster or Sentinel reached through the rendered URL) becomes ready,
   accepts a publish with the access key, and exports every metric the alerts and the HPA
   use;
-- checks that invalid values are refused at render time with a message naming them;
-- checks docker-compose.yml, deploy/ and the Dockerfile.
+- runs the `helm test` Pod's script against that node (negotiate with a token it signs,
+  then a publish with the access key);
+- checks that generated keys are reused from the Secret an upgrade finds (the lookup's
+  result injected into a copy of the chart: no render here reaches a cluster);
+- checks that invalid values are refused at render time, with one message naming every
+  problem;
+- checks NOTES.txt, the Grafana dashboard ConfigMap, and that every alert's runbook_url
+  names a section of docs/operations.md;
+- checks docker-compose.yml, deploy/ (Prometheus, and Grafana's provisioning, statically)
+  and the Dockerfile.
 
 Rendered files are left in target/helm-check/<variant>/ for inspection.
 """
@@ -1384,7 +1393,7 @@ def test_compose_services():
     services = compose["services"]
     nodes = {n: s for n, s in services.items() if n.startswith("hubcast-")}
     assert len(nodes) == 3, sorted(services)
-    assert "redis" in services and "prometheus" in services
+    assert {"redis", "prometheus", "grafana"} <= set(services), sorted(services)
     names = set()
     for name, svc in nodes.items():
         env = svc["environment"]
@@ -1398,6 +1407,74 @@ def test_compose_services():
     targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]]
     assert sorted(targets) == sorted(f"{n}:9464" for n in nodes), targets
+
+
+def compose_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path → host path of a compose service's bind mounts."""
+    out = {}
+    for volume in service.get("volumes", []):
+        host, container, *_ = volume.split(":")
+        out[container] = (ROOT / host).resolve()
+    return out
+
+
+def test_compose_grafana_provisioning():
+    """Grafana in docker-compose.yml: its data source is the compose Prometheus, and its
+    dashboard provider reads the folder grafana/hubcast.json is mounted in. Checked
+    statically (no Docker here): the files' shape as Grafana's provisioning reads it, and
+    that every path and address lines up with the compose services."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    grafana = services["grafana"]
+    image, _, tag = grafana["image"].partition(":")
+    assert image == "grafana/grafana" and re.fullmatch(r"\d+\.\d+\.\d+", tag), grafana["image"]
+    assert "prometheus" in grafana["depends_on"]
+    assert all(p.startswith("127.0.0.1:") for p in grafana["ports"]), grafana["ports"]
+    assert grafana["ports"] == ["127.0.0.1:3300:3000"], grafana["ports"]
+    env = grafana["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${"), "the password comes from the shell"
+    mounts = compose_mounts(grafana)
+    provisioning = mounts["/etc/grafana/provisioning"]
+    assert provisioning == (ROOT / "deploy/grafana/provisioning").resolve()
+
+    # Data sources: one Prometheus, the compose service, on the port it listens on.
+    ds_files = sorted((provisioning / "datasources").glob("*.yml"))
+    assert ds_files, "no data source provisioning file"
+    sources = [d for f in ds_files for d in yaml.safe_load(f.read_text())["datasources"]]
+    for f in ds_files:
+        assert yaml.safe_load(f.read_text())["apiVersion"] == 1, f
+    assert len(sources) == 1 and sources[0]["type"] == "prometheus", sources
+    ds = sources[0]
+    assert ds["isDefault"] is True and ds["access"] == "proxy"
+    m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", ds["url"])
+    assert m and m.group(1) in services, ds["url"]
+    prom_service = services[m.group(1)]
+    assert prom_service["image"].startswith("prom/prometheus:")
+    assert any(p.endswith(f":{m.group(2)}") for p in prom_service["ports"]), (
+        f"Prometheus does not listen on {m.group(2)}: {prom_service['ports']}")
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert ds["jsonData"]["timeInterval"] == prom["global"]["scrape_interval"], \
+        "timeInterval should be Prometheus's scrape interval"
+
+    # Dashboards: a file provider whose folder is the mount of grafana/.
+    db_files = sorted((provisioning / "dashboards").glob("*.yml"))
+    providers = [p for f in db_files for p in yaml.safe_load(f.read_text())["providers"]]
+    for f in db_files:
+        assert yaml.safe_load(f.read_text())["apiVersion"] == 1, f
+    assert len(providers) == 1 and providers[0]["type"] == "file", providers
+    folder = providers[0]["options"]["path"]
+    assert folder in mounts, f"the provider reads {folder}, which compose does not mount"
+    assert mounts[folder] == (ROOT / "grafana").resolve()
+    dashboards = sorted(mounts[folder].glob("*.json"))
+    assert [d.name for d in dashboards] == ["hubcast.json"], dashboards
+    dashboard = json.loads(dashboards[0].read_text())
+    variable = {v["name"]: v for v in dashboard["templating"]["list"]}["datasource"]
+    assert variable["type"] == "datasource" and variable["query"] == ds["type"], variable
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{folder}/hubcast.json", home
+    # The dashboard filters on namespace and pod, which the compose scrape sets.
+    labels = [sc["labels"] for job in prom["scrape_configs"] for sc in job["static_configs"]]
+    assert all({"namespace", "pod"} <= set(lab) for lab in labels), labels
 
 
 def test_compose_config_accepted():
