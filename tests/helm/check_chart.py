@@ -8,7 +8,8 @@ Run it through `bash scripts/check-chart.sh` (which installs what is missing), o
 
 What it does, without a cluster or a helm binary (helm-python-sdk bundles Helm's Go SDK):
 
-- renders the chart for the minimal documented install and seven variants (in-chart Redis;
+- renders the chart with no values at all (the first install: in-chart Redis, generated
+  keys), for the minimal documented install and seven variants (in-chart Redis;
   ServiceMonitor + PrometheusRule + HPA on connections; existingSecret + Ingress; a custom
   config file; Redis Cluster with a password Secret; Sentinel; development mode), and
   runs `helm lint --strict` on each;
@@ -25,8 +26,16 @@ What it does, without a cluster or a helm binary (helm-python-sdk bundles Helm's
   a local Redis Cluster or Sentinel reached through the rendered URL) becomes ready,
   accepts a publish with the access key, and exports every metric the alerts and the HPA
   use;
-- checks that invalid values are refused at render time with a message naming them;
-- checks docker-compose.yml, deploy/ and the Dockerfile.
+- runs the `helm test` Pod's script against that node (negotiate with a token it signs,
+  then a publish with the access key);
+- checks that generated keys are reused from the Secret an upgrade finds (the lookup's
+  result injected into a copy of the chart: no render here reaches a cluster);
+- checks that invalid values are refused at render time, with one message naming every
+  problem;
+- checks NOTES.txt, the Grafana dashboard ConfigMap, and that every alert's runbook_url
+  names a section of docs/operations.md;
+- checks docker-compose.yml, deploy/ (Prometheus, and Grafana's provisioning, statically)
+  and the Dockerfile.
 
 Rendered files are left in target/helm-check/<variant>/ for inspection.
 """
@@ -81,13 +90,16 @@ def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    # The documented install: chart defaults plus the two things without a default.
+    # `helm install` with no values at all: the in-chart Redis and generated keys.
+    "bare": {},
+    # The documented production install: an external Redis and keys given.
     "default": MINIMAL,
     "in-chart-redis": {"redis": {"inChart": {"enabled": True}}, "auth": dict(KEYS)},
     "monitoring": merged(MINIMAL, {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
                     "prometheusRule": {"enabled": True, "labels": {"release": "prom"},
-                                       "additionalLabels": {"team": "platform"}}},
+                                       "additionalLabels": {"team": "platform"}},
+                    "grafanaDashboard": {"enabled": True}},
         "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
                         "connectionsPerPod": {"enabled": True, "averageValue": "8000"}},
     }),
@@ -154,11 +166,17 @@ SENTINEL = {"mode": "sentinel", "sentinel": {"nodes": ["s-0:26379"]}}
 
 # Values the chart must refuse, with a piece of the message that must name the problem.
 REFUSED: list[tuple[str, dict[str, Any], str]] = [
-    ("chart defaults alone (no Redis)", {}, "redis.url"),
-    ("no keys", {"redis": {"url": "redis://r:6379"}}, "auth.existingSecret"),
-    ("no token key", merged(MINIMAL, {"auth": {"tokenKey": ""}}), "set auth.tokenKey"),
-    ("no master key", merged(MINIMAL, {"auth": {"masterKey": ""}}),
+    ("in-chart Redis turned off, no other", {"redis": {"inChart": {"enabled": False}}},
+     "redis.url"),
+    ("no keys, generation off", {"redis": {"url": "redis://r:6379"}, "auth": {"generate": False}},
+     "auth.existingSecret"),
+    ("no token key, generation off", merged(MINIMAL, {"auth": {"tokenKey": "", "generate": False}}),
+     "set auth.tokenKey"),
+    ("no master key, generation off",
+     merged(MINIMAL, {"auth": {"masterKey": "", "generate": False}}),
      "hubs admin-notifications authenticate clients with the master key"),
+    ("in-chart Redis forced on beside a URL",
+     {"redis": {"url": "redis://r:6379", "inChart": {"enabled": True}}}, "only one of redis.url"),
     ('replicaCount: "two"', merged(MINIMAL, {"replicaCount": "two"}), "'/replicaCount'"),
     ("unknown top-level value", merged(MINIMAL, {"replicas": 2}), "'replicas' not allowed"),
     ("unknown config key", merged(MINIMAL, {"config": {"limits": {"max_recrd_bytes": 10}}}),
@@ -307,7 +325,7 @@ def env_of(variant: str) -> dict[str, dict[str, Any]]:
 
 
 def config_toml(variant: str) -> str:
-    return one(variant, "ConfigMap")["data"]["hubcast.toml"]
+    return one(variant, "ConfigMap", f"{RELEASE}-hubcast")["data"]["hubcast.toml"]
 
 
 def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -674,15 +692,29 @@ def test_prometheus_rules_fire_on_this_release_only():
                                                  ("+Inf", "0+100x40")]],
         *[(f'hubcast_publish_duration_seconds_bucket{{{me},hub="tasks",outcome="accepted",'
            f'le="{le}"}}', "0+100x40") for le in ["0.1", "0.5", "+Inf"]],
-        # Delivery failures: 10/s dispatch_queue_full on tasks; 0.1/s write_error on spend;
-        # 1/s slow consumers on tasks (their own alert).
+        # Deliveries (per minute) and their failures: thresholds are ratios of attempts.
+        # tasks: 10/s written, 10/s dispatch_queue_full (half fail: fires).
+        (f'hubcast_messages_delivered_total{{{me},hub="tasks"}}', "0+600x40"),
         (f'hubcast_delivery_failures_total{{{me},hub="tasks",reason="dispatch_queue_full"}}',
          "0+600x40"),
+        # spend: 100/s written, 0.1/s write_error (0.1 %: below 1 %), and a flood of
+        # connection_closed (clients leaving), which counts neither way.
+        (f'hubcast_messages_delivered_total{{{me},hub="spend"}}', "0+6000x40"),
         (f'hubcast_delivery_failures_total{{{me},hub="spend",reason="write_error"}}', "0+6x40"),
+        (f'hubcast_delivery_failures_total{{{me},hub="spend",reason="connection_closed"}}',
+         "0+60000x40"),
+        # busy: 10/s write errors, ten times the old absolute threshold, but 0.1 % of 10 000/s.
+        (f'hubcast_messages_delivered_total{{{me},hub="busy"}}', "0+600000x40"),
+        (f'hubcast_delivery_failures_total{{{me},hub="busy",reason="write_error"}}', "0+600x40"),
+        # Slow consumers: tasks evicts 1/min, 900 in 15 min, over 51 000 open connections
+        # (1.8 %: fires); spend 0.1/min over 40 000 (0.02 %); another release's many.
         (f'hubcast_delivery_failures_total{{{me},hub="tasks",reason="slow_consumer"}}',
          "0+60x40"),
+        (f'hubcast_delivery_failures_total{{{me},hub="spend",reason="slow_consumer"}}',
+         "0+6x40"),
         (f'hubcast_delivery_failures_total{{{other},hub="x",reason="slow_consumer"}}',
          "0+6000x40"),
+        (f'hubcast_connections{{{other},pod="o1",hub="x"}}', "10x40"),
         # Redis reconnects: p1 once a minute, p2 never.
         (f'hubcast_redis_reconnects_total{{{me},pod="p1"}}', "0+1x40"),
         (f'hubcast_redis_reconnects_total{{{me},pod="p2"}}', "0x40"),
@@ -852,6 +884,226 @@ def test_invalid_values_are_refused():
             continue
         failures.append(f"{label}: rendered without error")
     assert not failures, "\n".join(failures)
+
+
+def test_first_install_with_no_values():
+    """`helm install` with no values: two nodes, the in-chart Redis they point at, and the
+    three keys generated into the chart's Secret, which is kept across uninstalls."""
+    assert one("bare", "Deployment", f"{RELEASE}-hubcast")["spec"]["replicas"] == 2
+    assert env_of("bare")["HUBCAST_REDIS_URL"]["value"] == f"redis://{RELEASE}-hubcast-redis:6379"
+    one("bare", "Deployment", f"{RELEASE}-hubcast-redis")
+    one("bare", "Service", f"{RELEASE}-hubcast-redis")
+    one("bare", "NetworkPolicy")
+    secret = one("bare", "Secret")
+    assert secret["metadata"]["name"] == f"{RELEASE}-hubcast"
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    keys = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert set(keys) == {"access-key", "token-key", "master-key"}, keys
+    for name, key in keys.items():
+        assert re.fullmatch(r"[A-Za-z0-9]{48}", key), f"{name}: {key!r}"
+    assert len(set(keys.values())) == 3, "each key must be generated on its own"
+    env = env_of("bare")
+    for name, key in [("HUBCAST_ACCESS_KEY", "access-key"), ("HUBCAST_TOKEN_KEY", "token-key"),
+                      ("HUBCAST_MASTER_KEY", "master-key")]:
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-hubcast",
+                                                          "key": key}, env[name]
+    # Another install (nothing to look up) generates other keys: they are random.
+    again = [d for path, text in render({}).items() if path.endswith("secret.yaml")
+             for d in yaml.safe_load_all(text) if d]
+    assert again[0]["data"]["access-key"] != secret["data"]["access-key"]
+    # A Redis named any other way turns the in-chart one off by itself.
+    for variant in ["default", "existing-secret-ingress", "redis-cluster", "redis-sentinel"]:
+        names = [d["metadata"]["name"] for d in objects(variant, "Deployment")]
+        assert names == [f"{RELEASE}-hubcast"], f"{variant}: {names}"
+    # Keys given as values are used as they are; generation fills in only what is missing.
+    partial = render({"auth": {"accessKey": KEYS["accessKey"]}})
+    data = yaml.safe_load(partial["hubcast/templates/secret.yaml"])["data"]
+    assert base64.b64decode(data["access-key"]).decode() == KEYS["accessKey"]
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", base64.b64decode(data["token-key"]).decode())
+    # Without generation only the keys given are in the Secret and the environment.
+    given = render({"auth": {"generate": False, "accessKey": "a" * 32},
+                    "config": {"default_hubs": False, "hubs": [
+                        {"name": "open", "path": "/hubs/open", "auth": "none"}]}})
+    data = yaml.safe_load(given["hubcast/templates/secret.yaml"])["data"]
+    assert set(data) == {"access-key"}, data
+    assert "HUBCAST_TOKEN_KEY" not in given["hubcast/templates/deployment.yaml"]
+
+
+def render_secret_data(values: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, str]:
+    """hubcast.secretData as secret.yaml calls it, with `existing` standing in for what
+    `lookup` returns from a cluster (helm template and this SDK have no cluster, so their
+    lookup always returns an empty dict): rendered from a copy of the chart with one more
+    template that passes the fake Secret in. Key name → decoded value."""
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / "hubcast"
+        shutil.copytree(CHART, chart)
+        fake = json.dumps(existing if existing is not None else {})
+        (chart / "templates" / "zz-secret-data.yaml").write_text(
+            "{{- $existing := " + json.dumps(fake) + " | fromJson }}\n"
+            'secretData: {{ include "hubcast.secretData" (dict "root" . "existing" $existing) '
+            "| quote }}\n")
+        with helm().Chart.load(chart) as c:
+            out = c.render(values, name=RELEASE, namespace=NAMESPACE, is_install=False)
+    data = json.loads(yaml.safe_load(out["hubcast/templates/zz-secret-data.yaml"])["secretData"])
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def test_generated_keys_are_kept_across_upgrades():
+    """The reuse path of the key generation: on an upgrade secret.yaml's lookup finds the
+    Secret of the install, and every key not given as a value is read back from it rather
+    than generated anew (a new token key would void every client token). The lookup
+    itself needs a cluster; what it returns is injected here, and the lookup call is
+    checked to name exactly the Secret the template creates."""
+    stored = {"access-key": "stored-access-0123456789abcdef0123456789",
+              "token-key": "stored-token-0123456789abcdef01234567890",
+              "master-key": "stored-master-0123456789abcdef0123456789"}
+    lookup_result = {"apiVersion": "v1", "kind": "Secret",
+                     "metadata": {"name": f"{RELEASE}-hubcast", "namespace": NAMESPACE},
+                     "data": {k: base64.b64encode(v.encode()).decode() for k, v in stored.items()}}
+    assert render_secret_data({}, lookup_result) == stored, "stored keys must be reused"
+    # A key given as a value wins over the stored one (rotation through values).
+    rotated = render_secret_data({"auth": {"tokenKey": KEYS["tokenKey"]}}, lookup_result)
+    assert rotated == {**stored, "token-key": KEYS["tokenKey"]}, rotated
+    # A key missing from the stored Secret (say, one added to the chart later) is generated.
+    partial = dict(lookup_result, data={"access-key": lookup_result["data"]["access-key"]})
+    got = render_secret_data({}, partial)
+    assert got["access-key"] == stored["access-key"]
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", got["token-key"]), got
+    # Nothing found (first install): all three generated.
+    fresh = render_secret_data({}, {})
+    assert all(re.fullmatch(r"[A-Za-z0-9]{48}", v) for v in fresh.values()) and len(fresh) == 3
+    # Key names of auth.existingSecretKeys are honoured on the way back too.
+    renamed = {"auth": {"existingSecretKeys": {"accessKey": "publish"}}}
+    old = dict(lookup_result, data={"publish": lookup_result["data"]["access-key"]})
+    assert render_secret_data(renamed, old)["publish"] == stored["access-key"]
+    # The lookup reads the Secret the template writes: same namespace, same name.
+    text = (CHART / "templates" / "secret.yaml").read_text()
+    assert re.search(r'\$name := include "hubcast.fullname" \.', text), text
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in text, text
+    assert re.search(r"^  name: \{\{ \$name \}\}$", text, re.M), text
+    assert re.search(r"^  namespace: \{\{ \.Release\.Namespace \}\}$", text, re.M), text
+
+
+def test_one_message_lists_every_missing_value():
+    """Values missing several things stop the rendering once, with all of them listed."""
+    values = {"redis": {"inChart": {"enabled": False}}, "auth": {"generate": False},
+              "config": {"timeouts": {"keepalive_ms": 30000}}}
+    try:
+        render(values)
+    except helm().HelmError as e:
+        text = str(e)
+    else:
+        raise AssertionError("rendered without error")
+    assert "(5 to fix)" in text, text
+    for needle in ["redis.url", "redis.existingSecret", "redis.cluster.nodes",
+                   "redis.sentinel.nodes", "set auth.existingSecret", "set auth.tokenKey",
+                   "set auth.masterKey", "keepalive_ms"]:
+        assert needle in text, f"missing {needle!r} in:\n{text}"
+    assert text.count("hubcast cannot be installed") == 1, text
+
+
+def test_notes_first_steps():
+    notes = rendered("bare")["hubcast/templates/NOTES.txt"]
+    for needle in [
+        f"kubectl -n {NAMESPACE} exec deployment/{RELEASE}-hubcast -- "
+        "hubcast token --hub tasks --user u1 --ttl 1h",
+        f"kubectl -n {NAMESPACE} get secret {RELEASE}-hubcast",
+        "-o jsonpath='{.data.token-key}' | base64 -d",
+        "-o jsonpath='{.data.access-key}' | base64 -d",
+        "helm.sh/resource-policy: keep",
+        f"helm test {RELEASE} -n {NAMESPACE}",
+        f"the in-chart single-replica Redis {RELEASE}-hubcast-redis",
+    ]:
+        assert needle in notes, f"NOTES.txt lacks: {needle}\n{notes}"
+    notes = rendered("existing-secret-ingress")["hubcast/templates/NOTES.txt"]
+    assert "get secret hubcast-keys" in notes and "were generated" not in notes, notes
+    assert "hubcast token" not in rendered("insecure-dev")["hubcast/templates/NOTES.txt"]
+
+
+def test_grafana_dashboard_configmap():
+    chart_copy = CHART / "dashboards" / "hubcast.json"
+    assert chart_copy.read_bytes() == (ROOT / "grafana" / "hubcast.json").read_bytes(), (
+        "helm/hubcast/dashboards/hubcast.json must be a copy of grafana/hubcast.json: "
+        "cp grafana/hubcast.json helm/hubcast/dashboards/")
+    cm = one("monitoring", "ConfigMap", f"{RELEASE}-hubcast-grafana")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == NAMESPACE
+    dashboard = json.loads(cm["data"]["hubcast.json"])
+    assert dashboard == json.loads(chart_copy.read_text())
+    assert "datasource" in [v["name"] for v in dashboard["templating"]["list"]], \
+        "the dashboard must pick its datasource itself (the sidecar sets none)"
+    assert not [c for c in objects("default", "ConfigMap")
+                if c["metadata"]["name"].endswith("-grafana")], "off by default"
+    custom = render(merged(MINIMAL, {"metrics": {"grafanaDashboard": {
+        "enabled": True, "namespace": "monitoring", "labels": {"dashboards": "hubcast"},
+        "annotations": {"grafana_folder": "hubcast"}}}}))
+    cm = yaml.safe_load(custom["hubcast/templates/grafana-dashboard.yaml"])
+    assert cm["metadata"]["namespace"] == "monitoring"
+    # Helm merges maps: the default label stays unless set to null.
+    assert cm["metadata"]["labels"]["dashboards"] == "hubcast"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    only = render(merged(MINIMAL, {"metrics": {"grafanaDashboard": {
+        "enabled": True, "labels": {"grafana_dashboard": None, "dashboards": "hubcast"}}}}))
+    labels = yaml.safe_load(only["hubcast/templates/grafana-dashboard.yaml"])["metadata"]["labels"]
+    assert "grafana_dashboard" not in labels and labels["dashboards"] == "hubcast", labels
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "hubcast"}
+
+
+def helm_test_pod(variant: str) -> dict[str, Any]:
+    return one(variant, "Pod", f"{RELEASE}-hubcast-test")
+
+
+def test_helm_test_pod():
+    pod = helm_test_pod("bare")
+    a = pod["metadata"]["annotations"]
+    assert a["helm.sh/hook"] == "test"
+    assert "hook-succeeded" in a["helm.sh/hook-delete-policy"]
+    assert pod["spec"]["restartPolicy"] == "Never"
+    c = pod["spec"]["containers"][0]
+    assert c["command"][:2] == ["python3", "-c"]
+    assert c["command"][2].strip() == (CHART / "files" / "helm-test.py").read_text().strip()
+    env = {e["name"]: e for e in c["env"]}
+    assert env["HUBCAST_URL"]["value"] == f"http://{RELEASE}-hubcast:8080"
+    assert env["HUB"]["value"] == "tasks" and env["HUB_PATH"]["value"] == "/hubs/tasks"
+    assert env["ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "access-key"
+    assert env["TOKEN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == f"{RELEASE}-hubcast"
+    env = {e["name"]: e for e in helm_test_pod("existing-secret-ingress")["spec"]["containers"][0]["env"]}
+    assert env["TOKEN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "hubcast-keys"
+    # A hub of config.hubs is reached on its own path.
+    custom = render(merged(MINIMAL, {"helmTest": {"hub": "alerts"}, "config": {"hubs": [
+        {"name": "alerts", "path": "/realtime/alerts"}]}}))
+    pod = yaml.safe_load(custom["hubcast/templates/tests/test-publish.yaml"])
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["HUB_PATH"]["value"] == "/realtime/alerts"
+    off = render(merged(MINIMAL, {"helmTest": {"enabled": False}}))
+    assert not off.get("hubcast/templates/tests/test-publish.yaml", "").strip()
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors of a Markdown text."""
+    out = set()
+    for line in markdown.splitlines():
+        m = re.match(r"^#{1,6}\s+(.*)$", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            out.add(slug)
+    return out
+
+
+def test_alert_runbooks():
+    """Every alert links a section of docs/operations.md that exists."""
+    known = anchors((ROOT / "docs" / "operations.md").read_text())
+    for a in alerts("monitoring"):
+        url = a["annotations"].get("runbook_url", "")
+        base, _, anchor = url.partition("#")
+        assert base == "docs/operations.md", f"{a['alert']}: {url}"
+        assert anchor == a["alert"].lower(), f"{a['alert']}: {url}"
+        assert anchor in known, f"{a['alert']}: no section #{anchor} in docs/operations.md"
+    custom = render(merged(MINIMAL, {"metrics": {"prometheusRule": {
+        "enabled": True, "runbookBaseUrl": "https://git.example.com/ops.md"}}}))
+    rule = yaml.safe_load(custom["hubcast/templates/prometheusrule.yaml"])
+    urls = {r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert all(u.startswith("https://git.example.com/ops.md#") for u in urls), urls
 
 
 # Secrets the existing-secret variant names, as an operator would have created them.
@@ -1056,6 +1308,24 @@ def check_variant_node_starts(variant: str) -> None:
                 headers["authorization"] = f"Bearer {env['HUBCAST_ACCESS_KEY'].split(',')[-1]}"
             status, text = http("POST", url, body, headers)
             assert status == 202, (status, text)
+            # The `helm test` Pod's script, with the Pod's environment (the Service
+            # replaced by this node): negotiate with a token it signs, then publish.
+            test_env = {"PATH": os.environ.get("PATH", ""), "WAIT_SECONDS": "5"}
+            for e in helm_test_pod(variant)["spec"]["containers"][0]["env"]:
+                if "value" in e:
+                    test_env[e["name"]] = e["value"]
+                else:
+                    ref = e["valueFrom"]["secretKeyRef"]
+                    value = secrets.get(ref["name"], {}).get(ref["key"])
+                    assert value is not None or ref.get("optional"), f"{e['name']}: {ref}"
+                    if value is not None:
+                        test_env[e["name"]] = value
+            test_env["HUBCAST_URL"] = base
+            script = helm_test_pod(variant)["spec"]["containers"][0]["command"]
+            r = run([sys.executable, *script[1:]], env=test_env)
+            assert r.returncode == 0, f"helm test script failed:\n{r.stdout}{r.stderr}"
+            assert "negotiate /hubs/tasks: 200" in r.stdout and "publish to tasks: 202" in r.stdout, \
+                r.stdout
             time.sleep(0.2)
             _, scrape = http("GET", f"http://127.0.0.1:{metrics_port}/metrics")
             exported = set(re.findall(r"^(hubcast_[a-z0-9_]+?)(?:_bucket|_sum|_count)?[{ ]",
@@ -1123,7 +1393,7 @@ def test_compose_services():
     services = compose["services"]
     nodes = {n: s for n, s in services.items() if n.startswith("hubcast-")}
     assert len(nodes) == 3, sorted(services)
-    assert "redis" in services and "prometheus" in services
+    assert {"redis", "prometheus", "grafana"} <= set(services), sorted(services)
     names = set()
     for name, svc in nodes.items():
         env = svc["environment"]
@@ -1137,6 +1407,74 @@ def test_compose_services():
     targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]]
     assert sorted(targets) == sorted(f"{n}:9464" for n in nodes), targets
+
+
+def compose_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path → host path of a compose service's bind mounts."""
+    out = {}
+    for volume in service.get("volumes", []):
+        host, container, *_ = volume.split(":")
+        out[container] = (ROOT / host).resolve()
+    return out
+
+
+def test_compose_grafana_provisioning():
+    """Grafana in docker-compose.yml: its data source is the compose Prometheus, and its
+    dashboard provider reads the folder grafana/hubcast.json is mounted in. Checked
+    statically (no Docker here): the files' shape as Grafana's provisioning reads it, and
+    that every path and address lines up with the compose services."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    grafana = services["grafana"]
+    image, _, tag = grafana["image"].partition(":")
+    assert image == "grafana/grafana" and re.fullmatch(r"\d+\.\d+\.\d+", tag), grafana["image"]
+    assert "prometheus" in grafana["depends_on"]
+    assert all(p.startswith("127.0.0.1:") for p in grafana["ports"]), grafana["ports"]
+    assert grafana["ports"] == ["127.0.0.1:3300:3000"], grafana["ports"]
+    env = grafana["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${"), "the password comes from the shell"
+    mounts = compose_mounts(grafana)
+    provisioning = mounts["/etc/grafana/provisioning"]
+    assert provisioning == (ROOT / "deploy/grafana/provisioning").resolve()
+
+    # Data sources: one Prometheus, the compose service, on the port it listens on.
+    ds_files = sorted((provisioning / "datasources").glob("*.yml"))
+    assert ds_files, "no data source provisioning file"
+    sources = [d for f in ds_files for d in yaml.safe_load(f.read_text())["datasources"]]
+    for f in ds_files:
+        assert yaml.safe_load(f.read_text())["apiVersion"] == 1, f
+    assert len(sources) == 1 and sources[0]["type"] == "prometheus", sources
+    ds = sources[0]
+    assert ds["isDefault"] is True and ds["access"] == "proxy"
+    m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", ds["url"])
+    assert m and m.group(1) in services, ds["url"]
+    prom_service = services[m.group(1)]
+    assert prom_service["image"].startswith("prom/prometheus:")
+    assert any(p.endswith(f":{m.group(2)}") for p in prom_service["ports"]), (
+        f"Prometheus does not listen on {m.group(2)}: {prom_service['ports']}")
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert ds["jsonData"]["timeInterval"] == prom["global"]["scrape_interval"], \
+        "timeInterval should be Prometheus's scrape interval"
+
+    # Dashboards: a file provider whose folder is the mount of grafana/.
+    db_files = sorted((provisioning / "dashboards").glob("*.yml"))
+    providers = [p for f in db_files for p in yaml.safe_load(f.read_text())["providers"]]
+    for f in db_files:
+        assert yaml.safe_load(f.read_text())["apiVersion"] == 1, f
+    assert len(providers) == 1 and providers[0]["type"] == "file", providers
+    folder = providers[0]["options"]["path"]
+    assert folder in mounts, f"the provider reads {folder}, which compose does not mount"
+    assert mounts[folder] == (ROOT / "grafana").resolve()
+    dashboards = sorted(mounts[folder].glob("*.json"))
+    assert [d.name for d in dashboards] == ["hubcast.json"], dashboards
+    dashboard = json.loads(dashboards[0].read_text())
+    variable = {v["name"]: v for v in dashboard["templating"]["list"]}["datasource"]
+    assert variable["type"] == "datasource" and variable["query"] == ds["type"], variable
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{folder}/hubcast.json", home
+    # The dashboard filters on namespace and pod, which the compose scrape sets.
+    labels = [sc["labels"] for job in prom["scrape_configs"] for sc in job["static_configs"]]
+    assert all({"namespace", "pod"} <= set(lab) for lab in labels), labels
 
 
 def test_compose_config_accepted():

@@ -110,6 +110,58 @@ environment variable the Deployment defines just before it (the kubelet expands 
 {{- if not $cluster }}{{ printf "/%s" $r.sentinel.masterName }}{{ end }}
 {{- end }}
 
+{{/*
+"true" when the in-chart Redis is deployed: redis.inChart.enabled=true, or left unset
+(null) while nothing else names a Redis (standalone mode, no redis.url, no
+redis.existingSecret). Empty otherwise.
+*/}}
+{{- define "hubcast.redisInChart" -}}
+{{- $r := .Values.redis }}
+{{- if kindIs "bool" $r.inChart.enabled }}
+{{- if $r.inChart.enabled }}true{{ end }}
+{{- else if and (eq $r.mode "standalone") (not $r.url) (not $r.existingSecret) }}
+{{- print "true" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the chart's Secret holds key `name` (accessKey, tokenKey or masterKey): given as
+a value, or generated (auth.generate, outside development mode). "true" or empty.
+*/}}
+{{- define "hubcast.chartHasKey" -}}
+{{- $v := .root.Values }}
+{{- if or (get $v.auth .name) (and $v.auth.generate (not $v.insecure)) }}true{{ end }}
+{{- end }}
+
+{{/*
+The data of the chart's Secret, as JSON (key name inside the Secret → base64 value).
+Each key is, in this order: the value given (auth.accessKey, …); else the one already in
+`existing` (the Secret of a previous install or upgrade, which secret.yaml looks up), so
+generated keys survive upgrades; else, with auth.generate, 48 random letters and digits.
+`existing` is the lookup's result: an empty dict when there is none (and always under
+`helm template` or a client-side dry run, which cannot reach the cluster).
+*/}}
+{{- define "hubcast.secretData" -}}
+{{- $v := .root.Values }}
+{{- $names := $v.auth.existingSecretKeys }}
+{{- $old := (.existing | default dict).data | default dict }}
+{{- $data := dict }}
+{{- range $key := list "accessKey" "tokenKey" "masterKey" }}
+{{- $name := get $names $key }}
+{{- $given := get $v.auth $key }}
+{{- if $given }}
+{{- $_ := set $data $name (b64enc $given) }}
+{{- else if and $v.auth.generate (not $v.insecure) }}
+{{- if hasKey $old $name }}
+{{- $_ := set $data $name (get $old $name) }}
+{{- else }}
+{{- $_ := set $data $name (randAlphaNum 48 | b64enc) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $data }}
+{{- end }}
+
 {{/* Name of the metrics Service (also the Prometheus job label the ServiceMonitor gives). */}}
 {{- define "hubcast.metricsName" -}}
 {{- printf "%s-metrics" (include "hubcast.fullname" .) }}
@@ -145,63 +197,65 @@ Included once, from the Deployment.
 */}}
 {{- define "hubcast.validate" -}}
 {{- $v := .Values }}
+{{- /* Every problem is collected, then reported at once, so one try shows all that is missing. */}}
+{{- $errs := list }}
 {{- /* A Redis is always required: see values.yaml and docs/kubernetes.md. */}}
 {{- $r := $v.redis }}
 {{- $mode := $r.mode }}
 {{- if and (ne $mode "cluster") $r.cluster.nodes }}
-{{- fail (printf "\n\nredis.cluster.nodes is set, but redis.mode is %s: set redis.mode=cluster to use a Redis Cluster, or leave redis.cluster.nodes empty" $mode) }}
+{{- $errs = append $errs (printf "redis.cluster.nodes is set, but redis.mode is %s: set redis.mode=cluster to use a Redis Cluster, or leave redis.cluster.nodes empty" $mode) }}
 {{- end }}
 {{- if and (ne $mode "sentinel") $r.sentinel.nodes }}
-{{- fail (printf "\n\nredis.sentinel.nodes is set, but redis.mode is %s: set redis.mode=sentinel to use Redis Sentinel, or leave redis.sentinel.nodes empty" $mode) }}
+{{- $errs = append $errs (printf "redis.sentinel.nodes is set, but redis.mode is %s: set redis.mode=sentinel to use Redis Sentinel, or leave redis.sentinel.nodes empty" $mode) }}
 {{- end }}
 {{- if and (ne $mode "cluster") $r.cluster.tls }}
-{{- fail (printf "\n\nredis.cluster.tls is set, but redis.mode is %s: it applies only with redis.mode=cluster" $mode) }}
+{{- $errs = append $errs (printf "redis.cluster.tls is set, but redis.mode is %s: it applies only with redis.mode=cluster" $mode) }}
 {{- end }}
 {{- if and (ne $mode "sentinel") $r.sentinel.tls }}
-{{- fail (printf "\n\nredis.sentinel.tls is set, but redis.mode is %s: it applies only with redis.mode=sentinel" $mode) }}
+{{- $errs = append $errs (printf "redis.sentinel.tls is set, but redis.mode is %s: it applies only with redis.mode=sentinel" $mode) }}
 {{- end }}
 {{- if eq $mode "standalone" }}
 {{- $redisSources := 0 }}
 {{- if $r.url }}{{ $redisSources = add1 $redisSources }}{{ end }}
 {{- if $r.existingSecret }}{{ $redisSources = add1 $redisSources }}{{ end }}
 {{- if $r.inChart.enabled }}{{ $redisSources = add1 $redisSources }}{{ end }}
-{{- if eq $redisSources 0 }}
-{{- fail "\n\nhubcast needs a Redis: set redis.url (e.g. --set redis.url=redis://my-redis:6379), redis.existingSecret (a Secret holding the URL), or redis.inChart.enabled=true (a single-replica Redis in this release); for a Redis Cluster or Sentinel set redis.mode (see values.yaml).\nIt is required even with one replica: a rolling update runs two pods at once, and without a shared backplane each delivers only to its own clients." }}
+{{- if and (eq $redisSources 0) (not (include "hubcast.redisInChart" .)) }}
+{{- $errs = append $errs "hubcast needs a Redis, and redis.inChart.enabled=false turns off the in-chart one: set redis.url (e.g. --set redis.url=redis://my-redis:6379), or redis.existingSecret (a Secret holding the URL), or leave redis.inChart.enabled unset (a single-replica Redis in this release); for a Redis Cluster set redis.mode=cluster and redis.cluster.nodes, for Sentinel redis.mode=sentinel and redis.sentinel.nodes (see values.yaml).\nIt is required even with one replica: a rolling update runs two pods at once, and without a shared backplane each delivers only to its own clients." }}
 {{- end }}
 {{- if gt $redisSources 1 }}
-{{- fail "\n\nset only one of redis.url, redis.existingSecret and redis.inChart.enabled" }}
+{{- $errs = append $errs "set only one of redis.url, redis.existingSecret and redis.inChart.enabled" }}
 {{- end }}
 {{- if $r.password.existingSecret }}
-{{- fail "\n\nredis.password.existingSecret is used only with redis.mode=cluster or sentinel (the chart puts it into the URL it builds from the nodes); for a standalone Redis with a password put the whole URL in a Secret and set redis.existingSecret" }}
+{{- $errs = append $errs "redis.password.existingSecret is used only with redis.mode=cluster or sentinel (the chart puts it into the URL it builds from the nodes); for a standalone Redis with a password put the whole URL in a Secret and set redis.existingSecret" }}
 {{- end }}
 {{- else }}
 {{- $nodes := ternary $r.cluster.nodes $r.sentinel.nodes (eq $mode "cluster") }}
 {{- if $r.inChart.enabled }}
-{{- fail (printf "\n\nredis.inChart.enabled deploys a standalone Redis, but redis.mode is %s: turn one of them off" $mode) }}
+{{- $errs = append $errs (printf "redis.inChart.enabled deploys a standalone Redis, but redis.mode is %s: turn one of them off" $mode) }}
 {{- end }}
 {{- if $r.url }}
-{{- fail (printf "\n\nredis.url is for redis.mode=standalone; with redis.mode=%s list the nodes in redis.%s.nodes (or put the whole URL in a Secret and set redis.existingSecret)" $mode $mode) }}
+{{- $errs = append $errs (printf "redis.url is for redis.mode=standalone; with redis.mode=%s list the nodes in redis.%s.nodes (or put the whole URL in a Secret and set redis.existingSecret)" $mode $mode) }}
 {{- end }}
 {{- if and (not $nodes) (not $r.existingSecret) }}
-{{- fail (printf "\n\nredis.mode=%s needs its nodes: set redis.%s.nodes (host:port, e.g. --set 'redis.%s.nodes={redis-0.example:%s}'), or put the whole URL in a Secret and set redis.existingSecret" $mode $mode $mode (ternary "6379" "26379" (eq $mode "cluster"))) }}
+{{- $errs = append $errs (printf "redis.mode=%s needs its nodes: set redis.%s.nodes (host:port, e.g. --set 'redis.%s.nodes={redis-0.example:%s}'), or put the whole URL in a Secret and set redis.existingSecret" $mode $mode $mode (ternary "6379" "26379" (eq $mode "cluster"))) }}
 {{- end }}
 {{- if and $nodes $r.existingSecret }}
-{{- fail (printf "\n\nset only one of redis.%s.nodes and redis.existingSecret (a Secret holding the whole URL)" $mode) }}
+{{- $errs = append $errs (printf "set only one of redis.%s.nodes and redis.existingSecret (a Secret holding the whole URL)" $mode) }}
 {{- end }}
 {{- if and $r.existingSecret $r.password.existingSecret }}
-{{- fail "\n\nredis.password.existingSecret applies to the URL the chart builds from the nodes; with redis.existingSecret the password belongs in that URL" }}
+{{- $errs = append $errs "redis.password.existingSecret applies to the URL the chart builds from the nodes; with redis.existingSecret the password belongs in that URL" }}
 {{- end }}
 {{- if and $r.existingSecret (ternary $r.cluster.tls $r.sentinel.tls (eq $mode "cluster")) }}
-{{- fail (printf "\n\nredis.%s.tls applies to the URL the chart builds from the nodes; with redis.existingSecret write rediss+%s:// in that URL instead" $mode $mode) }}
+{{- $errs = append $errs (printf "redis.%s.tls applies to the URL the chart builds from the nodes; with redis.existingSecret write rediss+%s:// in that URL instead" $mode $mode) }}
 {{- end }}
 {{- end }}
 {{- if and $r.url (regexMatch "^[a-z+]+://[^/@]*:[^/@]*@" $r.url) }}
-{{- fail "\n\nredis.url holds a password, which would be stored in the release in plain text: put the URL in a Secret and set redis.existingSecret instead" }}
+{{- $errs = append $errs "redis.url holds a password, which would be stored in the release in plain text: put the URL in a Secret and set redis.existingSecret instead" }}
 {{- end }}
 {{- /* Keys: every key a served hub's auth mode needs. */}}
-{{- if and (not $v.insecure) (not $v.auth.existingSecret) }}
+{{- if and (not $v.insecure) (not $v.auth.existingSecret) (not $v.auth.generate) }}
 {{- if not $v.auth.accessKey }}
-{{- fail "\n\nhubcast needs a publish API key: set auth.existingSecret (a Secret with access-key, token-key and master-key; see docs/kubernetes.md) or auth.accessKey" }}
+{{- $errs = append $errs "hubcast needs a publish API key: set auth.existingSecret (a Secret with access-key, token-key and master-key; see docs/kubernetes.md) or auth.accessKey, or leave auth.generate on" }}
 {{- end }}
 {{- $modes := include "hubcast.hubAuthModes" . | fromJson }}
 {{- $tokenHubs := list }}
@@ -211,53 +265,56 @@ Included once, from the Deployment.
 {{- if eq $mode "master-key" }}{{ $masterHubs = append $masterHubs $hub }}{{ end }}
 {{- end }}
 {{- if and $tokenHubs (not $v.auth.tokenKey) }}
-{{- fail (printf "\n\nhubs %s authenticate clients with tokens: set auth.tokenKey or auth.existingSecret" (join ", " $tokenHubs)) }}
+{{- $errs = append $errs (printf "hubs %s authenticate clients with tokens: set auth.tokenKey or auth.existingSecret, or leave auth.generate on" (join ", " $tokenHubs)) }}
 {{- end }}
 {{- if and $masterHubs (not $v.auth.masterKey) }}
-{{- fail (printf "\n\nhubs %s authenticate clients with the master key: set auth.masterKey or auth.existingSecret" (join ", " $masterHubs)) }}
+{{- $errs = append $errs (printf "hubs %s authenticate clients with the master key: set auth.masterKey or auth.existingSecret, or leave auth.generate on" (join ", " $masterHubs)) }}
 {{- end }}
 {{- end }}
 {{- if not $v.insecure }}
 {{- $modes := include "hubcast.hubAuthModes" . | fromJson }}
 {{- range $hub, $mode := $modes }}
 {{- if and (eq $mode "connect-proxy") (not $v.auth.connectProxyUrl) }}
-{{- fail (printf "\n\nhub '%s' uses auth = \"connect-proxy\": set auth.connectProxyUrl" $hub) }}
+{{- $errs = append $errs (printf "hub '%s' uses auth = \"connect-proxy\": set auth.connectProxyUrl" $hub) }}
 {{- end }}
 {{- end }}
 {{- end }}
 {{- /* Settings the binary would refuse at start-up, caught at install time instead. */}}
 {{- $t := $v.config.timeouts }}
 {{- if ge (int64 $t.keepalive_ms) (int64 $t.client_timeout_ms) }}
-{{- fail (printf "\n\nconfig.timeouts.keepalive_ms (%d) must be less than config.timeouts.client_timeout_ms (%d)" (int64 $t.keepalive_ms) (int64 $t.client_timeout_ms)) }}
+{{- $errs = append $errs (printf "config.timeouts.keepalive_ms (%d) must be less than config.timeouts.client_timeout_ms (%d)" (int64 $t.keepalive_ms) (int64 $t.client_timeout_ms)) }}
 {{- end }}
 {{- $c := $v.config.cluster }}
 {{- if gt (mul 2 (int64 $c.heartbeat_interval_ms)) (int64 $c.heartbeat_ttl_ms) }}
-{{- fail (printf "\n\nconfig.cluster.heartbeat_interval_ms (%d) must be at most half of config.cluster.heartbeat_ttl_ms (%d)" (int64 $c.heartbeat_interval_ms) (int64 $c.heartbeat_ttl_ms)) }}
+{{- $errs = append $errs (printf "config.cluster.heartbeat_interval_ms (%d) must be at most half of config.cluster.heartbeat_ttl_ms (%d)" (int64 $c.heartbeat_interval_ms) (int64 $c.heartbeat_ttl_ms)) }}
 {{- end }}
 {{- $pct := 0 }}
 {{- range $i, $th := $v.config.flows.budget_thresholds }}
 {{- if and (gt $i 0) (le (int64 $th.percent) (int64 $pct)) }}
-{{- fail "\n\nconfig.flows.budget_thresholds: percents must be strictly ascending" }}
+{{- $errs = append $errs "config.flows.budget_thresholds: percents must be strictly ascending" }}
 {{- end }}
 {{- $pct = $th.percent }}
 {{- end }}
 {{- if and (not $v.config.default_hubs) (not $v.config.hubs) }}
-{{- fail "\n\nconfig.default_hubs is false and config.hubs is empty: no hub would be served" }}
+{{- $errs = append $errs "config.default_hubs is false and config.hubs is empty: no hub would be served" }}
 {{- end }}
 {{- /* Shutdown: the endpoints controller's delay, then the drain, inside the grace period. */}}
 {{- $drainSeconds := div (add (int64 $t.shutdown_ms) 999) 1000 }}
 {{- $needed := add (int64 $v.lifecycle.preStopSleepSeconds) $drainSeconds }}
 {{- if ge $needed (int64 $v.terminationGracePeriodSeconds) }}
-{{- fail (printf "\n\nterminationGracePeriodSeconds (%d) must exceed lifecycle.preStopSleepSeconds (%d) + config.timeouts.shutdown_ms (%d s), or pods are killed mid-drain" (int64 $v.terminationGracePeriodSeconds) (int64 $v.lifecycle.preStopSleepSeconds) $drainSeconds) }}
+{{- $errs = append $errs (printf "terminationGracePeriodSeconds (%d) must exceed lifecycle.preStopSleepSeconds (%d) + config.timeouts.shutdown_ms (%d s), or pods are killed mid-drain" (int64 $v.terminationGracePeriodSeconds) (int64 $v.lifecycle.preStopSleepSeconds) $drainSeconds) }}
 {{- end }}
 {{- if and $v.autoscaling.enabled (gt (int64 $v.autoscaling.minReplicas) (int64 $v.autoscaling.maxReplicas)) }}
-{{- fail "\n\nautoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
+{{- $errs = append $errs "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
 {{- if and $v.autoscaling.enabled (eq (int64 $v.autoscaling.targetCPUUtilizationPercentage) 0) (eq (int64 $v.autoscaling.targetMemoryUtilizationPercentage) 0) (not $v.autoscaling.connectionsPerPod.enabled) }}
-{{- fail "\n\nautoscaling.enabled needs a metric: targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or connectionsPerPod.enabled" }}
+{{- $errs = append $errs "autoscaling.enabled needs a metric: targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or connectionsPerPod.enabled" }}
 {{- end }}
 {{- if and $v.podDisruptionBudget.enabled (eq (toString $v.podDisruptionBudget.maxUnavailable) "") (eq (toString $v.podDisruptionBudget.minAvailable) "") }}
-{{- fail "\n\npodDisruptionBudget.enabled needs maxUnavailable or minAvailable" }}
+{{- $errs = append $errs "podDisruptionBudget.enabled needs maxUnavailable or minAvailable" }}
+{{- end }}
+{{- if $errs }}
+{{- fail (printf "\n\nhubcast cannot be installed with these values (%d to fix):\n\n- %s\n" (len $errs) (join "\n\n- " $errs)) }}
 {{- end }}
 {{- end }}
 
