@@ -115,14 +115,11 @@ async fn open<'a>(
         leftover: early,
     } = upgraded;
 
-    let Some(Readers {
+    let Readers {
         mut frames,
         mut reader,
         mut pending,
-    }) = Readers::start(&socket, node, early, HubProtocol::Json).await
-    else {
-        return None;
-    };
+    } = Readers::start(&socket, node, early, HubProtocol::Json).await?;
     let handshake = Box::pin(do_handshake(
         &socket,
         &mut frames,
