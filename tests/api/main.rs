@@ -15,5 +15,6 @@ mod process_metrics;
 mod publish;
 mod security;
 mod shutdown;
+mod stateful;
 mod token_cli;
 mod transport;
