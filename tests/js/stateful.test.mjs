@@ -10,7 +10,8 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createConnection, createServer } from "node:net";
 import { once } from "node:events";
-import { HubConnectionBuilder, HubConnectionState, LogLevel } from "@microsoft/signalr";
+import { HubConnectionBuilder, HubConnectionState } from "@microsoft/signalr";
+import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 import {
   CapturingLogger,
   publishToGroup,
@@ -111,13 +112,14 @@ describe("stateful reconnect resumed on another node", { timeout: 60_000 }, () =
     await redis?.stop();
   });
 
-  async function dropAndResume({ sameNode }) {
+  async function dropAndResume({ sameNode, msgpack = false }) {
     const logger = new CapturingLogger();
-    const connection = new HubConnectionBuilder()
+    let builder = new HubConnectionBuilder()
       .withUrl(`${balancer.origin}/hubs/tasks`)
       .withStatefulReconnect()
-      .configureLogging(logger)
-      .build();
+      .configureLogging(logger);
+    if (msgpack) builder = builder.withHubProtocol(new MessagePackHubProtocol());
+    const connection = builder.build();
     const got = [];
     const closes = [];
     const reconnecting = [];
@@ -181,4 +183,6 @@ describe("stateful reconnect resumed on another node", { timeout: 60_000 }, () =
     dropAndResume({ sameNode: false }));
 
   it("on the same node: the same", () => dropAndResume({ sameNode: true }));
+
+  it("with MessagePack, on another node: the same", () => dropAndResume({ sameNode: false, msgpack: true }));
 });
