@@ -52,6 +52,33 @@ pub enum Kind {
     HandOff = 9,
     /// The answer to a [`Kind::HandOff`]; the body is a [`HandOffReply`].
     HandedOff = 10,
+    /// A request of an HTTP transport (Server-Sent Events, long polling) that reached
+    /// another node, for the node holding the connection; the body is a
+    /// [`TransportRequest`].
+    Transport = 11,
+    /// The answer to a [`Kind::Transport`]; the body is a [`TransportReply`].
+    TransportReply = 12,
+}
+
+/// Body of [`Kind::Transport`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransportRequest {
+    /// Node waiting for the [`TransportReply`].
+    pub reply_to: String,
+    /// Matches the reply to the request.
+    pub nonce: u64,
+    /// Bytes the client sent (a POST), or `None` for a poll.
+    pub data: Option<Vec<u8>>,
+}
+
+/// Body of [`Kind::TransportReply`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransportReply {
+    /// The request's nonce.
+    pub nonce: u64,
+    /// What a poll takes (empty when nothing came in time); `None` when the connection
+    /// is gone.
+    pub data: Option<Vec<u8>>,
 }
 
 /// Body of [`Kind::HandOff`].
@@ -140,6 +167,8 @@ impl Kind {
             8 => Self::EpochEnd,
             9 => Self::HandOff,
             10 => Self::HandedOff,
+            11 => Self::Transport,
+            12 => Self::TransportReply,
             _ => return None,
         })
     }

@@ -14,6 +14,7 @@ use super::{Node, NodeError};
 use crate::connection::close::CloseReason;
 use crate::envelope::{
     now_micros, Ack, AckOutcome, Envelope, GroupChange, HandOffReply, HandOffRequest, Kind,
+    TransportRequest,
 };
 use crate::ids::{ConnectionId, GroupName};
 use crate::metrics as m;
@@ -183,6 +184,10 @@ impl Node {
                 }
                 return;
             }
+            Kind::TransportReply => {
+                self.transport_reply(&env.body);
+                return;
+            }
             Kind::HandedOff => {
                 match serde_json::from_slice::<HandOffReply>(&env.body) {
                     Ok(reply) => self.handed_off(reply),
@@ -274,7 +279,16 @@ impl Node {
                 Ok(request) => self.hand_off_to(&id, request).await,
                 Err(_) => bad_envelope("node", "hand-off body is not valid"),
             },
-            Kind::Deliver | Kind::Probe | Kind::Ack | Kind::EpochEnd | Kind::HandedOff => {}
+            Kind::Transport => match serde_json::from_slice::<TransportRequest>(&env.body) {
+                Ok(request) => self.transport_request(&id, request).await,
+                Err(_) => bad_envelope("node", "transport request is not valid"),
+            },
+            Kind::Deliver
+            | Kind::Probe
+            | Kind::Ack
+            | Kind::EpochEnd
+            | Kind::HandedOff
+            | Kind::TransportReply => {}
         }
     }
 
