@@ -128,3 +128,33 @@ async fn a_connection_not_resumed_within_its_window_ends_and_what_it_kept_is_cou
         other => panic!("expected a 404, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_waiting_connection_that_outgrows_what_it_may_keep_is_closed_without_holding_up_others() {
+    let node = NodeProcess::spawn("[limits]\nreconnect_buffer_messages = 3\n").await;
+    let token = negotiate(&node).await;
+    let mut c = open(&node, &token).await;
+    c.call("JoinGroup", json!(["g"])).await;
+    let mut other = Client::open(&format!("ws://{}/hubs/tasks", node.addr)).await;
+    other.handshake().await;
+    other.call("JoinGroup", json!(["g"])).await;
+    drop(c);
+    // The completion and two events fill its three; the third event closes it.
+    for n in 0..3 {
+        publish(&node, n).await;
+    }
+    wait_metric(
+        &node,
+        "hubcast_connections_closed_total",
+        &[("hub", "tasks"), ("reason", "slow_consumer")],
+        1.0,
+    )
+    .await;
+    // The other member of the group got everything, in order.
+    for n in 0..3 {
+        assert_eq!(other.next_invocation().await["arguments"], json!([n]));
+    }
+    let refused =
+        tokio_tungstenite::connect_async(format!("ws://{}/hubs/tasks?id={token}", node.addr)).await;
+    assert!(refused.is_err(), "nothing to resume");
+}
