@@ -3,8 +3,6 @@
 //! feeds its session; a POST or a poll that reaches another node is carried to that one
 //! over its control channel, and the answer comes back the same way.
 
-use std::sync::atomic::Ordering;
-
 use tokio::sync::{mpsc, oneshot};
 
 use super::dispatch::bad_envelope;
@@ -56,37 +54,24 @@ impl Node {
             return Ok(call(&bridge, data).await);
         }
         let owner = self.remote_owner(hub, id).await?;
-        let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::to_vec(&TransportRequest {
-            reply_to: self.id.clone(),
-            nonce,
-            data,
-        })
-        .unwrap_or_default();
-        let (tx, rx) = oneshot::channel();
-        self.transport_replies().insert(nonce, tx);
-        let payload = Envelope::encode(
-            Kind::Transport,
-            now_micros(),
-            b"",
-            id.as_str().as_bytes(),
-            &body,
-        );
-        let sent = self
-            .backplane
-            .publish(&self.keys.node_channel(&owner), payload)
-            .await;
-        // A poll waits on the owner up to its own deadline, shorter than this.
-        let reply = match sent {
-            Ok(0) => Err(NodeError::UnknownConnection(id.to_string())),
-            Ok(_) => match tokio::time::timeout(POLL_WAIT + ACK_TIMEOUT, rx).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(_)) | Err(_) => Err(NodeError::OwnerTimeout),
-            },
-            Err(e) => Err(e.into()),
+        let body = |nonce| {
+            serde_json::to_vec(&TransportRequest {
+                reply_to: self.id.clone(),
+                nonce,
+                data,
+            })
+            .unwrap_or_default()
         };
-        self.transport_replies().remove(&nonce);
-        reply
+        // A poll waits on the owner up to its own deadline, shorter than this.
+        self.ask_owner(
+            &self.transport_replies,
+            &owner,
+            Kind::Transport,
+            id,
+            body,
+            POLL_WAIT + ACK_TIMEOUT,
+        )
+        .await
     }
 
     /// Applies a request another node carried here, and answers it.

@@ -16,10 +16,8 @@ import {
   CapturingLogger,
   publishToGroup,
   safeStop,
-  startBackplaneRedis,
-  startClusterNode,
+  startTwoNodeCluster,
   uniqueGroup,
-  uniqueRedisPrefix,
   waitFor,
   withTimeout,
 } from "./helpers.mjs";
@@ -93,23 +91,19 @@ class Balancer {
 }
 
 describe("stateful reconnect resumed on another node", { timeout: 60_000 }, () => {
-  let redis;
-  const nodes = [];
+  let cluster;
+  let nodes;
   let balancer;
 
   before(async () => {
-    redis = await startBackplaneRedis();
-    const prefix = uniqueRedisPrefix("sr");
-    for (const id of ["sr-a", "sr-b"]) {
-      nodes.push(await startClusterNode({ redisUrl: redis.url, prefix, nodeId: id }));
-    }
-    balancer = await new Balancer(nodes.map((n) => Number(new URL(n.origin).port))).listen();
+    cluster = await startTwoNodeCluster("sr");
+    nodes = cluster.nodes;
+    balancer = await new Balancer(cluster.ports).listen();
   });
 
   after(async () => {
     await balancer?.close();
-    for (const n of nodes) await n.stop();
-    await redis?.stop();
+    await cluster?.stop();
   });
 
   async function dropAndResume({ sameNode, msgpack = false }) {

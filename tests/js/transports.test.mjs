@@ -12,10 +12,8 @@ import {
   CapturingLogger,
   publishToGroup,
   safeStop,
-  startBackplaneRedis,
-  startClusterNode,
+  startTwoNodeCluster,
   uniqueGroup,
-  uniqueRedisPrefix,
   waitFor,
   withTimeout,
 } from "./helpers.mjs";
@@ -90,23 +88,19 @@ for (const [name, transport] of [
   ["long polling", HttpTransportType.LongPolling],
 ]) {
   describe(`${name} through a balancer without sticky sessions`, { timeout: 60_000 }, () => {
-    let redis;
-    const nodes = [];
+    let cluster;
+    let nodes;
     let balancer;
 
     before(async () => {
-      redis = await startBackplaneRedis();
-      const prefix = uniqueRedisPrefix("tr");
-      for (const id of ["tr-a", "tr-b"]) {
-        nodes.push(await startClusterNode({ redisUrl: redis.url, prefix, nodeId: id }));
-      }
-      balancer = await new RequestBalancer(nodes.map((n) => Number(new URL(n.origin).port))).listen();
+      cluster = await startTwoNodeCluster("tr");
+      nodes = cluster.nodes;
+      balancer = await new RequestBalancer(cluster.ports).listen();
     });
 
     after(async () => {
       await balancer?.close();
-      for (const n of nodes) await n.stop();
-      await redis?.stop();
+      await cluster?.stop();
     });
 
     it("receives events, invokes methods, and reconnects", async () => {
