@@ -76,13 +76,14 @@ impl Session<'_> {
         if kept > 0 {
             // Outgrowing what it may keep closes it as a slow consumer; else the window
             // passed.
-            let failure = if reason == CloseReason::SlowConsumer {
-                m::REASON_SLOW_CONSUMER
+            let hub = self.hub_name.to_owned();
+            if reason == CloseReason::SlowConsumer {
+                metrics::counter!(m::DELIVERY_FAILURES, "hub" => hub, "reason" => m::REASON_SLOW_CONSUMER)
+                    .increment(kept);
             } else {
-                m::REASON_RESUME_EXPIRED
-            };
-            metrics::counter!(m::DELIVERY_FAILURES, "hub" => self.hub_name.to_owned(), "reason" => failure)
-                .increment(kept);
+                metrics::counter!(m::DELIVERY_FAILURES, "hub" => hub, "reason" => m::REASON_RESUME_EXPIRED)
+                    .increment(kept);
+            }
             tracing::info!(connection = %self.caller.connection_id, messages = kept, reason = reason.label(), "stateful connection ended before its client resumed it; messages it had not acknowledged are lost");
         }
         Some(reason)
