@@ -11,7 +11,8 @@
 //! [10]     correlation id length n, then n bytes
 //! [..]     connection id length m, then m bytes (0 when the kind targets a channel)
 //! [..]     position length p, then p ASCII bytes `{epoch}:{seq}` (0: no position)
-//! [..]     body: the client record (Deliver, Send) or the group channel (Join, Leave)
+//! [..]     body: the client record (Deliver, Send) or the group channel (Join, Leave);
+//!          for DeliverExcept and CloseMembers, a list of connection ids first
 //! ```
 //!
 //! The position is the channel's delivery position, assigned by the backplane in the same
@@ -52,6 +53,47 @@ pub enum Kind {
     HandOff = 9,
     /// The answer to a [`Kind::HandOff`]; the body is a [`HandOffReply`].
     HandedOff = 10,
+    /// As [`Kind::Deliver`], except to the connections listed first in the body (see
+    /// [`with_ids`]), then the client record.
+    DeliverExcept = 11,
+    /// Close every local member of the channel it arrived on except the connections
+    /// listed first in the body (see [`with_ids`]); the rest of the body is the reason
+    /// (UTF-8, may be empty).
+    CloseMembers = 12,
+}
+
+/// Most connection ids a [`with_ids`] list holds.
+pub const MAX_LISTED_IDS: usize = 1024;
+
+/// A list of connection ids ahead of `rest`: a big-endian `u16` count, then each id as a
+/// length byte and its bytes (ids longer than 255 bytes are cut; ours never are).
+pub fn with_ids<'a>(ids: impl ExactSizeIterator<Item = &'a [u8]>, rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + ids.len() * 24 + rest.len());
+    out.extend_from_slice(&(ids.len().min(MAX_LISTED_IDS) as u16).to_be_bytes());
+    for id in ids.take(MAX_LISTED_IDS) {
+        let id = &id[..id.len().min(255)];
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// The ids [`with_ids`] put ahead of a body, and the rest; `None` when it is truncated.
+pub fn split_ids(body: &Bytes) -> Option<(Vec<Bytes>, Bytes)> {
+    let count = usize::from(u16::from_be_bytes(body.get(..2)?.try_into().ok()?));
+    let mut at = 2;
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = usize::from(*body.get(at)?);
+        let end = at + 1 + len;
+        if body.len() < end {
+            return None;
+        }
+        ids.push(body.slice(at + 1..end));
+        at = end;
+    }
+    Some((ids, body.slice(at..)))
 }
 
 /// Body of [`Kind::HandOff`].
@@ -99,8 +141,11 @@ pub struct Moved {
 pub struct GroupChange {
     /// Hub API name.
     pub hub: String,
-    /// Group name.
+    /// Group name (empty when `all`).
     pub group: String,
+    /// A [`Kind::Leave`] of every group the connection is in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
     /// Node waiting for the [`Ack`].
     pub reply_to: String,
     /// Matches the ack to the request.
@@ -140,6 +185,8 @@ impl Kind {
             8 => Self::EpochEnd,
             9 => Self::HandOff,
             10 => Self::HandedOff,
+            11 => Self::DeliverExcept,
+            12 => Self::CloseMembers,
             _ => return None,
         })
     }
@@ -228,6 +275,15 @@ pub fn now_micros() -> u64 {
 }
 
 impl Envelope {
+    /// For a delivery: the connections it skips and the client record; `None` when the
+    /// exclusion list is truncated.
+    pub fn excluded_and_record(&self) -> Option<(Vec<Bytes>, Bytes)> {
+        match self.kind {
+            Kind::DeliverExcept => split_ids(&self.body),
+            _ => Some((Vec::new(), self.body.clone())),
+        }
+    }
+
     /// Encodes an envelope without a position. Ids longer than 255 bytes are cut (ours
     /// never are).
     pub fn encode(
@@ -329,6 +385,18 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_list_comes_back_with_the_rest_of_the_body() {
+        let ids: [&[u8]; 2] = [b"a", b"conn-2"];
+        let body = Bytes::from(with_ids(ids.into_iter(), b"record"));
+        let (got, rest) = split_ids(&body).unwrap();
+        assert_eq!(got, vec![Bytes::from_static(b"a"), Bytes::from_static(b"conn-2")]);
+        assert_eq!(&rest[..], b"record");
+        let empty = Bytes::from(with_ids(std::iter::empty(), b""));
+        assert_eq!(split_ids(&empty), Some((Vec::new(), Bytes::new())));
+        assert_eq!(split_ids(&body.slice(..4)), None);
+    }
 
     #[test]
     fn an_envelope_round_trips() {
