@@ -391,7 +391,10 @@ mod tests {
         let ids: [&[u8]; 2] = [b"a", b"conn-2"];
         let body = Bytes::from(with_ids(ids.into_iter(), b"record"));
         let (got, rest) = split_ids(&body).unwrap();
-        assert_eq!(got, vec![Bytes::from_static(b"a"), Bytes::from_static(b"conn-2")]);
+        assert_eq!(
+            got,
+            vec![Bytes::from_static(b"a"), Bytes::from_static(b"conn-2")]
+        );
         assert_eq!(&rest[..], b"record");
         let empty = Bytes::from(with_ids(std::iter::empty(), b""));
         assert_eq!(split_ids(&empty), Some((Vec::new(), Bytes::new())));

@@ -182,10 +182,7 @@ impl Node {
         };
         let (kind, body) = if kind == Kind::Deliver && !excluded.is_empty() {
             let ids = excluded.iter().map(|c| c.as_str().as_bytes());
-            (
-                Kind::DeliverExcept,
-                with_ids(ids, record.as_bytes()).into(),
-            )
+            (Kind::DeliverExcept, with_ids(ids, record.as_bytes()).into())
         } else {
             (kind, bytes::Bytes::from(record.into_bytes()))
         };

@@ -85,9 +85,7 @@ impl Node {
             else {
                 continue;
             };
-            any |= self
-                .leave_channel(id, hub, channel, Some(&group))
-                .await?;
+            any |= self.leave_channel(id, hub, channel, Some(&group)).await?;
         }
         Ok(any)
     }
