@@ -1,12 +1,15 @@
-//! The publish API, in the shape of Azure SignalR's data-plane REST API (v1 paths):
+//! The publish API: Azure SignalR's data-plane REST API, its v1 paths here and the
+//! versioned ones (`/api/hubs/{hub}/…`, api-version 2022-06-01 to 2024-12-01) in
+//! `azure.rs`; the README lists every route and its answers.
 //!
 //! | method | path | does |
 //! |---|---|---|
-//! | POST | `/api/v1/hubs/{hub}` | broadcast (only hubs with `allow_broadcast`) |
-//! | POST | `/api/v1/hubs/{hub}/groups/{group}` | send to a group |
-//! | GET | `/api/v1/hubs/{hub}/groups/{group}` | member count |
+//! | POST | `/api/v1/hubs/{hub}` | broadcast (only hubs with `allow_broadcast`), except `excluded` |
+//! | POST | `/api/v1/hubs/{hub}/groups/{group}` | send to a group, except `excluded` |
+//! | GET / HEAD | `/api/v1/hubs/{hub}/groups/{group}` | member count; 404 when none |
 //! | PUT / DELETE | `/api/v1/hubs/{hub}/groups/{group}/connections/{id}` | add / remove a connection |
 //! | POST | `/api/v1/hubs/{hub}/users/{user}` | send to a user's connections |
+//! | GET / HEAD | `/api/v1/hubs/{hub}/users/{user}` | is the user connected? |
 //! | POST | `/api/v1/hubs/{hub}/connections/{id}` | send to one connection |
 //! | GET / DELETE | `/api/v1/hubs/{hub}/connections/{id}` | exists? / close it |
 //!
