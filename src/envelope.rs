@@ -60,6 +60,9 @@ pub enum Kind {
     /// listed first in the body (see [`with_ids`]); the rest of the body is the reason
     /// (UTF-8, may be empty).
     CloseMembers = 12,
+    /// Add or remove the local connections of the user whose channel it arrived on to or
+    /// from a group (or all groups); the body is a [`UserGroupChange`].
+    UserGroup = 13,
 }
 
 /// Most connection ids a [`with_ids`] list holds.
@@ -152,6 +155,21 @@ pub struct GroupChange {
     pub nonce: u64,
 }
 
+/// Body of [`Kind::UserGroup`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserGroupChange {
+    /// Hub API name.
+    pub hub: String,
+    /// Group name (empty when `all`).
+    pub group: String,
+    /// Join, else leave.
+    pub join: bool,
+    /// Leave every group.
+    pub all: bool,
+    /// The node that sent it, which applied it to its own connections already.
+    pub origin: String,
+}
+
 /// Body of [`Kind::Ack`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ack {
@@ -187,6 +205,7 @@ impl Kind {
             10 => Self::HandedOff,
             11 => Self::DeliverExcept,
             12 => Self::CloseMembers,
+            13 => Self::UserGroup,
             _ => return None,
         })
     }

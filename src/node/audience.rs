@@ -1,12 +1,13 @@
 //! Operations on an audience as a whole: closing a hub's, group's or user's connections
-//! (except some), and asking whether a group or user has any connection.
+//! (except some), asking whether a group or user has any connection, and adding or
+//! removing a user's current connections to or from groups.
 
 use bytes::Bytes;
 
 use super::dispatch::bad_envelope;
 use super::remote::close_reason;
 use super::{Audience, Node, NodeError};
-use crate::envelope::{now_micros, split_ids, with_ids, Envelope, Kind};
+use crate::envelope::{now_micros, split_ids, with_ids, Envelope, Kind, UserGroupChange};
 use crate::ids::{ConnectionId, GroupName, UserId};
 
 impl Node {
@@ -79,5 +80,94 @@ impl Node {
         }
         let probe = Envelope::encode(Kind::Probe, now_micros(), b"", b"", b"");
         Ok(self.backplane.publish(&channel, probe).await? > 0)
+    }
+
+    /// Adds (`join`) or removes the user's current connections to or from `group`
+    /// (`None`: removes them from every group), on every node: this node's at once, the
+    /// others' through one message on the user's channel, which reaches exactly the nodes
+    /// holding one. Connections the user opens later are not added.
+    ///
+    /// # Errors
+    /// The backplane; too many groups for a connection on this node.
+    pub async fn change_user_groups(
+        &self,
+        hub: usize,
+        user: &UserId,
+        group: Option<&GroupName>,
+        join: bool,
+    ) -> Result<(), NodeError> {
+        let name = self.hubs[hub].name();
+        let channel = self.keys.user_channel(name, user.as_str());
+        self.apply_user_group_locally(hub, &channel, group, join)
+            .await?;
+        let body = serde_json::to_vec(&UserGroupChange {
+            hub: name.to_owned(),
+            group: group.map_or_else(String::new, |g| g.as_str().to_owned()),
+            join,
+            all: group.is_none(),
+            origin: self.id.clone(),
+        })
+        .unwrap_or_default();
+        let payload = Envelope::encode(Kind::UserGroup, now_micros(), b"", b"", &body);
+        self.backplane.publish(&channel, payload).await?;
+        Ok(())
+    }
+
+    async fn apply_user_group_locally(
+        &self,
+        hub: usize,
+        user_channel: &str,
+        group: Option<&GroupName>,
+        join: bool,
+    ) -> Result<(), NodeError> {
+        let mut ids: Vec<ConnectionId> = Vec::new();
+        self.registry
+            .for_each_member(user_channel, |m| ids.push(m.id.clone()));
+        for id in ids {
+            let result = self.change_group(hub, &id, group, join).await;
+            match result {
+                // It left meanwhile.
+                Ok(_) | Err(NodeError::UnknownConnection(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// A [`Kind::UserGroup`] arrived on a user's channel from another node.
+    pub(super) async fn apply_user_group(&self, channel: &str, body: &Bytes) {
+        let Ok(change) = serde_json::from_slice::<UserGroupChange>(body) else {
+            bad_envelope(
+                crate::keys::hub_label(channel),
+                "user group change is not valid",
+            );
+            return;
+        };
+        if change.origin == self.id {
+            return;
+        }
+        let Some(hub) = self.hub_index(&change.hub) else {
+            return;
+        };
+        let group = if change.all {
+            None
+        } else {
+            match GroupName::parse(&change.group) {
+                Ok(g) => Some(g),
+                Err(_) => {
+                    bad_envelope(
+                        crate::keys::hub_label(channel),
+                        "user group change names no group",
+                    );
+                    return;
+                }
+            }
+        };
+        if let Err(e) = self
+            .apply_user_group_locally(hub, channel, group.as_ref(), change.join)
+            .await
+        {
+            tracing::warn!(channel, error = %e, "could not apply a user's group change to its connections here");
+        }
     }
 }

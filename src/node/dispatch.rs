@@ -275,6 +275,12 @@ impl Node {
                 );
             }
             Kind::CloseMembers => self.close_members(channel, &env.body),
+            Kind::UserGroup => {
+                let node = self.clone();
+                let channel = channel.clone();
+                self.tasks
+                    .spawn(async move { node.apply_user_group(&channel, &env.body).await });
+            }
             Kind::Send | Kind::Close | Kind::Probe | Kind::Ack | Kind::HandedOff => {
                 self.apply_control(env).await;
             }

@@ -343,6 +343,7 @@ impl Node {
             Kind::Deliver
             | Kind::DeliverExcept
             | Kind::CloseMembers
+            | Kind::UserGroup
             | Kind::Probe
             | Kind::Ack
             | Kind::EpochEnd

@@ -409,3 +409,89 @@ async fn a_generated_token_opens_a_client_connection_as_its_user() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+async fn generated_token(app: &TestApp, user: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(app.url(&format!("/api/hubs/tasks/:generateToken?{V}&userId={user}")))
+        .bearer_auth(ACCESS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_users_current_connections_join_and_leave_groups() {
+    let app = TestApp::spawn_with(secure_config()).await;
+    let token = generated_token(&app, "u-5").await;
+    let mut c1 = connect_with(&app, "/hubs/tasks", &token).await;
+    let mut c2 = connect_with(&app, "/hubs/tasks", &token).await;
+    let node = app.node.clone();
+    eventually("connected", || node.registry().connection_count() == 2).await;
+    let http = reqwest::Client::new();
+    let req = |m: reqwest::Method, path: String| {
+        http.request(m, app.url(&path)).bearer_auth(ACCESS).send()
+    };
+    let members = |g: &'static str| {
+        let r = req(
+            reqwest::Method::GET,
+            format!("/api/v1/hubs/tasks/groups/{g}"),
+        );
+        async move {
+            r.await.unwrap().json::<Value>().await.unwrap()["members"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let put = req(
+        reqwest::Method::PUT,
+        format!("/api/hubs/tasks/users/u-5/groups/ug?{V}"),
+    )
+    .await;
+    assert_eq!(put.unwrap().status(), 200);
+    assert_eq!(members("ug").await, 2);
+    let v1 = req(
+        reqwest::Method::PUT,
+        "/api/v1/hubs/tasks/groups/ug2/users/u-5".into(),
+    )
+    .await;
+    assert_eq!(v1.unwrap().status(), 202);
+    assert_eq!(members("ug2").await, 2);
+    let r = http
+        .post(app.url(&format!("/api/hubs/tasks/groups/ug/:send?{V}")))
+        .bearer_auth(ACCESS)
+        .json(&json!({"target": "ToGroup", "arguments": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(c1.next_invocation().await["target"], "ToGroup");
+    assert_eq!(c2.next_invocation().await["target"], "ToGroup");
+
+    let del = req(
+        reqwest::Method::DELETE,
+        format!("/api/hubs/tasks/users/u-5/groups/ug?{V}"),
+    )
+    .await;
+    assert_eq!(del.unwrap().status(), 204);
+    assert_eq!(members("ug").await, 0);
+    assert_eq!(members("ug2").await, 2);
+    let all = req(
+        reqwest::Method::DELETE,
+        format!("/api/hubs/tasks/users/u-5/groups?{V}"),
+    )
+    .await;
+    assert_eq!(all.unwrap().status(), 204);
+    assert_eq!(members("ug2").await, 0);
+    // A user without connections: nothing to change, answered as the spec says.
+    let none = req(
+        reqwest::Method::DELETE,
+        "/api/v1/hubs/tasks/users/nobody/groups".into(),
+    )
+    .await;
+    assert_eq!(none.unwrap().status(), 200);
+}

@@ -50,49 +50,19 @@ const NOT_SERVED: &[(&str, &str, &str)] = &[
         "no cluster-wide list of a group's connections with user ids is kept (only the member set)",
     ),
     (
-        "PUT",
-        "/api/v1/hubs/{hub}/groups/{group}/users/{user}",
-        "user-to-group membership is not implemented",
-    ),
-    (
-        "DELETE",
-        "/api/v1/hubs/{hub}/groups/{group}/users/{user}",
-        "user-to-group membership is not implemented",
-    ),
-    (
         "GET",
         "/api/v1/hubs/{hub}/groups/{group}/users/{user}",
-        "user-to-group membership is not implemented",
+        "no cluster-wide record of which of a user's connections are in a group is kept (membership is per connection)",
     ),
     (
         "HEAD",
         "/api/v1/hubs/{hub}/groups/{group}/users/{user}",
-        "user-to-group membership is not implemented",
-    ),
-    (
-        "DELETE",
-        "/api/v1/hubs/{hub}/users/{user}/groups",
-        "user-to-group membership is not implemented",
-    ),
-    (
-        "PUT",
-        "/api/hubs/{hub}/users/{user}/groups/{group}",
-        "user-to-group membership is not implemented",
-    ),
-    (
-        "DELETE",
-        "/api/hubs/{hub}/users/{user}/groups/{group}",
-        "user-to-group membership is not implemented",
+        "no cluster-wide record of which of a user's connections are in a group is kept (membership is per connection)",
     ),
     (
         "HEAD",
         "/api/hubs/{hub}/users/{user}/groups/{group}",
-        "user-to-group membership is not implemented",
-    ),
-    (
-        "DELETE",
-        "/api/hubs/{hub}/users/{user}/groups",
-        "user-to-group membership is not implemented",
+        "no cluster-wide record of which of a user's connections are in a group is kept (membership is per connection)",
     ),
 ];
 

@@ -83,3 +83,109 @@ async fn exclusions_and_group_closes_are_honoured_on_every_node() {
         .unwrap();
     assert_eq!(connected.status(), 200);
 }
+
+const ACCESS: &str = "publish-key-1-0123456789abcdef0123456";
+const TOKEN_KEY: &str = "client-token-key-0123456789abcdef0123";
+const MASTER: &str = "master-key-0123456789abcdef0123456789";
+
+async fn secure_node(redis: &super::TestRedis, prefix: &str) -> TestApp {
+    let security = hubcast::config::Security {
+        access_keys: vec![hubcast::auth::Secret::new(ACCESS)],
+        token_key: Some(hubcast::auth::Secret::new(TOKEN_KEY)),
+        master_key: Some(hubcast::auth::Secret::new(MASTER)),
+        ..hubcast::config::Security::default()
+    };
+    let mut config =
+        hubcast::config::Config::with_security("127.0.0.1:0".parse().unwrap(), security).unwrap();
+    super::helpers::use_redis_url(&mut config, &redis.url(), prefix);
+    TestApp::start(config, None).await
+}
+
+async fn members(app: &TestApp, group: &str) -> u64 {
+    reqwest::Client::new()
+        .get(app.url(&format!("/api/v1/hubs/tasks/groups/{group}")))
+        .bearer_auth(ACCESS)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["members"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_users_connections_on_every_node_join_and_leave_a_group_and_are_found() {
+    let redis = super::TestRedis::start().await;
+    let prefix = super::helpers::unique_prefix();
+    let a = secure_node(&redis, &prefix).await;
+    let b = secure_node(&redis, &prefix).await;
+    let c = secure_node(&redis, &prefix).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(c.url(&format!("/api/hubs/tasks/:generateToken?{V}&userId=u-9")))
+        .bearer_auth(ACCESS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut on_a = Client::open(&a.ws_url(&format!("/hubs/tasks?access_token={token}"))).await;
+    on_a.handshake().await;
+    let mut on_b = Client::open(&b.ws_url(&format!("/hubs/tasks?access_token={token}"))).await;
+    on_b.handshake().await;
+
+    let head = |user: &str| {
+        http.head(c.url(&format!("/api/hubs/tasks/users/{user}?{V}")))
+            .bearer_auth(ACCESS)
+            .send()
+    };
+    assert_eq!(head("u-9").await.unwrap().status(), 200);
+    assert_eq!(head("u-0").await.unwrap().status(), 404);
+
+    let r = http
+        .put(c.url(&format!("/api/hubs/tasks/users/u-9/groups/ug?{V}")))
+        .bearer_auth(ACCESS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = std::time::Instant::now() + super::WAIT;
+    while members(&c, "ug").await != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both connections joined"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = http
+        .post(c.url(&format!("/api/hubs/tasks/groups/ug/:send?{V}")))
+        .bearer_auth(ACCESS)
+        .json(&json!({"target": "Both", "arguments": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(on_a.next_invocation().await["target"], "Both");
+    assert_eq!(on_b.next_invocation().await["target"], "Both");
+
+    let r = http
+        .delete(c.url(&format!("/api/hubs/tasks/users/u-9/groups?{V}")))
+        .bearer_auth(ACCESS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let deadline = std::time::Instant::now() + super::WAIT;
+    while members(&c, "ug").await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both connections left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,6 +1,7 @@
 //! The versioned routes of Azure SignalR's REST API (`/api/hubs/{hub}/…`, api-version
 //! 2022-06-01 to 2024-12-01), with the specs' status codes: sends, closing a hub's,
-//! group's or user's connections, existence checks, group membership and client tokens.
+//! group's or user's connections, existence checks, group membership (of a connection,
+//! and of a user's current connections) and client tokens.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -183,4 +184,66 @@ pub(super) async fn generate_token(
     let token = crate::mint::api_token(spec, state.gate.token_key(), query.user_id(), minutes)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(Json(serde_json::json!({ "token": token })).into_response())
+}
+
+/// Adds or removes a user's current connections to or from a group (`None`: every
+/// group), answering `status`.
+async fn user_groups(
+    state: &AppState,
+    hub: &str,
+    u: &str,
+    g: Option<&str>,
+    join: bool,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let index = hub_index(state, hub)?;
+    let u = user(u)?;
+    let g = g.map(group).transpose()?;
+    state
+        .node
+        .change_user_groups(index, &u, g.as_ref(), join)
+        .await?;
+    Ok(status.into_response())
+}
+
+pub(super) async fn add_user_to_group(
+    State(state): State<AppState>,
+    ApiPath((hub, u, g)): ApiPath<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    user_groups(&state, &hub, &u, Some(&g), true, StatusCode::OK).await
+}
+
+pub(super) async fn remove_user_from_group(
+    State(state): State<AppState>,
+    ApiPath((hub, u, g)): ApiPath<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    user_groups(&state, &hub, &u, Some(&g), false, StatusCode::NO_CONTENT).await
+}
+
+pub(super) async fn remove_user_from_all_groups(
+    State(state): State<AppState>,
+    ApiPath((hub, u)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    user_groups(&state, &hub, &u, None, false, StatusCode::NO_CONTENT).await
+}
+
+pub(super) async fn v1_add_user_to_group(
+    State(state): State<AppState>,
+    ApiPath((hub, g, u)): ApiPath<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    user_groups(&state, &hub, &u, Some(&g), true, StatusCode::ACCEPTED).await
+}
+
+pub(super) async fn v1_remove_user_from_group(
+    State(state): State<AppState>,
+    ApiPath((hub, g, u)): ApiPath<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    user_groups(&state, &hub, &u, Some(&g), false, StatusCode::ACCEPTED).await
+}
+
+pub(super) async fn v1_remove_user_from_all_groups(
+    State(state): State<AppState>,
+    ApiPath((hub, u)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    user_groups(&state, &hub, &u, None, false, StatusCode::OK).await
 }

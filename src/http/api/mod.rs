@@ -10,6 +10,8 @@
 //! | PUT / DELETE | `/api/v1/hubs/{hub}/groups/{group}/connections/{id}` | add / remove a connection |
 //! | POST | `/api/v1/hubs/{hub}/users/{user}` | send to a user's connections |
 //! | GET / HEAD | `/api/v1/hubs/{hub}/users/{user}` | is the user connected? |
+//! | PUT / DELETE | `/api/v1/hubs/{hub}/groups/{group}/users/{user}` | add / remove the user's current connections |
+//! | DELETE | `/api/v1/hubs/{hub}/users/{user}/groups` | the user's current connections leave every group |
 //! | POST | `/api/v1/hubs/{hub}/connections/{id}` | send to one connection |
 //! | GET / DELETE | `/api/v1/hubs/{hub}/connections/{id}` | exists? / close it |
 //!
@@ -68,6 +70,14 @@ pub fn routes() -> Router<AppState> {
             post(to_user).get(azure::user_exists),
         )
         .route(
+            "/api/v1/hubs/{hub}/groups/{group}/users/{user}",
+            put(azure::v1_add_user_to_group).delete(azure::v1_remove_user_from_group),
+        )
+        .route(
+            "/api/v1/hubs/{hub}/users/{user}/groups",
+            delete(azure::v1_remove_user_from_all_groups),
+        )
+        .route(
             "/api/v1/hubs/{hub}/connections/{connection}",
             post(to_connection)
                 .get(connection_exists)
@@ -105,6 +115,14 @@ fn versioned_routes() -> Router<AppState> {
         .route(
             "/api/hubs/{hub}/users/{user}/:closeConnections",
             post(azure::close_user),
+        )
+        .route(
+            "/api/hubs/{hub}/users/{user}/groups",
+            delete(azure::remove_user_from_all_groups),
+        )
+        .route(
+            "/api/hubs/{hub}/users/{user}/groups/{group}",
+            put(azure::add_user_to_group).delete(azure::remove_user_from_group),
         )
         .route(
             "/api/hubs/{hub}/connections/{connection}",
