@@ -53,16 +53,43 @@ pub enum Kind {
     HandOff = 9,
     /// The answer to a [`Kind::HandOff`]; the body is a [`HandOffReply`].
     HandedOff = 10,
+    /// A request of an HTTP transport (Server-Sent Events, long polling) that reached
+    /// another node, for the node holding the connection; the body is a
+    /// [`TransportRequest`].
+    Transport = 11,
+    /// The answer to a [`Kind::Transport`]; the body is a [`TransportReply`].
+    TransportReply = 12,
     /// As [`Kind::Deliver`], except to the connections listed first in the body (see
     /// [`with_ids`]), then the client record.
-    DeliverExcept = 11,
+    DeliverExcept = 13,
     /// Close every local member of the channel it arrived on except the connections
     /// listed first in the body (see [`with_ids`]); the rest of the body is the reason
     /// (UTF-8, may be empty).
-    CloseMembers = 12,
+    CloseMembers = 14,
     /// Add or remove the local connections of the user whose channel it arrived on to or
     /// from a group (or all groups); the body is a [`UserGroupChange`].
-    UserGroup = 13,
+    UserGroup = 15,
+}
+
+/// Body of [`Kind::Transport`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransportRequest {
+    /// Node waiting for the [`TransportReply`].
+    pub reply_to: String,
+    /// Matches the reply to the request.
+    pub nonce: u64,
+    /// Bytes the client sent (a POST), or `None` for a poll.
+    pub data: Option<Vec<u8>>,
+}
+
+/// Body of [`Kind::TransportReply`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransportReply {
+    /// The request's nonce.
+    pub nonce: u64,
+    /// What a poll takes (empty when nothing came in time); `None` when the connection
+    /// is gone.
+    pub data: Option<Vec<u8>>,
 }
 
 /// Most connection ids a [`with_ids`] list holds.
@@ -203,9 +230,11 @@ impl Kind {
             8 => Self::EpochEnd,
             9 => Self::HandOff,
             10 => Self::HandedOff,
-            11 => Self::DeliverExcept,
-            12 => Self::CloseMembers,
-            13 => Self::UserGroup,
+            11 => Self::Transport,
+            12 => Self::TransportReply,
+            13 => Self::DeliverExcept,
+            14 => Self::CloseMembers,
+            15 => Self::UserGroup,
             _ => return None,
         })
     }

@@ -281,6 +281,9 @@ pub fn init_series(hubs: &[&str]) {
                 .increment(0);
         }
         metrics::counter!(HISTORY_RECOVERED, "hub" => h.clone()).increment(0);
+        for from in ["same_node", "other_node"] {
+            metrics::counter!(CONNECTIONS_RESUMED, "hub" => h.clone(), "from" => from).increment(0);
+        }
     }
     metrics::gauge!(BACKPLANE_SUBSCRIPTIONS).increment(0.0);
     metrics::gauge!(READY).increment(0.0);

@@ -179,6 +179,20 @@ impl ConnectionTokens {
         }
     }
 
+    /// The connection a token names, expired or not, if it is ours and bound to
+    /// `binding`: what a later request of an HTTP transport (a POST, a poll) carries to
+    /// prove it belongs to the connection's principal; the connection must exist.
+    ///
+    /// # Errors
+    /// [`TokenError::Forged`] or [`TokenError::Mismatch`].
+    pub fn verify_bound(
+        &self,
+        token: &str,
+        binding: TokenBinding,
+    ) -> Result<ConnectionId, TokenError> {
+        self.check(token, binding, false).map(|v| v.id)
+    }
+
     fn check(
         &self,
         token: &str,

@@ -2,6 +2,7 @@
 //! the health probes, with one error type mapped to JSON, and the accept loop that
 //! serves them (HTTP/1.1 only, with timeouts and a socket cap).
 
+mod admission;
 pub mod api;
 mod body_deadline;
 mod conn_watch;
@@ -11,6 +12,7 @@ pub mod gate;
 pub mod hubs;
 mod log_every;
 pub mod serve;
+mod transports;
 
 use std::sync::Arc;
 
@@ -54,7 +56,9 @@ pub fn router(state: AppState) -> Router {
                 )
                 .route(
                     path,
-                    get(move |s, q, h, ws| hubs::connect(s, index, q, h, ws)),
+                    get(move |s, q, h, ws| hubs::connect(s, index, q, h, ws))
+                        .post(move |s, q, h, b| transports::post(s, index, q, h, b))
+                        .delete(move |s, q, h| transports::delete(s, index, q, h)),
                 );
         }
     }

@@ -281,12 +281,17 @@ impl Node {
                 self.tasks
                     .spawn(async move { node.apply_user_group(&channel, &env.body).await });
             }
-            Kind::Send | Kind::Close | Kind::Probe | Kind::Ack | Kind::HandedOff => {
+            Kind::Send
+            | Kind::Close
+            | Kind::Probe
+            | Kind::Ack
+            | Kind::HandedOff
+            | Kind::TransportReply => {
                 self.apply_control(env).await;
             }
             // Handled by the dispatch worker, which holds the positions.
             Kind::EpochEnd => {}
-            Kind::Join | Kind::Leave | Kind::HandOff => {
+            Kind::Join | Kind::Leave | Kind::HandOff | Kind::Transport => {
                 let node = self.clone();
                 self.tasks
                     .spawn(async move { node.apply_control(env).await });

@@ -22,7 +22,9 @@ mod remote;
 mod resume;
 
 pub use resume::{Adopted, Resumed};
+pub use transport::{BridgeCall, POLL_WAIT};
 mod subscriptions;
+mod transport;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -152,6 +154,10 @@ pub struct Node {
     acks: Mutex<HashMap<u64, oneshot::Sender<AckOutcome>>>,
     /// Hand-offs of stateful connections this node asked another for, by nonce.
     handoffs: Mutex<HashMap<u64, oneshot::Sender<Option<crate::envelope::Moved>>>>,
+    /// Bridges of HTTP-transport connections this node holds.
+    bridges: Mutex<HashMap<ConnectionId, mpsc::Sender<BridgeCall>>>,
+    /// Transport requests this node carried to another, by nonce.
+    transport_replies: Mutex<HashMap<u64, oneshot::Sender<Option<Vec<u8>>>>>,
     /// Cancelled when the node stops; ends its background tasks.
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -226,6 +232,8 @@ impl Node {
             probes: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
             handoffs: Mutex::new(HashMap::new()),
+            bridges: Mutex::new(HashMap::new()),
+            transport_replies: Mutex::new(HashMap::new()),
             stop: parts.stop,
             tasks: TaskTracker::new(),
         });

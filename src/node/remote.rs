@@ -2,8 +2,9 @@
 //! to the owner over its control channel and wait for its acknowledgement; and the
 //! control messages this node applies for others.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -14,6 +15,7 @@ use super::{Node, NodeError};
 use crate::connection::close::CloseReason;
 use crate::envelope::{
     now_micros, Ack, AckOutcome, Envelope, GroupChange, HandOffReply, HandOffRequest, Kind,
+    TransportRequest,
 };
 use crate::ids::{ConnectionId, GroupName};
 use crate::metrics as m;
@@ -115,43 +117,63 @@ impl Node {
             };
         }
         let owner = self.remote_owner(hub, id).await?;
-        let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::to_vec(&GroupChange {
-            hub: self.hubs[hub].name().to_owned(),
-            group: group.map_or_else(String::new, |g| g.as_str().to_owned()),
-            all: group.is_none(),
-            reply_to: self.id.clone(),
-            nonce,
-        })
-        .unwrap_or_default();
-        let (tx, rx) = oneshot::channel();
-        self.acks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(nonce, tx);
         let kind = if join { Kind::Join } else { Kind::Leave };
-        let payload = Envelope::encode(kind, now_micros(), b"", id.as_str().as_bytes(), &body);
+        let body = |nonce| {
+            serde_json::to_vec(&GroupChange {
+                hub: self.hubs[hub].name().to_owned(),
+                group: group.map_or_else(String::new, |g| g.as_str().to_owned()),
+                all: group.is_none(),
+                reply_to: self.id.clone(),
+                nonce,
+            })
+            .unwrap_or_default()
+        };
+        match self
+            .ask_owner(&self.acks, &owner, kind, id, body, ACK_TIMEOUT)
+            .await?
+        {
+            AckOutcome::Done => Ok(true),
+            AckOutcome::UnknownConnection => Err(NodeError::UnknownConnection(id.to_string())),
+            AckOutcome::TooManyGroups(n) => Err(NodeError::TooManyGroups(n)),
+        }
+    }
+
+    /// Sends `kind` about connection `id` to its owner's control channel and waits up
+    /// to `wait` for the answer `replies` receives under the request's nonce.
+    pub(super) async fn ask_owner<T>(
+        &self,
+        replies: &Mutex<HashMap<u64, oneshot::Sender<T>>>,
+        owner: &str,
+        kind: Kind,
+        id: &ConnectionId,
+        body: impl FnOnce(u64) -> Vec<u8>,
+        wait: Duration,
+    ) -> Result<T, NodeError> {
+        let lock = || replies.lock().unwrap_or_else(|p| p.into_inner());
+        let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock().insert(nonce, tx);
+        let payload = Envelope::encode(
+            kind,
+            now_micros(),
+            b"",
+            id.as_str().as_bytes(),
+            &body(nonce),
+        );
         let sent = self
             .backplane
-            .publish(&self.keys.node_channel(&owner), payload)
+            .publish(&self.keys.node_channel(owner), payload)
             .await;
-        let outcome = match sent {
+        let reply = match sent {
             Ok(0) => Err(NodeError::UnknownConnection(id.to_string())),
-            Ok(_) => match tokio::time::timeout(ACK_TIMEOUT, rx).await {
-                Ok(Ok(AckOutcome::Done)) => Ok(true),
-                Ok(Ok(AckOutcome::UnknownConnection)) => {
-                    Err(NodeError::UnknownConnection(id.to_string()))
-                }
-                Ok(Ok(AckOutcome::TooManyGroups(n))) => Err(NodeError::TooManyGroups(n)),
+            Ok(_) => match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(_)) | Err(_) => Err(NodeError::OwnerTimeout),
             },
             Err(e) => Err(e.into()),
         };
-        self.acks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&nonce);
-        outcome
+        lock().remove(&nonce);
+        reply
     }
 
     /// The node holding a connection of this hub elsewhere in the cluster.
@@ -248,6 +270,10 @@ impl Node {
                 }
                 return;
             }
+            Kind::TransportReply => {
+                self.transport_reply(&env.body);
+                return;
+            }
             Kind::HandedOff => {
                 match serde_json::from_slice::<HandOffReply>(&env.body) {
                     Ok(reply) => self.handed_off(reply),
@@ -340,14 +366,19 @@ impl Node {
                 Ok(request) => self.hand_off_to(&id, request).await,
                 Err(_) => bad_envelope("node", "hand-off body is not valid"),
             },
+            Kind::Transport => match serde_json::from_slice::<TransportRequest>(&env.body) {
+                Ok(request) => self.transport_request(&id, request).await,
+                Err(_) => bad_envelope("node", "transport request is not valid"),
+            },
             Kind::Deliver
-            | Kind::DeliverExcept
-            | Kind::CloseMembers
-            | Kind::UserGroup
             | Kind::Probe
             | Kind::Ack
             | Kind::EpochEnd
-            | Kind::HandedOff => {}
+            | Kind::HandedOff
+            | Kind::TransportReply
+            | Kind::DeliverExcept
+            | Kind::CloseMembers
+            | Kind::UserGroup => {}
         }
     }
 

@@ -21,7 +21,6 @@
 //! A node that died takes its connections' unacknowledged frames with it: such a resume
 //! is refused, and the client starts a new connection (its normal reconnect).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -90,37 +89,18 @@ impl Node {
             });
         }
         let owner = self.remote_owner(hub, id).await?;
-        let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::to_vec(&HandOffRequest {
-            hub: self.hubs[hub].name().to_owned(),
-            reply_to: self.id.clone(),
-            nonce,
-        })
-        .unwrap_or_default();
-        let (tx, rx) = oneshot::channel();
-        self.handoffs().insert(nonce, tx);
-        let payload = Envelope::encode(
-            Kind::HandOff,
-            now_micros(),
-            b"",
-            id.as_str().as_bytes(),
-            &body,
-        );
-        let sent = self
-            .backplane
-            .publish(&self.keys.node_channel(&owner), payload)
-            .await;
-        let reply = match sent {
-            Ok(0) => Err(NodeError::UnknownConnection(id.to_string())),
-            Ok(_) => match tokio::time::timeout(ACK_TIMEOUT, rx).await {
-                Ok(Ok(Some(moved))) => Ok(moved),
-                Ok(Ok(None)) => Err(NodeError::UnknownConnection(id.to_string())),
-                Ok(Err(_)) | Err(_) => Err(NodeError::OwnerTimeout),
-            },
-            Err(e) => Err(e.into()),
+        let body = |nonce| {
+            serde_json::to_vec(&HandOffRequest {
+                hub: self.hubs[hub].name().to_owned(),
+                reply_to: self.id.clone(),
+                nonce,
+            })
+            .unwrap_or_default()
         };
-        self.handoffs().remove(&nonce);
-        let moved = reply?;
+        let moved = self
+            .ask_owner(&self.handoffs, &owner, Kind::HandOff, id, body, ACK_TIMEOUT)
+            .await?
+            .ok_or_else(|| NodeError::UnknownConnection(id.to_string()))?;
         Ok(Resumed {
             replay: ReplayState {
                 next: moved.next,

@@ -44,8 +44,25 @@ impl VersionRequest {
 pub struct Transport {
     transport: &'static str,
     #[serde(rename = "transferFormats")]
-    transfer_formats: [&'static str; 2],
+    transfer_formats: &'static [&'static str],
 }
+
+/// What the server offers, in the order clients try them: WebSockets, then Server-Sent
+/// Events (text only: an event stream carries text), then long polling.
+const TRANSPORTS: [Transport; 3] = [
+    Transport {
+        transport: "WebSockets",
+        transfer_formats: &["Text", "Binary"],
+    },
+    Transport {
+        transport: "ServerSentEvents",
+        transfer_formats: &["Text"],
+    },
+    Transport {
+        transport: "LongPolling",
+        transfer_formats: &["Text", "Binary"],
+    },
+];
 
 /// The successful negotiate reply.
 #[derive(Debug, Serialize)]
@@ -58,7 +75,7 @@ pub struct NegotiateResponse {
     #[serde(rename = "connectionToken", skip_serializing_if = "Option::is_none")]
     connection_token: Option<String>,
     #[serde(rename = "availableTransports")]
-    available_transports: [Transport; 1],
+    available_transports: &'static [Transport; 3],
     /// Written only when true, as ASP.NET does: a client that did not ask fails on it.
     #[serde(
         rename = "useStatefulReconnect",
@@ -68,16 +85,13 @@ pub struct NegotiateResponse {
 }
 
 impl NegotiateResponse {
-    /// Builds the reply. Only WebSockets is advertised: it is the only transport served.
+    /// Builds the reply.
     pub fn new(version: u32, connection_id: String, connection_token: String) -> Self {
         Self {
             negotiate_version: version,
             connection_id,
             connection_token: (version >= 1).then_some(connection_token),
-            available_transports: [Transport {
-                transport: "WebSockets",
-                transfer_formats: ["Text", "Binary"],
-            }],
+            available_transports: &TRANSPORTS,
             use_stateful_reconnect: false,
         }
     }
@@ -109,7 +123,11 @@ mod tests {
             serde_json::to_value(NegotiateResponse::new(0, "id".into(), "tok".into())).unwrap();
         assert_eq!(
             v0,
-            json!({"negotiateVersion":0,"connectionId":"id","availableTransports":[{"transport":"WebSockets","transferFormats":["Text","Binary"]}]})
+            json!({"negotiateVersion":0,"connectionId":"id","availableTransports":[
+                {"transport":"WebSockets","transferFormats":["Text","Binary"]},
+                {"transport":"ServerSentEvents","transferFormats":["Text"]},
+                {"transport":"LongPolling","transferFormats":["Text","Binary"]}
+            ]})
         );
         let v1 =
             serde_json::to_value(NegotiateResponse::new(1, "id".into(), "tok".into())).unwrap();

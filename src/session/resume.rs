@@ -74,7 +74,14 @@ impl Session<'_> {
         }
         let kept = self.handle.unacknowledged();
         if kept > 0 {
-            metrics::counter!(m::DELIVERY_FAILURES, "hub" => self.hub_name.to_owned(), "reason" => m::REASON_RESUME_EXPIRED)
+            // Outgrowing what it may keep closes it as a slow consumer; else the window
+            // passed.
+            let failure = if reason == CloseReason::SlowConsumer {
+                m::REASON_SLOW_CONSUMER
+            } else {
+                m::REASON_RESUME_EXPIRED
+            };
+            metrics::counter!(m::DELIVERY_FAILURES, "hub" => self.hub_name.to_owned(), "reason" => failure)
                 .increment(kept);
             tracing::info!(connection = %self.caller.connection_id, messages = kept, reason = reason.label(), "stateful connection ended before its client resumed it; messages it had not acknowledged are lost");
         }

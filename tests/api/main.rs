@@ -17,5 +17,6 @@ mod process_metrics;
 mod publish;
 mod security;
 mod shutdown;
+mod stateful;
 mod token_cli;
 mod transport;

@@ -517,12 +517,22 @@ async fn a_node_killed_with_sigkill_is_reaped_within_two_ttls_by_one_survivor() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let reapers: u64 = cluster
-        .nodes
-        .iter()
-        .map(|n| n.node.backplane().nodes_reaped())
-        .sum();
-    assert_eq!(reapers, 1, "exactly one survivor reaped the dead node");
+    // The memberships go first; the reap counts once its last step is done.
+    let reapers = || -> u64 {
+        cluster
+            .nodes
+            .iter()
+            .map(|n| n.node.backplane().nodes_reaped())
+            .sum()
+    };
+    while reapers() == 0 {
+        assert!(
+            tokio::time::Instant::now() < killed + WAIT,
+            "no survivor finished reaping the dead node"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reapers(), 1, "exactly one survivor reaped the dead node");
     let reach = cluster.nodes[1]
         .publish("tasks", "reap", "AfterReap", json!([]))
         .await;

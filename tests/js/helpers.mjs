@@ -775,6 +775,28 @@ export async function startClusterNode({ redisUrl, prefix, nodeId, timeoutMs = 2
 }
 
 /**
+ * Two nodes on one backplane Redis (a Redis Cluster with HUBCAST_TEST_REDIS=cluster),
+ * with a key prefix of their own: `{ redis, nodes, ports, stop() }`.
+ */
+export async function startTwoNodeCluster(tag) {
+  const redis = await startBackplaneRedis();
+  const prefix = uniqueRedisPrefix(tag);
+  const nodes = [];
+  for (const id of [`${tag}-a`, `${tag}-b`]) {
+    nodes.push(await startClusterNode({ redisUrl: redis.url, prefix, nodeId: id }));
+  }
+  return {
+    redis,
+    nodes,
+    ports: nodes.map((n) => Number(new URL(n.origin).port)),
+    async stop() {
+      for (const n of nodes) await n.stop();
+      await redis.stop();
+    },
+  };
+}
+
+/**
  * An HTTP request with an optional JSON body; returns {status, body, text}
  * (body is the parsed JSON, or undefined). `headers` are added to the request.
  */

@@ -10,15 +10,14 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createConnection, createServer } from "node:net";
 import { once } from "node:events";
-import { HubConnectionBuilder, HubConnectionState, LogLevel } from "@microsoft/signalr";
+import { HubConnectionBuilder, HubConnectionState } from "@microsoft/signalr";
+import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 import {
   CapturingLogger,
   publishToGroup,
   safeStop,
-  startBackplaneRedis,
-  startClusterNode,
+  startTwoNodeCluster,
   uniqueGroup,
-  uniqueRedisPrefix,
   waitFor,
   withTimeout,
 } from "./helpers.mjs";
@@ -92,32 +91,29 @@ class Balancer {
 }
 
 describe("stateful reconnect resumed on another node", { timeout: 60_000 }, () => {
-  let redis;
-  const nodes = [];
+  let cluster;
+  let nodes;
   let balancer;
 
   before(async () => {
-    redis = await startBackplaneRedis();
-    const prefix = uniqueRedisPrefix("sr");
-    for (const id of ["sr-a", "sr-b"]) {
-      nodes.push(await startClusterNode({ redisUrl: redis.url, prefix, nodeId: id }));
-    }
-    balancer = await new Balancer(nodes.map((n) => Number(new URL(n.origin).port))).listen();
+    cluster = await startTwoNodeCluster("sr");
+    nodes = cluster.nodes;
+    balancer = await new Balancer(cluster.ports).listen();
   });
 
   after(async () => {
     await balancer?.close();
-    for (const n of nodes) await n.stop();
-    await redis?.stop();
+    await cluster?.stop();
   });
 
-  async function dropAndResume({ sameNode }) {
+  async function dropAndResume({ sameNode, msgpack = false }) {
     const logger = new CapturingLogger();
-    const connection = new HubConnectionBuilder()
+    let builder = new HubConnectionBuilder()
       .withUrl(`${balancer.origin}/hubs/tasks`)
       .withStatefulReconnect()
-      .configureLogging(logger)
-      .build();
+      .configureLogging(logger);
+    if (msgpack) builder = builder.withHubProtocol(new MessagePackHubProtocol());
+    const connection = builder.build();
     const got = [];
     const closes = [];
     const reconnecting = [];
@@ -181,4 +177,6 @@ describe("stateful reconnect resumed on another node", { timeout: 60_000 }, () =
     dropAndResume({ sameNode: false }));
 
   it("on the same node: the same", () => dropAndResume({ sameNode: true }));
+
+  it("with MessagePack, on another node: the same", () => dropAndResume({ sameNode: false, msgpack: true }));
 });

@@ -64,7 +64,7 @@ WORK.mkdir(parents=True, exist_ok=True)
 RS = "\x1e"
 # Metrics that only a node on the Redis backplane can emit (the in-process backplane has
 # no Redis commands). They are required on the Redis-backed node's scrape instead.
-REDIS_ONLY = {"hubcast_redis_command_duration_seconds"}
+REDIS_ONLY = {"hubcast_redis_command_duration_seconds", "hubcast_redis_command_errors_total"}
 # The labels the Prometheus of check (d) attaches, as a Kubernetes scrape would.
 NAMESPACE = "hubcast-obs"
 
@@ -381,7 +381,8 @@ def substitute(expr: str, namespace: str = ".*", pod: str = ".*", hub: str = ".*
     return e
 
 
-METRIC_RE = re.compile(r"(?<![A-Za-z0-9_:\"'-])hubcast_[a-zA-Z0-9_]+")
+# The node's own series and the standard process_* ones it exports.
+METRIC_RE = re.compile(r"(?<![A-Za-z0-9_:\"'-])(?:hubcast|process)_[a-zA-Z0-9_]+")
 
 
 def referenced_metrics(exprs: list[str]) -> set[str]:
@@ -482,7 +483,7 @@ def check_a(d: dict) -> None:
         check(f"a: {name} variable is a label_values query on hubcast_ready/connections", ok, q)
     exprs = dashboard_exprs(d)
     targets = [(w, e) for w, e in exprs if w.startswith("panel")]
-    bad_filter, bad_ds, bad_rate = [], [], []
+    bad_filter, bad_ds, bad_rate, bad_join = [], [], [], []
     for p in all_panels(d):
         if p.get("type") == "row":
             continue
@@ -492,15 +493,22 @@ def check_a(d: dict) -> None:
                 bad_ds.append(f"panel {p.get('id')} {t.get('refId')}")
     for where, e in targets:
         # Every selector of a hubcast_ metric must carry both filters.
-        for m in re.finditer(r"(hubcast_[a-zA-Z0-9_]+)\s*(\{[^}]*\})?", e):
+        for m in re.finditer(r"\b((?:hubcast|process)_[a-zA-Z0-9_]+)\s*(\{[^}]*\})?", e):
             sel = m.group(2) or ""
             if 'namespace=~"$namespace"' not in sel or 'pod=~"$pod"' not in sel:
                 bad_filter.append(f"{where}: {m.group(0)}")
+        # Every process in the namespace exports process_* under the same names: each such
+        # selector must be joined to a hubcast series of the same target.
+        for m in re.finditer(r"\bprocess_[a-zA-Z0-9_]+\s*\{[^}]*\}(?:\[[^\]]*\])?\)?\s*(and on \(namespace, pod, instance\) hubcast_)?", e):
+            if not m.group(1):
+                bad_join.append(f"{where}: {m.group(0)}")
         for m in re.finditer(r"\[([^\]]+)\]", re.sub(r'"(?:[^"\\]|\\.)*"', '""', e)):
             if m.group(1) != "$__rate_interval":
                 bad_rate.append(f"{where}: [{m.group(1)}]")
     check(f"a: every selector of the {len(targets)} panel queries filters namespace=~\"$namespace\", pod=~\"$pod\"",
           not bad_filter, "\n".join(bad_filter[:10]))
+    check("a: every process_* selector is joined 'and on (namespace, pod, instance)' to a hubcast series",
+          not bad_join, "\n".join(bad_join[:10]))
     check("a: every panel and query uses the ${datasource} variable", not bad_ds, ", ".join(bad_ds[:10]))
     check("a: every range is [$__rate_interval]", not bad_rate, "\n".join(bad_rate[:10]))
     ids = [p.get("id") for p in all_panels(d)]
@@ -525,6 +533,24 @@ def check_a(d: dict) -> None:
         "publishes refused": r"hubcast_publishes_refused_total",
         "invocations refused": r"hubcast_invocations_refused_total",
         "readiness": r"hubcast_ready\{",
+        "firing alerts": r'^ALERTS\{alertstate="firing", alertname=~"Hubcast',
+        "versions running": r"by \(version\) \(hubcast_build_info\{",
+        "connections per pod": r"sum by \(pod\) \(hubcast_connections\{",
+        "deliveries per second per pod": r"sum by \(pod\) \(rate\(hubcast_messages_delivered_total\{",
+        "cpu per pod": r"sum by \(pod\) \(rate\(process_cpu_seconds_total\{",
+        "resident memory per pod": r"sum by \(pod\) \(process_resident_memory_bytes\{",
+        "open fds vs max per pod": r"sum by \(pod\) \(process_open_fds\{.*/ sum by \(pod\) \(process_max_fds\{",
+        "websocket bytes in per pod": r"sum by \(pod\) \(rate\(hubcast_websocket_received_bytes_total\{",
+        "websocket bytes out per pod": r"sum by \(pod\) \(rate\(hubcast_websocket_sent_bytes_total\{",
+        "outbound queued per pod": r"sum by \(pod\) \(hubcast_outbound_queued_messages\{",
+        "delivery failure ratio (the alert's)": r'hubcast_delivery_failures_total\{[^}]*reason!~"connection_closed\|slow_consumer"\}.*/ on \(hub\) group_left \(\) \(sum by \(hub\) \(rate\(hubcast_messages_delivered_total',
+        "connection refusal ratio": r"hubcast_connections_refused_total.*/ \(.*hubcast_connections_opened_total",
+        "publish refusal ratio": r"hubcast_publishes_refused_total.*/ \(.*hubcast_publish_duration_seconds_count",
+        "redis command errors by command": r"by \(command\) \(rate\(hubcast_redis_command_errors_total\{",
+        "connection lifetime quantiles": r"histogram_quantile\(0\.5, .*hubcast_connection_duration_seconds_bucket",
+        "resumed connections": r"hubcast_connections_resumed_total\{",
+        "redis master changes": r"hubcast_redis_master_changes_total\{",
+        "redis channels moved": r"hubcast_redis_channels_moved_total\{",
     }
     missing = [k for k, rx in wanted.items() if not any(re.search(rx, e) for _, e in targets)]
     check(f"a: the dashboard has all {len(wanted)} required views", not missing, "missing: " + ", ".join(missing))
@@ -643,6 +669,37 @@ def drive_traffic(node: Node) -> list[str]:
     return problems
 
 
+def redis_command(port: int, *args: str) -> bytes:
+    """Sends one command to the redis-server on 127.0.0.1:port; returns its reply's first line."""
+    req = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(req.encode())
+        return s.recv(256).split(b"\r\n", 1)[0]
+
+
+def fail_a_redis_command(node: Node, rport: int) -> list[str]:
+    """Makes one of the node's Redis commands fail for real, so that
+    hubcast_redis_command_errors_total appears: with maxmemory at 1 byte (noeviction),
+    Redis refuses every write with OOM, so a publish is answered 503. Restores maxmemory."""
+    problems = []
+    policy = redis_command(rport, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+    limit = redis_command(rport, "CONFIG", "SET", "maxmemory", "1")
+    if policy != b"+OK" or limit != b"+OK":
+        return [f"CONFIG SET maxmemory answered {limit!r}, maxmemory-policy {policy!r}"]
+    try:
+        status, body = node.publish("obs", "ObsEvent", ["refused by redis"])
+        if status != 503:
+            problems.append(f"publish with Redis out of memory answered {status} {body}, not 503")
+    finally:
+        restored = redis_command(rport, "CONFIG", "SET", "maxmemory", "0")
+        if restored != b"+OK":
+            problems.append(f"CONFIG SET maxmemory 0 answered {restored!r}")
+    # The node is usable again: a publish is accepted.
+    if poll_until(lambda: True if node.publish("obs", "ObsEvent", ["after"])[0] == 202 else None, 10) is None:
+        problems.append("publishes were not accepted again after Redis had memory again")
+    return problems
+
+
 def wait_scrape_complete(node: Node, names: set[str], exempt: set[str], seconds: float = 10) -> None:
     """Waits (polling, with a deadline) until every expected series is in the scrape: the
     lag histogram and coalesced progress are recorded asynchronously after the traffic."""
@@ -711,6 +768,9 @@ def check_c(d: dict) -> None:
         return
     problems = drive_traffic(rnode)
     check("c: traffic against the Redis-backed node behaves", not problems, "\n".join(problems))
+    problems = fail_a_redis_command(rnode, rport)
+    check("c: a Redis command refused for lack of memory answers the publish 503, then recovers",
+          not problems, "\n".join(problems))
     check_scrape("Redis-backed", rnode, names, set())
     rnode.stop()
     stop(redis)
@@ -780,6 +840,10 @@ def check_d(d: dict) -> None:
         return
     ok, v = prom.wait_value('count(up{job="hubcast"} == 1)', 2, 20)
     check("d: both targets are up", ok, f"count(up == 1) = {v}; {log_tail('prometheus', 5)}")
+    # One connection opened and closed on each node, so that the connection lifetime
+    # histogram has series.
+    for n in (a, b):
+        Client(n).close()
 
     # 3 clients on node a, 2 on node b, all in group "obs".
     clients_a = [Client(a) for _ in range(3)]
@@ -862,6 +926,7 @@ def check_d(d: dict) -> None:
             if status != "success":
                 errors.append(f"{where}: {result}")
             elif not result and where.startswith("panel") and "redis_command" not in e \
+                    and not e.startswith("ALERTS{") \
                     and not re.search(r"refused|throttled|budget|schema|closed|failures|http_requests", e):
                 empty.append(where)
         n = len(dashboard_exprs(d))
@@ -901,6 +966,203 @@ def check_d(d: dict) -> None:
     b.stop()
 
 
+# --------------------------------------------------------------------------- (e)
+
+SRC = ROOT / "src"
+OPERATIONS = ROOT / "docs" / "operations.md"
+# The counters whose `reason` label operators read, by the constant in src/metrics.rs.
+REASON_METRICS = ["DELIVERY_FAILURES", "CONNECTIONS_CLOSED", "CONNECTIONS_REFUSED",
+                  "INVOCATIONS_REFUSED", "PUBLISHES_REFUSED"]
+FN_RE = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?fn\s+(\w+)\s*(?:<[^>]*>)?\s*\(", re.M)
+LIT_RE = re.compile(r'^"([a-z0-9_]+)"$')
+
+
+def macro_calls(text: str, name: str) -> list[tuple[int, str]]:
+    """(offset, arguments) of every `name!(…)` in text, with balanced parentheses."""
+    out = []
+    for m in re.finditer(re.escape(name) + r"!\s*\(", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        out.append((m.start(), text[m.end():i - 1]))
+    return out
+
+
+def split_args(args: str) -> list[str]:
+    """Top-level comma-separated arguments."""
+    out, depth, cur = [], 0, ""
+    for ch in args:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def enclosing_fn(text: str, pos: int) -> tuple[str, list[str], str]:
+    """(name, parameter names, body) of the function around offset pos."""
+    starts = [m for m in FN_RE.finditer(text) if m.start() <= pos]
+    if not starts:
+        return "", [], text
+    m = starts[-1]
+    nxt = next((n.start() for n in FN_RE.finditer(text, m.end())), len(text))
+    depth, i = 1, m.end()
+    while i < len(text) and depth:
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        i += 1
+    params = [a.split(":")[0].strip().lstrip("&").replace("mut ", "")
+              for a in split_args(text[m.end():i - 1])]
+    return m.group(1), params, text[m.start():nxt]
+
+
+def fn_arm_labels(text: str, fn: str) -> list[str]:
+    """The string literals a `fn fn(…) -> &'static str` match returns."""
+    m = re.search(r"fn\s+" + re.escape(fn) + r"\b", text)
+    if not m:
+        return []
+    body = text[m.start():]
+    nxt = FN_RE.search(body, 1)
+    body = body[: nxt.start()] if nxt else body
+    return re.findall(r'=>\s*"([a-z0-9_]+)"', body)
+
+
+def resolve_reason(expr: str, text: str, pos: int, consts: dict[str, str], depth: int = 0
+                   ) -> tuple[set[str], list[str]]:
+    """The values a `reason` label expression can take at offset pos of text, and what
+    could not be told."""
+    expr = expr.strip()
+    if depth > 4:
+        return set(), [f"too deep at {expr}"]
+    if m := LIT_RE.match(expr):
+        return {m.group(1)}, []
+    if m := re.fullmatch(r"(?:(?:crate::)?metrics::|m::)?([A-Z][A-Z0-9_]*)", expr):
+        if m.group(1) in consts:
+            return {consts[m.group(1)]}, []
+        return set(), [f"unknown constant {expr}"]
+    if m := re.fullmatch(r"(\w+)\.label\(\)", expr):
+        # CloseReason::label, less the variants the call site skips (`reason != X`).
+        close = (SRC / "connection" / "close.rs").read_text()
+        labels = dict(re.findall(r"Self::(\w+)(?:\([^)]*\))?\s*=>\s*\"([a-z0-9_]+)\"", close))
+        _, _, body = enclosing_fn(text, pos)
+        skipped = {labels.get(v) for v in re.findall(r"\b" + m.group(1) + r"\s*!=\s*CloseReason::(\w+)", body)}
+        return set(labels.values()) - skipped, [] if labels else ["no CloseReason::label arms"]
+    if m := re.fullmatch(r"(\w+)\(&?\w+\)", expr):
+        arms = fn_arm_labels(text, m.group(1))
+        return set(arms), [] if arms else [f"no labels in fn {m.group(1)}"]
+    if re.fullmatch(r"[a-z_]\w*", expr):
+        name, params, body = enclosing_fn(text, pos)
+        before = body[: max(0, pos - text.find(body))] if text.find(body) >= 0 else body
+        # for reason in [A, B, …]
+        loops = re.findall(r"for\s+" + expr + r"\s+in\s+\[([^\]]*)\]", before)
+        # let f = |reason: …| …; f(A) …
+        closure = re.search(r"let\s+(\w+)\s*=\s*\|" + expr + r"\b", body)
+        # let reason = match … { … => X, … };
+        matched = re.search(r"let\s+" + expr + r"\s*=\s*match\b[^{]*\{(.*?)\n\s*\};", body, re.S)
+        # let (reason, …) = match … { … => (X, …), … };
+        tupled = re.search(r"let\s+\(\s*" + expr + r"\s*,[^)]*\)\s*=\s*match\b[^{]*\{(.*?)\n\s*\};", body, re.S)
+        vals, unknown = set(), []
+        def add(e: str) -> None:
+            v, u = resolve_reason(e, text, pos, consts, depth + 1)
+            vals.update(v)
+            unknown.extend(u)
+        if loops:
+            for e in split_args(loops[-1]):
+                add(e)
+        elif closure:
+            for c in re.finditer(r"\b" + closure.group(1) + r"\(([^()]*)\)", body[closure.end():]):
+                add(c.group(1))
+        elif matched:
+            for arm in re.findall(r"=>\s*([^,\n]+),?", matched.group(1)):
+                arm = arm.strip().rstrip(",")
+                if re.fullmatch(r"[a-z_]\w*", arm):
+                    # a parameter of this function, e.g. `_ => stage`
+                    add_param = arm
+                    vals_p, unk_p = resolve_param(name, params, add_param, text, consts, depth)
+                    vals.update(vals_p)
+                    unknown.extend(unk_p)
+                else:
+                    add(arm)
+        elif tupled:
+            for arm in re.findall(r"=>\s*\(\s*([^,]+),", tupled.group(1)):
+                add(arm)
+        elif expr in params:
+            return resolve_param(name, params, expr, text, consts, depth)
+        else:
+            unknown.append(f"variable {expr} in fn {name}")
+        return vals, unknown
+    return set(), [f"expression {expr}"]
+
+
+def resolve_param(fn: str, params: list[str], param: str, text: str, consts: dict[str, str],
+                  depth: int) -> tuple[set[str], list[str]]:
+    """The values parameter `param` of fn takes at its call sites in the same file."""
+    idx = params.index(param)
+    vals, unknown, calls = set(), [], 0
+    for pos, args in macro_calls(text.replace(fn + "(", fn + "!("), fn):
+        if re.search(r"fn\s+$", text[max(0, pos - 10):pos].replace("!", "")):
+            continue
+        a = split_args(args)
+        if len(a) != len(params):
+            continue
+        calls += 1
+        v, u = resolve_reason(a[idx], text, pos, consts, depth + 1)
+        vals.update(v)
+        unknown.extend(u)
+    if not calls:
+        unknown.append(f"no calls of fn {fn}")
+    return vals, unknown
+
+
+def emitted_reasons() -> tuple[dict[str, set[str]], list[str]]:
+    """For each counter of REASON_METRICS (by metric name): every `reason` value some
+    counter!() in src/ gives it; and the label expressions that could not be told."""
+    metrics_rs = (SRC / "metrics.rs").read_text()
+    consts = dict(re.findall(r'pub const (\w+): &str = "([^"]*)";', metrics_rs))
+    reasons: dict[str, set[str]] = {consts[c]: set() for c in REASON_METRICS}
+    unknown: list[str] = []
+    for path in sorted(SRC.rglob("*.rs")):
+        text = path.read_text()
+        for pos, args in macro_calls(text, "metrics::counter"):
+            a = split_args(args)
+            metric = re.sub(r"^(?:(?:crate::)?metrics::|m::)", "", a[0]) if a else ""
+            if metric not in REASON_METRICS:
+                continue
+            label = next((x.split("=>", 1)[1] for x in a[1:] if x.replace(" ", "").startswith('"reason"=>')), None)
+            where = f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, pos) + 1}"
+            if label is None:
+                unknown.append(f"{where}: {consts[metric]} without a reason label")
+                continue
+            v, u = resolve_reason(label, text, pos, consts)
+            reasons[consts[metric]].update(v)
+            unknown.extend(f"{where}: {x}" for x in u)
+    return reasons, unknown
+
+
+def check_e(d: dict) -> None:
+    section("(e) every reason label value the node emits is documented in docs/operations.md")
+    reasons, unknown = emitted_reasons()
+    check("e: every reason label of " + ", ".join(sorted(reasons)) + " in src/ is a value the check can tell",
+          not unknown, "\n".join(unknown[:20]))
+    doc = OPERATIONS.read_text()
+    for metric, values in sorted(reasons.items()):
+        row = next((l for l in doc.splitlines() if l.startswith(f"| `{metric}` |")), None)
+        if not check(f"e: docs/operations.md has a table row for {metric}", row is not None,
+                     f"no line starting with | `{metric}` |"):
+            continue
+        missing = sorted(v for v in values if f"`{v}`" not in row)
+        check(f"e: {metric}: its {len(values)} reasons are documented ({', '.join(sorted(values))})",
+              bool(values) and not missing,
+              "not in its row of docs/operations.md: " + ", ".join(missing) if values else "no reason found in src/")
+
+
 # --------------------------------------------------------------------------- main
 
 def main() -> int:
@@ -912,7 +1174,7 @@ def main() -> int:
     d = load_dashboard()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        for step in (check_a, check_b, check_c, check_d):
+        for step in (check_a, check_b, check_c, check_d, check_e):
             try:
                 step(d)
             except Exception as e:  # a crash in one step is a failure, the others still run
