@@ -15,8 +15,8 @@
 //! |---|---|
 //! | [`app`] | binds listeners, builds the node, runs until shutdown and owns the drain order |
 //! | [`telemetry`] | logging set-up (human or JSON) |
-//! | [`mint`] | `hubcast token`: a client token for a hub, with the key and claims nodes check |
 //! | [`http`] | the HTTP/1.1 accept loop (timeouts, socket cap), negotiate, WebSocket upgrade, Server-Sent Events and long polling (bridged into the same session), the publish API, the flow endpoints, probes; [`http::error::ApiError`] |
+//! | [`mint`] | `hubcast token` and the API's `:generateToken`: a client token for a hub, with the key and claims nodes check |
 //! | [`session`] | one connection's task: handshake, the read/write/keep-alive loop |
 //! | [`flows`] | budget alerts, provider-health hysteresis, task progress, webhook breakers (one file each) |
 //! | [`node`] | the coordinator: membership, the publish path, dispatch, subscriptions, remote operations, background tasks |

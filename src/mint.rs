@@ -185,6 +185,32 @@ pub fn run(cli: &Cli, args: &TokenArgs) -> Result<String, MintError> {
     Ok(sign_jwt(&claims, key.as_bytes()))
 }
 
+/// A client token for `hub` as the REST API's `:generateToken` asks: the same claims and
+/// signature as `hubcast token --hub … --user … --ttl {minutes}m`, with the node's own key.
+///
+/// # Errors
+/// No key or a short one, a hub whose clients present no token, a bad user id.
+pub fn api_token(
+    hub: &HubSpec,
+    key: Option<&[u8]>,
+    user: Option<&str>,
+    minutes: u64,
+) -> Result<String, MintError> {
+    let key = key.filter(|k| !k.is_empty()).ok_or(MintError::NoKey)?;
+    if key.len() < MIN_KEY_BYTES {
+        return Err(MintError::ShortKey(key.len()));
+    }
+    let hub = token_hub(std::slice::from_ref(hub), &hub.name)?;
+    let args = TokenArgs {
+        hub: hub.name.clone(),
+        user: user.map(str::to_owned),
+        vkey: None,
+        groups: Vec::new(),
+        ttl: format!("{minutes}m"),
+    };
+    Ok(sign_jwt(&claims(hub, &args, now_secs())?, key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

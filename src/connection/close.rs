@@ -14,6 +14,9 @@ pub enum CloseReason {
     Shutdown,
     /// Closed through the API (`DELETE …/connections/{id}`): reconnect allowed.
     ClosedByServer,
+    /// Closed through the API with a reason, which the Close message carries as its
+    /// error: reconnect allowed.
+    ClosedWithReason(String),
     /// The client did not read fast enough and its outbound queue filled.
     SlowConsumer,
     /// Writing to the socket failed or timed out.
@@ -45,6 +48,7 @@ impl CloseReason {
         match self {
             Self::ClientClosed | Self::WriteFailed | Self::Resumed | Self::ResumeExpired => None,
             Self::Shutdown | Self::ClosedByServer => Some((None, true)),
+            Self::ClosedWithReason(reason) => Some((Some(reason.clone()), true)),
             Self::SlowConsumer => Some((
                 Some("Connection closed with an error. The client did not read messages fast enough (slow consumer).".into()),
                 true,
@@ -59,7 +63,7 @@ impl CloseReason {
         match self {
             Self::ClientClosed => "client_closed",
             Self::Shutdown => "shutdown",
-            Self::ClosedByServer => "closed_by_api",
+            Self::ClosedByServer | Self::ClosedWithReason(_) => "closed_by_api",
             Self::SlowConsumer => "slow_consumer",
             Self::WriteFailed => "write_error",
             Self::ClientTimeout => "client_timeout",

@@ -150,6 +150,14 @@ impl Gate {
         }
     }
 
+    /// The key client tokens are signed with, if this node has one.
+    pub fn token_key(&self) -> Option<&[u8]> {
+        self.security
+            .token_key
+            .as_ref()
+            .map(crate::auth::Secret::expose)
+    }
+
     /// Whether this node runs without credentials (development mode).
     pub fn insecure(&self) -> bool {
         self.security.insecure

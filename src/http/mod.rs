@@ -44,7 +44,8 @@ pub struct AppState {
 
 /// Builds the router for a node's hubs and API.
 pub fn router(state: AppState) -> Router {
-    let mut router = Router::new();
+    // The API's `:send`-style segments are literal, not v0.7 captures.
+    let mut router = Router::new().without_v07_checks();
     for (index, hub) in state.node.hubs().iter().enumerate() {
         for path in std::iter::once(&hub.spec.path).chain(&hub.spec.aliases) {
             router = router
@@ -68,7 +69,7 @@ pub fn router(state: AppState) -> Router {
     router
         .merge(
             api::routes()
-                .merge(flows::routes())
+                .merge(flows::routes().without_v07_checks())
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
                     api::authorize,

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::frames::Frames;
@@ -29,12 +30,15 @@ impl Node {
         frames: &mut Frames<'_>,
         published_at: u64,
         position: Option<&Position>,
+        excluded: &[Bytes],
     ) {
         // The members are copied out first, so no registry lock is held across the
         // socket writes (a join on this node must not wait for a large group's fan-out).
         let mut members: Vec<(ConnectionId, SessionHandle)> = Vec::new();
         let Some(hub) = self.registry.for_each_member(channel, |member| {
-            members.push((member.id.clone(), member.handle.clone()));
+            if !excluded.iter().any(|x| x == member.id.as_str().as_bytes()) {
+                members.push((member.id.clone(), member.handle.clone()));
+            }
         }) else {
             return;
         };
@@ -240,7 +244,7 @@ impl Node {
     /// Acts on one envelope from a channel.
     async fn handle(self: &Arc<Self>, channel: &Arc<str>, env: Envelope) {
         match env.kind {
-            Kind::Deliver => {
+            Kind::Deliver | Kind::DeliverExcept => {
                 self.received.fetch_add(1, Ordering::Relaxed);
                 // The publish's correlation id, on every node that delivers it; at debug,
                 // since a line per message per node costs more than the delivery itself
@@ -252,18 +256,30 @@ impl Node {
                     local_members = self.registry.member_count(channel),
                     "delivering"
                 );
-                if std::str::from_utf8(&env.body).is_err() {
+                let Some((excluded, record)) = env.excluded_and_record() else {
+                    bad_envelope(crate::keys::hub_label(channel), "truncated exclusion list");
+                    return;
+                };
+                if std::str::from_utf8(&record).is_err() {
                     bad_envelope(crate::keys::hub_label(channel), "record is not UTF-8");
                     return;
                 }
                 // Framed once here per protocol, for every local member.
-                let mut frames = Frames::new(&env.body);
+                let mut frames = Frames::new(&record);
                 self.deliver_local(
                     channel,
                     &mut frames,
                     env.published_at_micros,
                     env.position.as_ref(),
+                    &excluded,
                 );
+            }
+            Kind::CloseMembers => self.close_members(channel, &env.body),
+            Kind::UserGroup => {
+                let node = self.clone();
+                let channel = channel.clone();
+                self.tasks
+                    .spawn(async move { node.apply_user_group(&channel, &env.body).await });
             }
             Kind::Send
             | Kind::Close

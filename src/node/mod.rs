@@ -10,6 +10,7 @@
 //! | `remote` | operations on connections another node owns, and control messages |
 //! | `background` | the readiness probe, gauges, backplane events, shutdown |
 
+mod audience;
 mod background;
 mod dispatch;
 mod frames;

@@ -8,8 +8,8 @@ use super::frames::Frames;
 use super::{Audience, Guard, IdempotencyKey, Node, NodeError, Reach};
 use crate::backplane::{Idempotency, Publish, PublishGuard, Published};
 use crate::config::RateRule;
-use crate::envelope::{now_micros, Envelope, Kind};
-use crate::ids::CorrelationId;
+use crate::envelope::{now_micros, with_ids, Envelope, Kind};
+use crate::ids::{ConnectionId, CorrelationId};
 use crate::protocol::message;
 
 impl Node {
@@ -66,6 +66,65 @@ impl Node {
         guard: Guard<'_>,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Reach, NodeError> {
+        self.publish_inner(
+            hub,
+            audience,
+            target,
+            arguments_json,
+            correlation,
+            guard,
+            idempotency,
+            &[],
+        )
+        .await
+    }
+
+    /// [`Self::publish`] to a hub or group, except to the `excluded` connections: the
+    /// envelope carries their ids (encoded once with the record) and every receiving node
+    /// skips them. Ignored for a user or one connection.
+    ///
+    /// # Errors
+    /// As [`Self::publish_guarded`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn publish_excluding(
+        &self,
+        hub: usize,
+        audience: &Audience,
+        target: &str,
+        arguments_json: &str,
+        correlation: &CorrelationId,
+        idempotency: Option<&IdempotencyKey>,
+        excluded: &[ConnectionId],
+    ) -> Result<Reach, NodeError> {
+        let excluded = match audience {
+            Audience::Hub | Audience::Group(_) => excluded,
+            Audience::User(_) | Audience::Connection(_) => &[],
+        };
+        self.publish_inner(
+            hub,
+            audience,
+            target,
+            arguments_json,
+            correlation,
+            Guard::Storm,
+            idempotency,
+            excluded,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_inner(
+        &self,
+        hub: usize,
+        audience: &Audience,
+        target: &str,
+        arguments_json: &str,
+        correlation: &CorrelationId,
+        guard: Guard<'_>,
+        idempotency: Option<&IdempotencyKey>,
+        excluded: &[ConnectionId],
+    ) -> Result<Reach, NodeError> {
         let hub_def = &self.hubs[hub];
         let hub_name = hub_def.name();
         let record = message::invocation(target, arguments_json);
@@ -121,8 +180,18 @@ impl Node {
                 }
             }
         };
-        let local = if kind == Kind::Deliver {
-            self.registry.member_count(&channel)
+        let (kind, body) = if kind == Kind::Deliver && !excluded.is_empty() {
+            let ids = excluded.iter().map(|c| c.as_str().as_bytes());
+            (Kind::DeliverExcept, with_ids(ids, record.as_bytes()).into())
+        } else {
+            (kind, bytes::Bytes::from(record.into_bytes()))
+        };
+        let local = if kind == Kind::Deliver || kind == Kind::DeliverExcept {
+            let mut n = 0;
+            self.registry.for_each_member(&channel, |m| {
+                n += usize::from(!excluded.contains(&m.id));
+            });
+            n
         } else {
             0
         };
@@ -158,7 +227,8 @@ impl Node {
             Some(k) => {
                 idem_key = self.keys.idempotency(&k.scope, &k.key, &channel);
                 let arguments = if k.exact { arguments_json } else { "" };
-                fingerprint = request_fingerprint(&channel, kind, connection, target, arguments);
+                fingerprint =
+                    request_fingerprint(&channel, kind, connection, target, arguments, excluded);
                 Some(Idempotency {
                     key: &idem_key,
                     fingerprint: &fingerprint,
@@ -173,7 +243,7 @@ impl Node {
             .publish_message(&Publish {
                 channel: &channel,
                 head,
-                body: record.into_bytes().into(),
+                body,
                 history: hub_def.spec.history,
                 guard: backplane_guard,
                 idempotency: idem,
@@ -281,16 +351,24 @@ impl Node {
     }
 }
 
-/// What makes two publishes the same request: audience, kind, target and arguments.
+/// What makes two publishes the same request: audience, kind, target, arguments and
+/// exclusions.
 fn request_fingerprint(
     channel: &str,
     kind: Kind,
     connection: Option<&crate::ids::ConnectionId>,
     target: &str,
     arguments_json: &str,
+    excluded: &[crate::ids::ConnectionId],
 ) -> String {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
+    // Only a send with exclusions hashes them, so other fingerprints stay as they were.
+    for id in excluded {
+        h.update(b"x");
+        h.update((id.as_str().len() as u64).to_be_bytes());
+        h.update(id.as_str().as_bytes());
+    }
     for part in [
         channel.as_bytes(),
         &[kind as u8],

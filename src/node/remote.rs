@@ -35,7 +35,9 @@ impl Node {
         id: &ConnectionId,
         group: &GroupName,
     ) -> Result<(), NodeError> {
-        self.change_group(hub, id, group, true).await.map(drop)
+        self.change_group(hub, id, Some(group), true)
+            .await
+            .map(drop)
     }
 
     /// Removes a connection from a group from the API, on whichever node holds it.
@@ -49,20 +51,63 @@ impl Node {
         id: &ConnectionId,
         group: &GroupName,
     ) -> Result<bool, NodeError> {
-        self.change_group(hub, id, group, false).await
+        self.change_group(hub, id, Some(group), false).await
     }
 
+    /// Removes a connection from every group it is in, on whichever node holds it.
+    ///
+    /// # Errors
+    /// As [`Self::add_to_group`].
+    pub async fn remove_from_all_groups(
+        &self,
+        hub: usize,
+        id: &ConnectionId,
+    ) -> Result<(), NodeError> {
+        self.change_group(hub, id, None, false).await.map(drop)
+    }
+
+    /// Leaves every group of a connection this node holds.
+    pub(super) async fn leave_all_local(
+        &self,
+        id: &ConnectionId,
+        hub: usize,
+    ) -> Result<bool, NodeError> {
+        let conn = self
+            .registry
+            .connection(id)
+            .filter(|c| c.hub == hub)
+            .ok_or_else(|| NodeError::UnknownConnection(id.to_string()))?;
+        let name = self.hubs[hub].name();
+        let mut any = false;
+        for channel in &conn.channels {
+            let Some(group) = self
+                .keys
+                .group_of_channel(name, channel)
+                .and_then(|g| GroupName::parse(g).ok())
+            else {
+                continue;
+            };
+            any |= self.leave_channel(id, hub, channel, Some(&group)).await?;
+        }
+        Ok(any)
+    }
+
+    /// Joins or leaves `group` (`None`: leaves every group) for a connection, here or on
+    /// its owner.
     pub(super) async fn change_group(
         &self,
         hub: usize,
         id: &ConnectionId,
-        group: &GroupName,
+        group: Option<&GroupName>,
         join: bool,
     ) -> Result<bool, NodeError> {
-        let channel = self
-            .keys
-            .group_channel(self.hubs[hub].name(), group.as_str());
         if self.registry.connection(id).is_some_and(|c| c.hub == hub) {
+            let Some(group) = group else {
+                return self.leave_all_local(id, hub).await;
+            };
+            let channel = self
+                .keys
+                .group_channel(self.hubs[hub].name(), group.as_str());
             return if join {
                 self.join_channel(id, hub, &channel, Some(group))
                     .await
@@ -76,7 +121,8 @@ impl Node {
         let body = |nonce| {
             serde_json::to_vec(&GroupChange {
                 hub: self.hubs[hub].name().to_owned(),
-                group: group.as_str().to_owned(),
+                group: group.map_or_else(String::new, |g| g.as_str().to_owned()),
+                all: group.is_none(),
                 reply_to: self.id.clone(),
                 nonce,
             })
@@ -147,12 +193,31 @@ impl Node {
     /// # Errors
     /// Unknown connection, or the backplane.
     pub async fn close_connection(&self, hub: usize, id: &ConnectionId) -> Result<(), NodeError> {
+        self.close_connection_with(hub, id, None).await
+    }
+
+    /// [`Self::close_connection`], with a reason the Close message carries.
+    ///
+    /// # Errors
+    /// As [`Self::close_connection`].
+    pub async fn close_connection_with(
+        &self,
+        hub: usize,
+        id: &ConnectionId,
+        reason: Option<&str>,
+    ) -> Result<(), NodeError> {
         if let Some(conn) = self.registry.connection(id).filter(|c| c.hub == hub) {
-            conn.handle.close(CloseReason::ClosedByServer);
+            conn.handle.close(close_reason(reason.unwrap_or("")));
             return Ok(());
         }
         let owner = self.remote_owner(hub, id).await?;
-        let payload = Envelope::encode(Kind::Close, now_micros(), b"", id.as_str().as_bytes(), b"");
+        let payload = Envelope::encode(
+            Kind::Close,
+            now_micros(),
+            b"",
+            id.as_str().as_bytes(),
+            reason.unwrap_or("").as_bytes(),
+        );
         match self
             .backplane
             .publish(&self.keys.node_channel(&owner), payload)
@@ -271,7 +336,8 @@ impl Node {
             }
             Kind::Close => {
                 if let Some(conn) = self.registry.connection(&id) {
-                    conn.handle.close(CloseReason::ClosedByServer);
+                    conn.handle
+                        .close(close_reason(&String::from_utf8_lossy(&env.body)));
                 }
             }
             Kind::Join | Kind::Leave => {
@@ -309,7 +375,10 @@ impl Node {
             | Kind::Ack
             | Kind::EpochEnd
             | Kind::HandedOff
-            | Kind::TransportReply => {}
+            | Kind::TransportReply
+            | Kind::DeliverExcept
+            | Kind::CloseMembers
+            | Kind::UserGroup => {}
         }
     }
 
@@ -319,22 +388,28 @@ impl Node {
         change: &GroupChange,
         join: bool,
     ) -> AckOutcome {
-        let (Some(hub), Ok(group)) = (self.hub_index(&change.hub), GroupName::parse(&change.group))
-        else {
+        let Some(hub) = self.hub_index(&change.hub) else {
             return AckOutcome::UnknownConnection;
         };
         if self.registry.connection(id).is_none_or(|c| c.hub != hub) {
             return AckOutcome::UnknownConnection;
         }
-        let channel = self.keys.group_channel(&change.hub, group.as_str());
-        let result = if join {
-            self.join_channel(id, hub, &channel, Some(&group))
-                .await
-                .map(drop)
+        let result = if change.all && !join {
+            self.leave_all_local(id, hub).await.map(drop)
         } else {
-            self.leave_channel(id, hub, &channel, Some(&group))
-                .await
-                .map(drop)
+            let Ok(group) = GroupName::parse(&change.group) else {
+                return AckOutcome::UnknownConnection;
+            };
+            let channel = self.keys.group_channel(&change.hub, group.as_str());
+            if join {
+                self.join_channel(id, hub, &channel, Some(&group))
+                    .await
+                    .map(drop)
+            } else {
+                self.leave_channel(id, hub, &channel, Some(&group))
+                    .await
+                    .map(drop)
+            }
         };
         match result {
             Ok(()) => AckOutcome::Done,
@@ -345,5 +420,15 @@ impl Node {
                 AckOutcome::UnknownConnection
             }
         }
+    }
+}
+
+/// How the API closes a connection: with the caller's reason as the Close message's
+/// error, if it gave one.
+pub(super) fn close_reason(reason: &str) -> CloseReason {
+    if reason.is_empty() {
+        CloseReason::ClosedByServer
+    } else {
+        CloseReason::ClosedWithReason(reason.chars().take(512).collect())
     }
 }

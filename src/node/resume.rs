@@ -263,7 +263,13 @@ impl Node {
                 if cut.is_none() && env.published_at_micros < since_micros {
                     continue;
                 }
-                let Some(frame) = Frames::new(&env.body).get(conn.handle.protocol()) else {
+                let Some((excluded, record)) = env.excluded_and_record() else {
+                    continue;
+                };
+                if excluded.iter().any(|x| x == id.as_str().as_bytes()) {
+                    continue;
+                }
+                let Some(frame) = Frames::new(&record).get(conn.handle.protocol()) else {
                     bad_envelope(
                         crate::keys::hub_label(channel),
                         "record cannot be written in the connection's protocol",

@@ -5,6 +5,8 @@
 mod helpers;
 
 mod admission;
+mod azure_rest;
+mod azure_spec;
 mod backpressure;
 mod groups;
 mod idempotency;

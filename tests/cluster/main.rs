@@ -7,6 +7,8 @@ mod helpers;
 #[allow(dead_code)]
 mod redis_ha;
 
+mod azure;
+
 use std::time::Duration;
 
 use helpers::{

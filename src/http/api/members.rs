@@ -1,11 +1,12 @@
 //! The membership and connection routes: group member counts, adding and removing a
-//! connection, and asking whether a connection exists or closing it.
+//! connection, and asking whether a connection exists or closing it (with a `reason`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::query::ApiQuery;
 use super::{connection, group, hub_index, ApiPath};
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -17,10 +18,17 @@ pub(super) async fn group_info(
     let index = hub_index(&state, &hub)?;
     let g = group(&g)?;
     let members = state.node.group_size(index, &g).await?;
-    Ok(
-        Json(serde_json::json!({ "hub": hub, "group": g.as_str(), "members": members }))
-            .into_response(),
+    // A group without members does not exist (v1's 404), and its count is still told.
+    let status = if members == 0 {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({ "hub": hub, "group": g.as_str(), "members": members })),
     )
+        .into_response())
 }
 
 pub(super) async fn add_to_group(
@@ -64,10 +72,14 @@ pub(super) async fn connection_exists(
 pub(super) async fn close_connection(
     State(state): State<AppState>,
     ApiPath((hub, id)): ApiPath<(String, String)>,
+    query: ApiQuery,
 ) -> Result<Response, ApiError> {
     let index = hub_index(&state, &hub)?;
     let id = connection(&id)?;
-    state.node.close_connection(index, &id).await?;
+    state
+        .node
+        .close_connection_with(index, &id, query.reason().as_deref())
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "hub": hub, "connectionId": id.as_str(), "closing": true })),

@@ -1,19 +1,26 @@
-//! The publish API, in the shape of Azure SignalR's data-plane REST API (v1 paths):
+//! The publish API: Azure SignalR's data-plane REST API, its v1 paths here and the
+//! versioned ones (`/api/hubs/{hub}/…`, api-version 2022-06-01 to 2024-12-01) in
+//! `azure.rs`; the README lists every route and its answers.
 //!
 //! | method | path | does |
 //! |---|---|---|
-//! | POST | `/api/v1/hubs/{hub}` | broadcast (only hubs with `allow_broadcast`) |
-//! | POST | `/api/v1/hubs/{hub}/groups/{group}` | send to a group |
-//! | GET | `/api/v1/hubs/{hub}/groups/{group}` | member count |
+//! | POST | `/api/v1/hubs/{hub}` | broadcast (only hubs with `allow_broadcast`), except `excluded` |
+//! | POST | `/api/v1/hubs/{hub}/groups/{group}` | send to a group, except `excluded` |
+//! | GET / HEAD | `/api/v1/hubs/{hub}/groups/{group}` | member count; 404 when none |
 //! | PUT / DELETE | `/api/v1/hubs/{hub}/groups/{group}/connections/{id}` | add / remove a connection |
 //! | POST | `/api/v1/hubs/{hub}/users/{user}` | send to a user's connections |
+//! | GET / HEAD | `/api/v1/hubs/{hub}/users/{user}` | is the user connected? |
+//! | PUT / DELETE | `/api/v1/hubs/{hub}/groups/{group}/users/{user}` | add / remove the user's current connections |
+//! | DELETE | `/api/v1/hubs/{hub}/users/{user}/groups` | the user's current connections leave every group |
 //! | POST | `/api/v1/hubs/{hub}/connections/{id}` | send to one connection |
 //! | GET / DELETE | `/api/v1/hubs/{hub}/connections/{id}` | exists? / close it |
 //!
 //! Sends take `{"target": "...", "arguments": [...]}` and answer 202 once the backplane
 //! took the message, with its reach and correlation id.
 
+mod azure;
 mod members;
+mod query;
 mod send;
 
 use axum::body::Bytes;
@@ -24,13 +31,14 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{any, delete, head, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use self::members::{
     add_to_group, close_connection, connection_exists, group_info, remove_from_group,
 };
+pub use self::query::API_VERSIONS;
 use self::send::{broadcast, to_connection, to_group, to_user};
 pub(crate) use self::send::{count_unavailable, replayed};
 pub use self::send::{PublishBody, SendPath, SendRequest, MAX_TARGET_BYTES};
@@ -45,6 +53,7 @@ use crate::node::IdempotencyKey;
 /// The API routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .without_v07_checks()
         .route("/api/v1/hubs/{hub}", post(broadcast))
         .route(
             "/api/v1/hubs/{hub}/groups/{group}",
@@ -52,17 +61,82 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/api/v1/hubs/{hub}/groups/{group}/connections/{connection}",
-            axum::routing::put(add_to_group).delete(remove_from_group),
+            put(add_to_group).delete(remove_from_group),
         )
-        .route("/api/v1/hubs/{hub}/groups/", axum::routing::any(empty_name))
-        .route("/api/v1/hubs/{hub}/users/", axum::routing::any(empty_name))
-        .route("/api/v1/hubs/{hub}/users/{user}", post(to_user))
+        .route("/api/v1/hubs/{hub}/groups/", any(empty_name))
+        .route("/api/v1/hubs/{hub}/users/", any(empty_name))
+        .route(
+            "/api/v1/hubs/{hub}/users/{user}",
+            post(to_user).get(azure::user_exists),
+        )
+        .route(
+            "/api/v1/hubs/{hub}/groups/{group}/users/{user}",
+            put(azure::v1_add_user_to_group).delete(azure::v1_remove_user_from_group),
+        )
+        .route(
+            "/api/v1/hubs/{hub}/users/{user}/groups",
+            delete(azure::v1_remove_user_from_all_groups),
+        )
         .route(
             "/api/v1/hubs/{hub}/connections/{connection}",
             post(to_connection)
                 .get(connection_exists)
                 .delete(close_connection),
         )
+        .merge(versioned_routes())
+}
+
+/// The `/api/hubs/…` routes (api-version 2022-06-01 and later); their operation names
+/// (`:send`, `:closeConnections`) are literal segments starting with a colon.
+fn versioned_routes() -> Router<AppState> {
+    Router::new()
+        .without_v07_checks()
+        .route("/api/hubs/{hub}/:send", post(azure::send_hub))
+        .route("/api/hubs/{hub}/:closeConnections", post(azure::close_hub))
+        .route(
+            "/api/hubs/{hub}/:generateToken",
+            post(azure::generate_token),
+        )
+        .route("/api/hubs/{hub}/groups/{group}", head(azure::group_exists))
+        .route(
+            "/api/hubs/{hub}/groups/{group}/:send",
+            post(azure::send_group),
+        )
+        .route(
+            "/api/hubs/{hub}/groups/{group}/:closeConnections",
+            post(azure::close_group),
+        )
+        .route(
+            "/api/hubs/{hub}/groups/{group}/connections/{connection}",
+            put(add_to_group).delete(remove_from_group),
+        )
+        .route("/api/hubs/{hub}/users/{user}", head(azure::user_exists))
+        .route("/api/hubs/{hub}/users/{user}/:send", post(azure::send_user))
+        .route(
+            "/api/hubs/{hub}/users/{user}/:closeConnections",
+            post(azure::close_user),
+        )
+        .route(
+            "/api/hubs/{hub}/users/{user}/groups",
+            delete(azure::remove_user_from_all_groups),
+        )
+        .route(
+            "/api/hubs/{hub}/users/{user}/groups/{group}",
+            put(azure::add_user_to_group).delete(azure::remove_user_from_group),
+        )
+        .route(
+            "/api/hubs/{hub}/connections/{connection}",
+            head(azure::connection_exists).delete(azure::close_connection),
+        )
+        .route(
+            "/api/hubs/{hub}/connections/{connection}/:send",
+            post(azure::send_connection),
+        )
+        .route(
+            "/api/hubs/{hub}/connections/{connection}/groups",
+            delete(azure::remove_from_all_groups),
+        )
+        .layer(axum::middleware::from_fn(query::check_api_version))
 }
 
 /// Refusals a caller can cause by the thousand: each is counted, one a second is logged.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::query::ApiQuery;
 use super::{
     connection, correlation, group, hub_index, idempotency, read_body, user, ApiPath, Req,
 };
@@ -22,7 +23,7 @@ use crate::http::error::ApiError;
 use crate::http::gate::PublisherScope;
 use crate::http::AppState;
 use crate::hub::SchemaCheck;
-use crate::ids::CorrelationId;
+use crate::ids::{ConnectionId, CorrelationId};
 use crate::metrics as m;
 use crate::node::{Audience, IdempotencyKey, NodeError, Reach};
 
@@ -225,12 +226,13 @@ fn check_contract(state: &AppState, hub: usize, body: &PublishBody) -> Result<()
 
 /// Sends to the audience `path` names, which is parsed only once the hub is known: an
 /// unknown hub answers 404 whatever the name.
-async fn publish(
+pub(super) async fn publish(
     state: &AppState,
     hub: &str,
     path: SendPath<'_>,
     req: Req,
     raw_body: Result<Bytes, BytesRejection>,
+    excluded: &[ConnectionId],
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let hub_index = hub_index(state, hub)?;
@@ -247,13 +249,14 @@ async fn publish(
     check_contract(state, hub_index, &body)?;
     let result = state
         .node
-        .publish(
+        .publish_excluding(
             hub_index,
             &audience,
             &body.target,
             &body.arguments_json,
             &correlation,
             key.as_ref(),
+            excluded,
         )
         .await;
     let meters = state.node.meters(hub_index);
@@ -340,19 +343,22 @@ pub(crate) fn count_unavailable(e: &NodeError) {
 pub(super) async fn broadcast(
     State(state): State<AppState>,
     ApiPath(hub): ApiPath<String>,
+    query: ApiQuery,
     req: Req,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    publish(&state, &hub, SendPath::Hub, req, raw).await
+    publish(&state, &hub, SendPath::Hub, req, raw, &query.excluded()?).await
 }
 
 pub(super) async fn to_group(
     State(state): State<AppState>,
     ApiPath((hub, g)): ApiPath<(String, String)>,
+    query: ApiQuery,
     req: Req,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    publish(&state, &hub, SendPath::Group(&g), req, raw).await
+    let excluded = query.excluded()?;
+    publish(&state, &hub, SendPath::Group(&g), req, raw, &excluded).await
 }
 
 pub(super) async fn to_user(
@@ -361,7 +367,7 @@ pub(super) async fn to_user(
     req: Req,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    publish(&state, &hub, SendPath::User(&user_id), req, raw).await
+    publish(&state, &hub, SendPath::User(&user_id), req, raw, &[]).await
 }
 
 pub(super) async fn to_connection(
@@ -370,7 +376,7 @@ pub(super) async fn to_connection(
     req: Req,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    publish(&state, &hub, SendPath::Connection(&id), req, raw).await
+    publish(&state, &hub, SendPath::Connection(&id), req, raw, &[]).await
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //! [10]     correlation id length n, then n bytes
 //! [..]     connection id length m, then m bytes (0 when the kind targets a channel)
 //! [..]     position length p, then p ASCII bytes `{epoch}:{seq}` (0: no position)
-//! [..]     body: the client record (Deliver, Send) or the group channel (Join, Leave)
+//! [..]     body: the client record (Deliver, Send) or the group channel (Join, Leave);
+//!          for DeliverExcept and CloseMembers, a list of connection ids first
 //! ```
 //!
 //! The position is the channel's delivery position, assigned by the backplane in the same
@@ -22,6 +23,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
+
+mod id_list;
+pub use id_list::{split_ids, with_ids, MAX_LISTED_IDS};
 
 const VERSION: u8 = 2;
 
@@ -58,6 +62,16 @@ pub enum Kind {
     Transport = 11,
     /// The answer to a [`Kind::Transport`]; the body is a [`TransportReply`].
     TransportReply = 12,
+    /// As [`Kind::Deliver`], except to the connections listed first in the body (see
+    /// [`with_ids`]), then the client record.
+    DeliverExcept = 13,
+    /// Close every local member of the channel it arrived on except the connections
+    /// listed first in the body (see [`with_ids`]); the rest of the body is the reason
+    /// (UTF-8, may be empty).
+    CloseMembers = 14,
+    /// Add or remove the local connections of the user whose channel it arrived on to or
+    /// from a group (or all groups); the body is a [`UserGroupChange`].
+    UserGroup = 15,
 }
 
 /// Body of [`Kind::Transport`].
@@ -126,12 +140,30 @@ pub struct Moved {
 pub struct GroupChange {
     /// Hub API name.
     pub hub: String,
-    /// Group name.
+    /// Group name (empty when `all`).
     pub group: String,
+    /// A [`Kind::Leave`] of every group the connection is in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
     /// Node waiting for the [`Ack`].
     pub reply_to: String,
     /// Matches the ack to the request.
     pub nonce: u64,
+}
+
+/// Body of [`Kind::UserGroup`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserGroupChange {
+    /// Hub API name.
+    pub hub: String,
+    /// Group name (empty when `all`).
+    pub group: String,
+    /// Join, else leave.
+    pub join: bool,
+    /// Leave every group.
+    pub all: bool,
+    /// The node that sent it, which applied it to its own connections already.
+    pub origin: String,
 }
 
 /// Body of [`Kind::Ack`].
@@ -169,6 +201,9 @@ impl Kind {
             10 => Self::HandedOff,
             11 => Self::Transport,
             12 => Self::TransportReply,
+            13 => Self::DeliverExcept,
+            14 => Self::CloseMembers,
+            15 => Self::UserGroup,
             _ => return None,
         })
     }
@@ -257,6 +292,15 @@ pub fn now_micros() -> u64 {
 }
 
 impl Envelope {
+    /// For a delivery: the connections it skips and the client record; `None` when the
+    /// exclusion list is truncated.
+    pub fn excluded_and_record(&self) -> Option<(Vec<Bytes>, Bytes)> {
+        match self.kind {
+            Kind::DeliverExcept => split_ids(&self.body),
+            _ => Some((Vec::new(), self.body.clone())),
+        }
+    }
+
     /// Encodes an envelope without a position. Ids longer than 255 bytes are cut (ours
     /// never are).
     pub fn encode(
