@@ -1,60 +1,19 @@
 //! The versioned routes of Azure SignalR's REST API (`/api/hubs/{hub}/…`, api-version
-//! 2022-06-01 to 2024-12-01), with the specs' status codes: sends, closing a hub's,
-//! group's or user's connections, existence checks, group membership (of a connection,
-//! and of a user's current connections) and client tokens.
+//! 2022-06-01 to 2024-12-01), with the specs' status codes: closing a hub's, group's or
+//! user's connections, existence checks, group membership (of a connection, and of a
+//! user's current connections) and client tokens. Their sends are the v1 handlers of
+//! [`super::send`], routed at both paths.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::query::ApiQuery;
-use super::send::{publish, SendPath};
-use super::{connection, group, hub_index, user, ApiPath, Req};
+use super::{connection, group, hub_index, user, ApiPath};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::node::Audience;
-
-pub(super) async fn send_hub(
-    State(state): State<AppState>,
-    ApiPath(hub): ApiPath<String>,
-    query: ApiQuery,
-    req: Req,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    publish(&state, &hub, SendPath::Hub, req, raw, &query.excluded()?).await
-}
-
-pub(super) async fn send_group(
-    State(state): State<AppState>,
-    ApiPath((hub, g)): ApiPath<(String, String)>,
-    query: ApiQuery,
-    req: Req,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let excluded = query.excluded()?;
-    publish(&state, &hub, SendPath::Group(&g), req, raw, &excluded).await
-}
-
-pub(super) async fn send_user(
-    State(state): State<AppState>,
-    ApiPath((hub, u)): ApiPath<(String, String)>,
-    req: Req,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    publish(&state, &hub, SendPath::User(&u), req, raw, &[]).await
-}
-
-pub(super) async fn send_connection(
-    State(state): State<AppState>,
-    ApiPath((hub, id)): ApiPath<(String, String)>,
-    req: Req,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    publish(&state, &hub, SendPath::Connection(&id), req, raw, &[]).await
-}
 
 /// Closes the audience's connections but the excluded ones: 204 once the message is on
 /// its channel (each node closes its own).

@@ -91,17 +91,14 @@ pub fn routes() -> Router<AppState> {
 fn versioned_routes() -> Router<AppState> {
     Router::new()
         .without_v07_checks()
-        .route("/api/hubs/{hub}/:send", post(azure::send_hub))
+        .route("/api/hubs/{hub}/:send", post(broadcast))
         .route("/api/hubs/{hub}/:closeConnections", post(azure::close_hub))
         .route(
             "/api/hubs/{hub}/:generateToken",
             post(azure::generate_token),
         )
         .route("/api/hubs/{hub}/groups/{group}", head(azure::group_exists))
-        .route(
-            "/api/hubs/{hub}/groups/{group}/:send",
-            post(azure::send_group),
-        )
+        .route("/api/hubs/{hub}/groups/{group}/:send", post(to_group))
         .route(
             "/api/hubs/{hub}/groups/{group}/:closeConnections",
             post(azure::close_group),
@@ -111,7 +108,7 @@ fn versioned_routes() -> Router<AppState> {
             put(add_to_group).delete(remove_from_group),
         )
         .route("/api/hubs/{hub}/users/{user}", head(azure::user_exists))
-        .route("/api/hubs/{hub}/users/{user}/:send", post(azure::send_user))
+        .route("/api/hubs/{hub}/users/{user}/:send", post(to_user))
         .route(
             "/api/hubs/{hub}/users/{user}/:closeConnections",
             post(azure::close_user),
@@ -130,7 +127,7 @@ fn versioned_routes() -> Router<AppState> {
         )
         .route(
             "/api/hubs/{hub}/connections/{connection}/:send",
-            post(azure::send_connection),
+            post(to_connection),
         )
         .route(
             "/api/hubs/{hub}/connections/{connection}/groups",
