@@ -258,11 +258,15 @@ async fn bridge(
     let mut from_session = BytesMut::new();
     let mut pending: Vec<u8> = Vec::new();
     let mut waiting: Option<oneshot::Sender<Option<Vec<u8>>>> = None;
+    let held_limit = node.limits().outbound_queue_bytes;
     let poll_deadline = tokio::time::sleep(POLL_WAIT);
     tokio::pin!(poll_deadline);
     loop {
         tokio::select! {
-            read = rd.read_buf(&mut from_session) => {
+            // A client that stops polling leaves what its session wrote here; past this
+            // the bridge stops reading, the pair's buffers fill, and the session's own
+            // limits (write timeout, slow consumer) end the connection.
+            read = rd.read_buf(&mut from_session), if pending.len() < held_limit => {
                 if !matches!(read, Ok(n) if n > 0) {
                     break;
                 }

@@ -12,6 +12,7 @@ mod groups;
 mod idempotency;
 mod keepalive;
 mod limits;
+mod long_polling;
 mod memory;
 mod process_metrics;
 mod publish;

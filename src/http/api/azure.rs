@@ -64,20 +64,11 @@ pub(super) async fn close_user(
 }
 
 pub(super) async fn close_connection(
-    State(state): State<AppState>,
-    ApiPath((hub, id)): ApiPath<(String, String)>,
+    state: State<AppState>,
+    path: ApiPath<(String, String)>,
     query: ApiQuery,
 ) -> Result<Response, ApiError> {
-    let index = hub_index(&state, &hub)?;
-    let id = connection(&id)?;
-    state
-        .node
-        .close_connection_with(index, &id, query.reason().as_deref())
-        .await?;
-    Ok(
-        Json(serde_json::json!({ "hub": hub, "connectionId": id.as_str(), "closing": true }))
-            .into_response(),
-    )
+    super::members::close_one(state, path, query, StatusCode::OK).await
 }
 
 /// 200 or 404, without a body (the answer to a HEAD).

@@ -70,9 +70,20 @@ pub(super) async fn connection_exists(
 }
 
 pub(super) async fn close_connection(
+    state: State<AppState>,
+    path: ApiPath<(String, String)>,
+    query: ApiQuery,
+) -> Result<Response, ApiError> {
+    close_one(state, path, query, StatusCode::ACCEPTED).await
+}
+
+/// Closes one connection, wherever it is, with the query's `reason`; answers `status`
+/// (v1 202, the versioned API 200) with what is closing.
+pub(super) async fn close_one(
     State(state): State<AppState>,
     ApiPath((hub, id)): ApiPath<(String, String)>,
     query: ApiQuery,
+    status: StatusCode,
 ) -> Result<Response, ApiError> {
     let index = hub_index(&state, &hub)?;
     let id = connection(&id)?;
@@ -81,7 +92,7 @@ pub(super) async fn close_connection(
         .close_connection_with(index, &id, query.reason().as_deref())
         .await?;
     Ok((
-        StatusCode::ACCEPTED,
+        status,
         Json(serde_json::json!({ "hub": hub, "connectionId": id.as_str(), "closing": true })),
     )
         .into_response())
