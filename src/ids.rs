@@ -80,7 +80,7 @@ impl fmt::Display for GroupName {
 }
 
 /// A user id, as taken from a credential or an API path: same rules as a group name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(String);
 
 impl UserId {

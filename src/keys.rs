@@ -13,6 +13,8 @@
 //! | `{p}:throttle:task:{h}:done:{tag}` | string, TTL | the channel's | a task (`h`: hex SHA-256 of kind and id) reached a terminal state: its later progress on that channel is dropped |
 //! | `{p}:throttle:rate:{hub}:{h}:{tag}` | hash, TTL | the group channel's | token bucket of a storm-protection rule for one group and target (`h`: hex SHA-256 of both) |
 //! | `{p}:{hub}:members:{{g}}` | set | `g` | connection ids in group `g` (cluster-wide counts) |
+//! | `{p}:{hub}:ugroups:{{u}}` | sorted set, TTL | `u` | groups user `u` was added to without a ttl, scored by when (ms); the 100 latest, each for a year |
+//! | `{p}:{hub}:ugroups:{{u}}:ttl` | sorted set, TTL | `u` | groups user `u` was added to with a ttl, scored by when each ends (ms); at most 100 |
 //! | `{p}:conn:{{c}}` | hash | `c` | `node`, `hub`, `user` of connection `c`, and one `g:{group}` field per group |
 //! | `{p}:node:{{n}}:conns` | set | `n` | connections owned by node `n` |
 //! | `{p}:node:{{n}}:alive` | string, TTL | `n` | node `n`'s heartbeat; when it expires the node is dead |
@@ -85,6 +87,17 @@ impl Keys {
     /// Set of a group's member connection ids (in the slot of the group's channel).
     pub fn members(&self, hub: &str, group: &str) -> String {
         format!("{}:{hub}:members:{{{group}}}", self.prefix)
+    }
+
+    /// Groups a user was added to without a ttl, for the user's future connections (in
+    /// the slot of the user's channel).
+    pub fn user_groups(&self, hub: &str, user: &str) -> String {
+        format!("{}:{hub}:ugroups:{{{user}}}", self.prefix)
+    }
+
+    /// Groups a user was added to with a ttl, scored by when each ends.
+    pub fn user_groups_timed(&self, hub: &str, user: &str) -> String {
+        format!("{}:{hub}:ugroups:{{{user}}}:ttl", self.prefix)
     }
 
     /// Set of a hub's groups that have members.

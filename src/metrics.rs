@@ -54,6 +54,14 @@ pub const REDIS_RECONNECTS: &str = "hubcast_redis_reconnects_total";
 /// Counter, by hub and `from` (`same_node`, `other_node`): stateful-reconnect
 /// connections resumed on a new transport.
 pub const CONNECTIONS_RESUMED: &str = "hubcast_connections_resumed_total";
+/// Counter: what became of users' group memberships beyond their current connections.
+/// Labels: hub, outcome (`evicted`: a user's bound pushed an older record out;
+/// `ended`: a ttl ran out and the user's connections here left the group;
+/// `restore_failed`: a new connection could not read or join its user's groups;
+/// `join_refused`: a connection was in as many groups as allowed).
+pub const USER_GROUP_MEMBERSHIPS: &str = "hubcast_user_group_memberships_total";
+/// The outcomes of [`USER_GROUP_MEMBERSHIPS`].
+pub const USER_GROUP_OUTCOMES: [&str; 4] = ["evicted", "ended", "restore_failed", "join_refused"];
 /// Gauge, by `version`: always 1; which build runs.
 pub const BUILD_INFO: &str = "hubcast_build_info";
 /// Counter: bytes written to client WebSockets (frames, headers included).
@@ -284,6 +292,10 @@ pub fn init_series(hubs: &[&str]) {
         for from in ["same_node", "other_node"] {
             metrics::counter!(CONNECTIONS_RESUMED, "hub" => h.clone(), "from" => from).increment(0);
         }
+        for outcome in USER_GROUP_OUTCOMES {
+            metrics::counter!(USER_GROUP_MEMBERSHIPS, "hub" => h.clone(), "outcome" => outcome)
+                .increment(0);
+        }
     }
     metrics::gauge!(BACKPLANE_SUBSCRIPTIONS).increment(0.0);
     metrics::gauge!(READY).increment(0.0);
@@ -305,6 +317,10 @@ pub fn init_series(hubs: &[&str]) {
 }
 
 fn describe() {
+    describe_counter!(
+        USER_GROUP_MEMBERSHIPS,
+        "Users' group memberships beyond their connections, by what became of them."
+    );
     describe_counter!(
         REDIS_RECONNECTS,
         "Times the Redis pub/sub connection was re-established."

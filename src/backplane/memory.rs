@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::outgoing::{HistorySettings, Publish, PublishGuard, Published, Recorded};
 use super::throttle::MemoryThrottle;
+use super::user_groups::{MembersPage, MemoryUserGroups};
 use super::{ConnectionRecord, Inbound};
 use crate::envelope::{Envelope, Position};
 use crate::ids::ConnectionId;
@@ -48,6 +49,8 @@ pub struct MemoryBus {
     state: Mutex<BusState>,
     /// Throttle state of the event flows; locked before `state` when both are needed.
     throttle: Mutex<MemoryThrottle>,
+    /// Users' group records; never locked together with `state`.
+    user_groups: Mutex<MemoryUserGroups>,
 }
 
 impl MemoryBus {
@@ -91,7 +94,39 @@ impl MemoryBackplane {
         self.bus.throttle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn register(&self, id: &ConnectionId, hub: &str) -> bool {
+    /// Users' group records (shared by every node on the bus).
+    pub(crate) fn user_groups(&self) -> MutexGuard<'_, MemoryUserGroups> {
+        self.bus
+            .user_groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A group's members in id order, `count` from offset `cursor`.
+    pub(crate) fn members_page(
+        &self,
+        hub: &str,
+        group: &str,
+        cursor: u64,
+        count: usize,
+    ) -> MembersPage {
+        let mut ids: Vec<String> = self
+            .bus
+            .state()
+            .members
+            .get(&(hub.to_owned(), group.to_owned()))
+            .map(|m| m.iter().map(|id| id.as_str().to_owned()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        let from = usize::try_from(cursor).unwrap_or(usize::MAX).min(ids.len());
+        let to = from.saturating_add(count.max(1)).min(ids.len());
+        MembersPage {
+            cursor: if to == ids.len() { 0 } else { to as u64 },
+            ids: ids.drain(from..to).collect(),
+        }
+    }
+
+    pub(crate) fn register(&self, id: &ConnectionId, hub: &str, user: Option<&str>) -> bool {
         let mut state = self.bus.state();
         if state
             .connections
@@ -105,6 +140,7 @@ impl MemoryBackplane {
             ConnectionRecord {
                 node: self.node.to_string(),
                 hub: hub.to_owned(),
+                user: user.map(str::to_owned),
             },
         );
         true
@@ -112,7 +148,13 @@ impl MemoryBackplane {
 
     /// Moves the record of `id` from node `from` to this node; false when another node
     /// holds it.
-    pub(crate) fn take_over(&self, id: &ConnectionId, hub: &str, from: &str) -> bool {
+    pub(crate) fn take_over(
+        &self,
+        id: &ConnectionId,
+        hub: &str,
+        user: Option<&str>,
+        from: &str,
+    ) -> bool {
         let mut state = self.bus.state();
         match state.connections.get_mut(id) {
             Some(r) if r.node == from || *r.node == *self.node => {
@@ -126,6 +168,7 @@ impl MemoryBackplane {
                     ConnectionRecord {
                         node: self.node.to_string(),
                         hub: hub.to_owned(),
+                        user: user.map(str::to_owned),
                     },
                 );
                 true

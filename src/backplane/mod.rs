@@ -13,6 +13,7 @@ pub mod memory;
 pub mod outgoing;
 pub mod redis;
 pub mod throttle;
+pub mod user_groups;
 
 use std::sync::Arc;
 
@@ -60,6 +61,8 @@ pub struct ConnectionRecord {
     pub node: String,
     /// The hub's API name.
     pub hub: String,
+    /// The connection's user, if it has one.
+    pub user: Option<String>,
 }
 
 /// A local connection as written to the cluster store on resync.
@@ -137,7 +140,7 @@ impl Backplane {
         user: Option<&str>,
     ) -> Result<bool, BackplaneError> {
         match self {
-            Self::Memory(b) => Ok(b.register(id, hub)),
+            Self::Memory(b) => Ok(b.register(id, hub, user)),
             Self::Redis(b) => b.register_connection(id, hub, user).await,
         }
     }
@@ -156,7 +159,7 @@ impl Backplane {
         from: &str,
     ) -> Result<bool, BackplaneError> {
         match self {
-            Self::Memory(b) => Ok(b.take_over(id, hub, from)),
+            Self::Memory(b) => Ok(b.take_over(id, hub, user, from)),
             Self::Redis(b) => b.take_over_connection(id, hub, user, from).await,
         }
     }

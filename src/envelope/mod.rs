@@ -26,6 +26,8 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 
 mod id_list;
 pub use id_list::{split_ids, with_ids, MAX_LISTED_IDS};
+mod user_group;
+pub use user_group::{UserGroupChange, UserInGroupQuery, UserInGroupReply};
 
 const VERSION: u8 = 2;
 
@@ -72,6 +74,12 @@ pub enum Kind {
     /// Add or remove the local connections of the user whose channel it arrived on to or
     /// from a group (or all groups); the body is a [`UserGroupChange`].
     UserGroup = 15,
+    /// Whether any local connection of the user whose channel it arrived on is in a
+    /// group; the body is a [`UserInGroupQuery`], answered with a
+    /// [`Kind::UserInGroupReply`].
+    UserInGroup = 16,
+    /// The answer to a [`Kind::UserInGroup`]; the body is a [`UserInGroupReply`].
+    UserInGroupReply = 17,
 }
 
 /// Body of [`Kind::Transport`].
@@ -151,21 +159,6 @@ pub struct GroupChange {
     pub nonce: u64,
 }
 
-/// Body of [`Kind::UserGroup`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UserGroupChange {
-    /// Hub API name.
-    pub hub: String,
-    /// Group name (empty when `all`).
-    pub group: String,
-    /// Join, else leave.
-    pub join: bool,
-    /// Leave every group.
-    pub all: bool,
-    /// The node that sent it, which applied it to its own connections already.
-    pub origin: String,
-}
-
 /// Body of [`Kind::Ack`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ack {
@@ -204,6 +197,8 @@ impl Kind {
             13 => Self::DeliverExcept,
             14 => Self::CloseMembers,
             15 => Self::UserGroup,
+            16 => Self::UserInGroup,
+            17 => Self::UserInGroupReply,
             _ => return None,
         })
     }

@@ -85,20 +85,22 @@ impl Node {
     /// Adds (`join`) or removes the user's current connections to or from `group`
     /// (`None`: removes them from every group), on every node: this node's at once, the
     /// others' through one message on the user's channel, which reaches exactly the nodes
-    /// holding one. Connections the user opens later are not added.
+    /// holding one. A timed join (`ends_at_ms`) is undone on each node when it ends.
     ///
     /// # Errors
     /// The backplane; too many groups for a connection on this node.
-    pub async fn change_user_groups(
+    pub(super) async fn change_user_groups(
         &self,
         hub: usize,
         user: &UserId,
         group: Option<&GroupName>,
         join: bool,
+        ends_at_ms: Option<u64>,
     ) -> Result<(), NodeError> {
         let name = self.hubs[hub].name();
         let channel = self.keys.user_channel(name, user.as_str());
-        self.apply_user_group_locally(hub, &channel, group, join)
+        let ending = ends_at_ms.map(|at| (user, at));
+        self.apply_user_group_locally(hub, &channel, group, join, ending)
             .await?;
         let body = serde_json::to_vec(&UserGroupChange {
             hub: name.to_owned(),
@@ -106,6 +108,8 @@ impl Node {
             join,
             all: group.is_none(),
             origin: self.id.clone(),
+            user: user.as_str().to_owned(),
+            ends_at_ms,
         })
         .unwrap_or_default();
         let payload = Envelope::encode(Kind::UserGroup, now_micros(), b"", b"", &body);
@@ -119,10 +123,14 @@ impl Node {
         user_channel: &str,
         group: Option<&GroupName>,
         join: bool,
+        ending: Option<(&UserId, u64)>,
     ) -> Result<(), NodeError> {
         let mut ids: Vec<ConnectionId> = Vec::new();
         self.registry
             .for_each_member(user_channel, |m| ids.push(m.id.clone()));
+        if let (true, Some(g), Some((user, at))) = (join && !ids.is_empty(), group, ending) {
+            self.schedule_end(hub, user, g, at);
+        }
         for id in ids {
             let result = self.change_group(hub, &id, group, join).await;
             match result {
@@ -163,8 +171,10 @@ impl Node {
                 }
             }
         };
+        let user = UserId::parse(&change.user).ok();
+        let ending = user.as_ref().zip(change.ends_at_ms);
         if let Err(e) = self
-            .apply_user_group_locally(hub, channel, group.as_ref(), change.join)
+            .apply_user_group_locally(hub, channel, group.as_ref(), change.join, ending)
             .await
         {
             tracing::warn!(channel, error = %e, "could not apply a user's group change to its connections here");

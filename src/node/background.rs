@@ -164,3 +164,18 @@ pub(super) async fn event_task(
         }
     }
 }
+
+/// Ends timed user memberships and retries failed restores, once a second.
+pub(super) async fn user_groups_task(node: Arc<Node>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = 0u64;
+    loop {
+        tokio::select! {
+            _ = node.stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        tick += 1;
+        node.user_groups_tick(tick).await;
+    }
+}

@@ -281,12 +281,19 @@ impl Node {
                 self.tasks
                     .spawn(async move { node.apply_user_group(&channel, &env.body).await });
             }
+            Kind::UserInGroup => {
+                let node = self.clone();
+                let channel = channel.clone();
+                self.tasks
+                    .spawn(async move { node.answer_user_in_group(&channel, &env.body).await });
+            }
             Kind::Send
             | Kind::Close
             | Kind::Probe
             | Kind::Ack
             | Kind::HandedOff
-            | Kind::TransportReply => {
+            | Kind::TransportReply
+            | Kind::UserInGroupReply => {
                 self.apply_control(env).await;
             }
             // Handled by the dispatch worker, which holds the positions.

@@ -51,6 +51,7 @@ impl Node {
             channels.push((self.keys.hub_channel(hub_def.name()), None));
         }
         let user = caller.user.as_ref().map(|u| u.as_str().to_owned());
+        let caller_user = caller.user.clone();
         if !self.registry.insert(id.clone(), hub, handle, caller) {
             return Err(NodeError::DuplicateConnection(id.to_string()));
         }
@@ -81,6 +82,10 @@ impl Node {
                 self.disconnect(&id).await;
                 return Err(e);
             }
+        }
+        // After the user's channel is joined: see `user_groups` for why.
+        if let Some(user) = caller_user {
+            self.restore_user_groups(hub, &id, &user).await;
         }
         Ok(())
     }

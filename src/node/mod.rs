@@ -9,6 +9,7 @@
 //! | `subscriptions` | keeping subscriptions equal to local interest; resync after outages |
 //! | `remote` | operations on connections another node owns, and control messages |
 //! | `background` | the readiness probe, gauges, backplane events, shutdown |
+//! | `user_groups` | a user's groups beyond its connections: records, restore, endings |
 
 mod audience;
 mod background;
@@ -23,8 +24,14 @@ mod resume;
 
 pub use resume::{Adopted, Resumed};
 pub use transport::{BridgeCall, POLL_WAIT};
+mod listing;
 mod subscriptions;
 mod transport;
+mod user_groups;
+
+pub use listing::{MembersListing, PageToken};
+
+pub use user_groups::{Lifetime, MAX_TTL};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -158,6 +165,12 @@ pub struct Node {
     bridges: Mutex<HashMap<ConnectionId, mpsc::Sender<BridgeCall>>>,
     /// Transport requests this node carried to another, by nonce.
     transport_replies: Mutex<HashMap<u64, oneshot::Sender<Option<Vec<u8>>>>>,
+    /// Timed user memberships joined here, by when each ends.
+    endings: Mutex<user_groups::Endings>,
+    /// Questions whether a user is in a group, waiting for the nodes' answers.
+    questions: Mutex<HashMap<u64, Arc<user_groups::Question>>>,
+    /// Connections still to join their user's groups (the first read failed).
+    pending_restores: user_groups::PendingRestores,
     /// Cancelled when the node stops; ends its background tasks.
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -234,6 +247,9 @@ impl Node {
             handoffs: Mutex::new(HashMap::new()),
             bridges: Mutex::new(HashMap::new()),
             transport_replies: Mutex::new(HashMap::new()),
+            endings: Mutex::default(),
+            questions: Mutex::new(HashMap::new()),
+            pending_restores: Mutex::default(),
             stop: parts.stop,
             tasks: TaskTracker::new(),
         });
@@ -246,6 +262,7 @@ impl Node {
         node.tasks
             .spawn(background::event_task(node.clone(), parts.events));
         node.tasks.spawn(background::gauge_task(node.clone()));
+        node.tasks.spawn(background::user_groups_task(node.clone()));
         node
     }
 

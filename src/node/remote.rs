@@ -274,6 +274,10 @@ impl Node {
                 self.transport_reply(&env.body);
                 return;
             }
+            Kind::UserInGroupReply => {
+                self.user_in_group_answered(&env.body);
+                return;
+            }
             Kind::HandedOff => {
                 match serde_json::from_slice::<HandOffReply>(&env.body) {
                     Ok(reply) => self.handed_off(reply),
@@ -378,7 +382,9 @@ impl Node {
             | Kind::TransportReply
             | Kind::DeliverExcept
             | Kind::CloseMembers
-            | Kind::UserGroup => {}
+            | Kind::UserGroup
+            | Kind::UserInGroup
+            | Kind::UserInGroupReply => {}
         }
     }
 

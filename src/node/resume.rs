@@ -175,6 +175,7 @@ impl Node {
             }
             Some(from) => {
                 let user = caller.user.as_ref().map(|u| u.as_str().to_owned());
+                let user_id = caller.user.clone();
                 if !self.registry.insert(id.clone(), hub, handle, caller) {
                     return Err(NodeError::DuplicateConnection(id.to_string()));
                 }
@@ -204,6 +205,9 @@ impl Node {
                         self.disconnect(&id).await;
                         return Err(e);
                     }
+                }
+                if let Some(user) = user_id {
+                    self.adopt_endings(hub, &user, &resumed.channels).await;
                 }
             }
         }

@@ -44,26 +44,6 @@ const NOT_SERVED: &[(&str, &str, &str)] = &[
         "/api/hubs/{hub}/connections/{connectionId}/streams/{streamId}/:complete",
         "server-to-client streams are not implemented",
     ),
-    (
-        "GET",
-        "/api/hubs/{hub}/groups/{group}/connections",
-        "no cluster-wide list of a group's connections with user ids is kept (only the member set)",
-    ),
-    (
-        "GET",
-        "/api/v1/hubs/{hub}/groups/{group}/users/{user}",
-        "no cluster-wide record of which of a user's connections are in a group is kept (membership is per connection)",
-    ),
-    (
-        "HEAD",
-        "/api/v1/hubs/{hub}/groups/{group}/users/{user}",
-        "no cluster-wide record of which of a user's connections are in a group is kept (membership is per connection)",
-    ),
-    (
-        "HEAD",
-        "/api/hubs/{hub}/users/{user}/groups/{group}",
-        "no cluster-wide record of which of a user's connections are in a group is kept (membership is per connection)",
-    ),
 ];
 
 fn spec(name: &str) -> Value {

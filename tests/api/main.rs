@@ -7,6 +7,7 @@ mod helpers;
 mod admission;
 mod azure_rest;
 mod azure_spec;
+mod azure_user_groups;
 mod backpressure;
 mod groups;
 mod idempotency;

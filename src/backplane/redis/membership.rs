@@ -307,18 +307,23 @@ impl RedisBackplane {
         id: &ConnectionId,
     ) -> Result<Option<ConnectionRecord>, BackplaneError> {
         let key = self.keys.connection(id.as_str());
-        let (node, hub): (Option<String>, Option<String>) = self
+        let (node, hub, user): (Option<String>, Option<String>, Option<String>) = self
             .run("hmget", |mut c| async move {
                 redis::cmd("HMGET")
                     .arg(key)
                     .arg("node")
                     .arg("hub")
+                    .arg("user")
                     .query_async(&mut c)
                     .await
             })
             .await?;
         Ok(match (node, hub) {
-            (Some(node), Some(hub)) => Some(ConnectionRecord { node, hub }),
+            (Some(node), Some(hub)) => Some(ConnectionRecord {
+                node,
+                hub,
+                user: user.filter(|u| !u.is_empty()),
+            }),
             _ => None,
         })
     }

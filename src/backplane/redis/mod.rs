@@ -36,6 +36,7 @@ mod sentinel;
 mod sharded;
 mod subscriber;
 mod throttle;
+mod user_groups;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

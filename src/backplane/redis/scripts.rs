@@ -187,6 +187,50 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 ";
 
+/// Records a group for a user, in the user's slot. KEYS: lasting set, timed set; ARGV:
+/// group, now (ms), end (ms; 0: lasting), the lasting bound, the timed bound, a year
+/// (ms). Ended records are removed first; the group leaves the other set; each set
+/// keeps its bound (lasting: the latest updated; timed: the last to end) and expires
+/// with its last record. Returns how many records the bound pushed out.
+const USER_GROUP_ADD: &str = r"
+local now = tonumber(ARGV[2])
+local year = tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - year)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local into, other, score, bound = KEYS[1], KEYS[2], now, tonumber(ARGV[4])
+if ARGV[3] ~= '0' then
+  into, other, score, bound = KEYS[2], KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[5])
+end
+redis.call('ZREM', other, ARGV[1])
+redis.call('ZADD', into, score, ARGV[1])
+local excess = redis.call('ZCARD', into) - bound
+if excess > 0 then redis.call('ZPOPMIN', into, excess) else excess = 0 end
+if into == KEYS[1] then
+  redis.call('PEXPIRE', KEYS[1], year)
+else
+  local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', KEYS[2], last[2])
+end
+return excess
+";
+
+/// A user's records that have not ended, in the user's slot. KEYS: lasting set, timed
+/// set; ARGV: now (ms), a year (ms). Returns `{lasting: group, updated…}, {timed:
+/// group, end…}`.
+const USER_GROUPS_READ: &str = r"
+local now = tonumber(ARGV[1])
+local lasting = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - tonumber(ARGV[2])), '+inf', 'WITHSCORES')
+local timed = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf', 'WITHSCORES')
+return {lasting, timed}
+";
+
+/// Forgets a user's record of group `ARGV[1]`, or every record when it is empty. KEYS:
+/// lasting set, timed set.
+const USER_GROUP_REMOVE: &str = r"
+if ARGV[1] == '' then return redis.call('DEL', KEYS[1], KEYS[2]) end
+return redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[2], ARGV[1])
+";
+
 pub(super) struct Scripts {
     pub(super) budget: Script,
     pub(super) health: Script,
@@ -202,6 +246,9 @@ pub(super) struct Scripts {
     pub(super) take_over: Script,
     pub(super) reap_claim: Script,
     pub(super) reap_finish: Script,
+    pub(super) user_group_add: Script,
+    pub(super) user_groups_read: Script,
+    pub(super) user_group_remove: Script,
 }
 
 impl Scripts {
@@ -221,6 +268,9 @@ impl Scripts {
             take_over: Script::new(TAKE_OVER),
             reap_claim: Script::new(REAP_CLAIM),
             reap_finish: Script::new(REAP_FINISH),
+            user_group_add: Script::new(USER_GROUP_ADD),
+            user_groups_read: Script::new(USER_GROUPS_READ),
+            user_group_remove: Script::new(USER_GROUP_REMOVE),
         }
     }
 }

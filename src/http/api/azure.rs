@@ -1,7 +1,8 @@
 //! The versioned routes of Azure SignalR's REST API (`/api/hubs/{hub}/…`, api-version
 //! 2022-06-01 to 2024-12-01), with the specs' status codes: closing a hub's, group's or
 //! user's connections, existence checks, group membership (of a connection, and of a
-//! user's current connections) and client tokens. Their sends are the v1 handlers of
+//! user, which lasts for its future connections with Azure's ttl semantics) and client
+//! tokens. Their sends are the v1 handlers of
 //! [`super::send`], routed at both paths.
 
 use axum::extract::State;
@@ -136,14 +137,32 @@ pub(super) async fn generate_token(
     Ok(Json(serde_json::json!({ "token": token })).into_response())
 }
 
-/// Adds or removes a user's current connections to or from a group (`None`: every
-/// group), answering `status`.
-async fn user_groups(
+/// Adds the user to a group with the query's `ttl` (its current connections, and its
+/// future ones unless `ttl=0`), answering `status`.
+async fn add_user(
+    state: &AppState,
+    hub: &str,
+    u: &str,
+    g: &str,
+    query: &ApiQuery,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let index = hub_index(state, hub)?;
+    let (u, g) = (user(u)?, group(g)?);
+    let lifetime = query.ttl()?;
+    state
+        .node
+        .add_user_to_group(index, &u, &g, lifetime)
+        .await?;
+    Ok(status.into_response())
+}
+
+/// Takes the user out of a group (`None`: every group), answering `status`.
+async fn remove_user(
     state: &AppState,
     hub: &str,
     u: &str,
     g: Option<&str>,
-    join: bool,
     status: StatusCode,
 ) -> Result<Response, ApiError> {
     let index = hub_index(state, hub)?;
@@ -151,49 +170,77 @@ async fn user_groups(
     let g = g.map(group).transpose()?;
     state
         .node
-        .change_user_groups(index, &u, g.as_ref(), join)
+        .remove_user_from_group(index, &u, g.as_ref())
         .await?;
     Ok(status.into_response())
+}
+
+/// 200 when the user is in the group (by its record, or a connection in it), else 404.
+async fn user_in_group(
+    state: &AppState,
+    hub: &str,
+    u: &str,
+    g: &str,
+) -> Result<Response, ApiError> {
+    let index = hub_index(state, hub)?;
+    let (u, g) = (user(u)?, group(g)?);
+    Ok(exists(state.node.user_in_group(index, &u, &g).await?))
 }
 
 pub(super) async fn add_user_to_group(
     State(state): State<AppState>,
     ApiPath((hub, u, g)): ApiPath<(String, String, String)>,
+    query: ApiQuery,
 ) -> Result<Response, ApiError> {
-    user_groups(&state, &hub, &u, Some(&g), true, StatusCode::OK).await
+    add_user(&state, &hub, &u, &g, &query, StatusCode::OK).await
 }
 
 pub(super) async fn remove_user_from_group(
     State(state): State<AppState>,
     ApiPath((hub, u, g)): ApiPath<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    user_groups(&state, &hub, &u, Some(&g), false, StatusCode::NO_CONTENT).await
+    remove_user(&state, &hub, &u, Some(&g), StatusCode::NO_CONTENT).await
 }
 
 pub(super) async fn remove_user_from_all_groups(
     State(state): State<AppState>,
     ApiPath((hub, u)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    user_groups(&state, &hub, &u, None, false, StatusCode::NO_CONTENT).await
+    remove_user(&state, &hub, &u, None, StatusCode::NO_CONTENT).await
+}
+
+pub(super) async fn user_in_group_exists(
+    State(state): State<AppState>,
+    ApiPath((hub, u, g)): ApiPath<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    user_in_group(&state, &hub, &u, &g).await
 }
 
 pub(super) async fn v1_add_user_to_group(
     State(state): State<AppState>,
     ApiPath((hub, g, u)): ApiPath<(String, String, String)>,
+    query: ApiQuery,
 ) -> Result<Response, ApiError> {
-    user_groups(&state, &hub, &u, Some(&g), true, StatusCode::ACCEPTED).await
+    add_user(&state, &hub, &u, &g, &query, StatusCode::ACCEPTED).await
 }
 
 pub(super) async fn v1_remove_user_from_group(
     State(state): State<AppState>,
     ApiPath((hub, g, u)): ApiPath<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    user_groups(&state, &hub, &u, Some(&g), false, StatusCode::ACCEPTED).await
+    remove_user(&state, &hub, &u, Some(&g), StatusCode::ACCEPTED).await
 }
 
 pub(super) async fn v1_remove_user_from_all_groups(
     State(state): State<AppState>,
     ApiPath((hub, u)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    user_groups(&state, &hub, &u, None, false, StatusCode::OK).await
+    remove_user(&state, &hub, &u, None, StatusCode::OK).await
+}
+
+pub(super) async fn v1_user_in_group_exists(
+    State(state): State<AppState>,
+    ApiPath((hub, g, u)): ApiPath<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    user_in_group(&state, &hub, &u, &g).await
 }

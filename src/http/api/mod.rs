@@ -10,8 +10,9 @@
 //! | PUT / DELETE | `/api/v1/hubs/{hub}/groups/{group}/connections/{id}` | add / remove a connection |
 //! | POST | `/api/v1/hubs/{hub}/users/{user}` | send to a user's connections |
 //! | GET / HEAD | `/api/v1/hubs/{hub}/users/{user}` | is the user connected? |
-//! | PUT / DELETE | `/api/v1/hubs/{hub}/groups/{group}/users/{user}` | add / remove the user's current connections |
-//! | DELETE | `/api/v1/hubs/{hub}/users/{user}/groups` | the user's current connections leave every group |
+//! | PUT / DELETE | `/api/v1/hubs/{hub}/groups/{group}/users/{user}` | add (with `ttl`: for its future connections too) / remove the user |
+//! | GET / HEAD | `/api/v1/hubs/{hub}/groups/{group}/users/{user}` | is the user in the group? |
+//! | DELETE | `/api/v1/hubs/{hub}/users/{user}/groups` | the user leaves every group |
 //! | POST | `/api/v1/hubs/{hub}/connections/{id}` | send to one connection |
 //! | GET / DELETE | `/api/v1/hubs/{hub}/connections/{id}` | exists? / close it |
 //!
@@ -19,6 +20,7 @@
 //! took the message, with its reach and correlation id.
 
 mod azure;
+mod listing;
 mod members;
 mod query;
 mod send;
@@ -31,7 +33,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, head, post, put};
+use axum::routing::{any, delete, get, head, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
@@ -71,7 +73,9 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/api/v1/hubs/{hub}/groups/{group}/users/{user}",
-            put(azure::v1_add_user_to_group).delete(azure::v1_remove_user_from_group),
+            put(azure::v1_add_user_to_group)
+                .delete(azure::v1_remove_user_from_group)
+                .get(azure::v1_user_in_group_exists),
         )
         .route(
             "/api/v1/hubs/{hub}/users/{user}/groups",
@@ -100,6 +104,10 @@ fn versioned_routes() -> Router<AppState> {
         .route("/api/hubs/{hub}/groups/{group}", head(azure::group_exists))
         .route("/api/hubs/{hub}/groups/{group}/:send", post(to_group))
         .route(
+            "/api/hubs/{hub}/groups/{group}/connections",
+            get(listing::list_group_connections),
+        )
+        .route(
             "/api/hubs/{hub}/groups/{group}/:closeConnections",
             post(azure::close_group),
         )
@@ -119,7 +127,9 @@ fn versioned_routes() -> Router<AppState> {
         )
         .route(
             "/api/hubs/{hub}/users/{user}/groups/{group}",
-            put(azure::add_user_to_group).delete(azure::remove_user_from_group),
+            put(azure::add_user_to_group)
+                .delete(azure::remove_user_from_group)
+                .head(azure::user_in_group_exists),
         )
         .route(
             "/api/hubs/{hub}/connections/{connection}",

@@ -1,5 +1,6 @@
 //! The query parameters of Azure SignalR's REST API: `excluded` (repeated), `reason`,
-//! `userId`, `minutesToExpire`, and `api-version`, checked on every versioned route.
+//! `userId`, `minutesToExpire`, `ttl`, the listing's `maxpagesize`, `top` and
+//! `continuationToken`, and `api-version`, checked on every versioned route.
 
 use axum::extract::{FromRequestParts, Query, Request};
 use axum::http::request::Parts;
@@ -11,6 +12,12 @@ use axum::Json;
 use crate::envelope::MAX_LISTED_IDS;
 use crate::http::error::ApiError;
 use crate::ids::ConnectionId;
+use crate::node::{Lifetime, MAX_TTL};
+
+/// Members per listed page when `maxpagesize` is absent, and the most it may ask for.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// The most members one listed page holds.
+pub const MAX_PAGE_SIZE: usize = 200;
 
 /// The `api-version`s whose operations the `/api/hubs/…` routes serve.
 pub const API_VERSIONS: [&str; 6] = [
@@ -96,6 +103,70 @@ impl ApiQuery {
                     )
                 }),
         }
+    }
+
+    /// The `ttl` of adding a user to a group: absent, a year and for the user's future
+    /// connections; `0`, its current connections only; else that many seconds (more
+    /// than a year is kept a year).
+    ///
+    /// # Errors
+    /// Not a whole number of seconds from 0.
+    pub fn ttl(&self) -> Result<Lifetime, ApiError> {
+        let Some(raw) = self.first("ttl") else {
+            return Ok(Lifetime::Lasting);
+        };
+        match raw.parse::<u64>() {
+            Ok(0) => Ok(Lifetime::Current),
+            Ok(secs) => Ok(Lifetime::For(
+                std::time::Duration::from_secs(secs).min(MAX_TTL),
+            )),
+            Err(_) => Err(ApiError::BadRequest(
+                "invalid ttl: a whole number of seconds from 0 expected".into(),
+            )),
+        }
+    }
+
+    /// `maxpagesize`: members per page, 1 to 200 (100 when absent).
+    ///
+    /// # Errors
+    /// Out of range, or not a number.
+    pub fn max_page_size(&self) -> Result<usize, ApiError> {
+        match self.first("maxpagesize") {
+            None => Ok(DEFAULT_PAGE_SIZE),
+            Some(raw) => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "invalid maxpagesize: a whole number from 1 to {MAX_PAGE_SIZE} expected"
+                    ))
+                }),
+        }
+    }
+
+    /// `top`: the most members listed over all pages (`None`: all of them).
+    ///
+    /// # Errors
+    /// Not a whole number from 1.
+    pub fn top(&self) -> Result<Option<u64>, ApiError> {
+        self.first("top")
+            .map(|raw| {
+                raw.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    ApiError::BadRequest("invalid top: a whole number from 1 expected".into())
+                })
+            })
+            .transpose()
+    }
+
+    /// `continuationToken`, as a previous page's `nextLink` carried it.
+    pub fn continuation_token(&self) -> Option<&str> {
+        self.first("continuationToken").filter(|t| !t.is_empty())
+    }
+
+    /// `api-version`, if given.
+    pub fn api_version(&self) -> Option<&str> {
+        self.first("api-version")
     }
 }
 
