@@ -1,5 +1,9 @@
 //! The versioned Azure routes across nodes: exclusions travel with the message, closing
-//! a group reaches every node holding a member, leaving all groups reaches the owner.
+//! a group reaches every node holding a member, leaving all groups reaches the owner; a
+//! user's group records reach its connections on every node, the user-in-group check
+//! asks the nodes holding its connections, the member listing spans nodes, and a
+//! connection opened while its node is cut off from Redis joins its user's groups once
+//! Redis is back.
 
 use serde_json::json;
 
@@ -89,6 +93,10 @@ const TOKEN_KEY: &str = "client-token-key-0123456789abcdef0123";
 const MASTER: &str = "master-key-0123456789abcdef0123456789";
 
 async fn secure_node(redis: &super::TestRedis, prefix: &str) -> TestApp {
+    secure_node_at(&redis.url(), prefix).await
+}
+
+async fn secure_node_at(url: &str, prefix: &str) -> TestApp {
     let security = hubcast::config::Security {
         access_keys: vec![hubcast::auth::Secret::new(ACCESS)],
         token_key: Some(hubcast::auth::Secret::new(TOKEN_KEY)),
@@ -97,7 +105,7 @@ async fn secure_node(redis: &super::TestRedis, prefix: &str) -> TestApp {
     };
     let mut config =
         hubcast::config::Config::with_security("127.0.0.1:0".parse().unwrap(), security).unwrap();
-    super::helpers::use_redis_url(&mut config, &redis.url(), prefix);
+    super::helpers::use_redis_url(&mut config, url, prefix);
     TestApp::start(config, None).await
 }
 
@@ -187,5 +195,173 @@ async fn a_users_connections_on_every_node_join_and_leave_a_group_and_are_found(
             "both connections left"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn token_for(node: &TestApp, user: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(node.url(&format!("/api/hubs/tasks/:generateToken?{V}&userId={user}")))
+        .bearer_auth(ACCESS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn user_client(node: &TestApp, token: &str) -> Client {
+    let mut c = Client::open(&node.ws_url(&format!("/hubs/tasks?access_token={token}"))).await;
+    c.handshake().await;
+    c
+}
+
+async fn status(method: reqwest::Method, node: &TestApp, path: &str) -> u16 {
+    reqwest::Client::new()
+        .request(method, node.url(path))
+        .bearer_auth(ACCESS)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn until_members(node: &TestApp, group: &str, n: u64) {
+    let deadline = std::time::Instant::now() + super::WAIT;
+    while members(node, group).await != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {group} did not reach {n} members"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_users_group_records_reach_its_connections_on_every_node_and_are_checked_and_listed() {
+    let redis = super::TestRedis::start().await;
+    let prefix = super::helpers::unique_prefix();
+    let a = secure_node(&redis, &prefix).await;
+    let b = secure_node(&redis, &prefix).await;
+    let c = secure_node(&redis, &prefix).await;
+    let put = format!("/api/hubs/tasks/users/u-20/groups/rec?{V}");
+    assert_eq!(status(reqwest::Method::PUT, &c, &put).await, 200);
+    let token = token_for(&c, "u-20").await;
+    let mut on_a = user_client(&a, &token).await;
+    let mut on_b = user_client(&b, &token).await;
+    // Each joined from the record in Redis before its handshake was answered.
+    assert_eq!(members(&c, "rec").await, 2);
+    let r = reqwest::Client::new()
+        .post(c.url(&format!("/api/hubs/tasks/groups/rec/:send?{V}")))
+        .bearer_auth(ACCESS)
+        .json(&json!({"target": "FromRecord", "arguments": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(on_a.next_invocation().await["target"], "FromRecord");
+    assert_eq!(on_b.next_invocation().await["target"], "FromRecord");
+    let in_group = |g: &'static str| {
+        let path = format!("/api/hubs/tasks/users/u-20/groups/{g}?{V}");
+        let c = &c;
+        async move { status(reqwest::Method::HEAD, c, &path).await }
+    };
+    assert_eq!(in_group("rec").await, 200, "by the record");
+
+    // ttl=0: no record, so node C (holding none of the user's connections) asks.
+    let put = format!("/api/hubs/tasks/users/u-20/groups/now?{V}&ttl=0");
+    assert_eq!(status(reqwest::Method::PUT, &c, &put).await, 200);
+    until_members(&c, "now", 2).await;
+    assert_eq!(in_group("now").await, 200, "nodes A and B answer yes");
+    assert_eq!(in_group("never").await, 404, "both answer no");
+
+    // The listing spans both nodes and tells each connection's user.
+    let mut url = c.url(&format!(
+        "/api/hubs/tasks/groups/rec/connections?{V}&maxpagesize=1"
+    ));
+    let mut listed = Vec::new();
+    for _ in 0..10 {
+        let page: serde_json::Value = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(ACCESS)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for m in page["value"].as_array().unwrap() {
+            assert_eq!(m["userId"], "u-20", "{m}");
+            listed.push(m["connectionId"].as_str().unwrap().to_owned());
+        }
+        match page["nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    listed.sort();
+    listed.dedup();
+    assert_eq!(listed.len(), 2, "both connections, once each: {listed:?}");
+
+    // A timed membership ends on both nodes.
+    let put = format!("/api/hubs/tasks/users/u-20/groups/brief?{V}&ttl=2");
+    assert_eq!(status(reqwest::Method::PUT, &c, &put).await, 200);
+    until_members(&c, "brief", 2).await;
+    until_members(&c, "brief", 0).await;
+    assert_eq!(in_group("brief").await, 404);
+    assert_eq!(members(&c, "rec").await, 2, "the lasting one stays");
+}
+
+#[tokio::test]
+async fn a_connection_opened_while_its_node_is_cut_off_from_redis_joins_its_users_groups_later() {
+    // Standalone only: the proxy forwards to one server (a cluster redirects past it).
+    let redis = super::TestRedis::standalone().await;
+    let port: u16 = redis.url().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = super::cut_proxy::CutProxy::start(port).await;
+    let prefix = super::helpers::unique_prefix();
+    let a = secure_node_at(&proxy.url(), &prefix).await;
+    let c = secure_node(&redis, &prefix).await;
+    let put = format!("/api/hubs/tasks/users/u-21/groups/kept?{V}");
+    assert_eq!(status(reqwest::Method::PUT, &c, &put).await, 200);
+    let token = token_for(&c, "u-21").await;
+
+    proxy.cut();
+    let deadline = std::time::Instant::now() + super::WAIT;
+    while reqwest::get(a.url("/readyz")).await.unwrap().status() != 503 {
+        assert!(std::time::Instant::now() < deadline, "A saw Redis go");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Node A cannot read the user's groups now; the connection is taken all the same.
+    let mut on_a = user_client(&a, &token).await;
+    assert_eq!(members(&c, "kept").await, 0);
+
+    proxy.mend();
+    until_members(&c, "kept", 1).await;
+    let deadline = std::time::Instant::now() + super::WAIT;
+    loop {
+        let r = reqwest::Client::new()
+            .post(c.url(&format!("/api/hubs/tasks/groups/kept/:send?{V}")))
+            .bearer_auth(ACCESS)
+            .json(&json!({"target": "AfterTheCut", "arguments": []}))
+            .send()
+            .await
+            .unwrap();
+        let reach: serde_json::Value = r.json().await.unwrap();
+        // Once A is subscribed again the publish reaches it.
+        if reach["nodes"].as_u64() == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A resubscribed: {reach}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut target = on_a.next_invocation().await;
+    while target["target"] != "AfterTheCut" {
+        target = on_a.next_invocation().await;
     }
 }

@@ -7,6 +7,9 @@ mod helpers;
 #[allow(dead_code)]
 mod redis_ha;
 
+#[path = "../support/cut_proxy.rs"]
+mod cut_proxy;
+
 mod azure;
 
 use std::time::Duration;
