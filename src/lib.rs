@@ -83,6 +83,8 @@
 //! | `{p}:throttle:task:{h}:done:{tag}` | string, TTL | the channel's | a task (`h`: hex SHA-256 of kind and id) reached a terminal state: its later progress on that channel is dropped |
 //! | `{p}:throttle:rate:{hub}:{h}:{tag}` | hash, TTL | the group channel's | token bucket of a storm-protection rule for one group and target (`h`: hex SHA-256 of both) |
 //! | `{p}:{hub}:members:{{g}}` | set | `g` | connection ids in group `g` (cluster-wide counts) |
+//! | `{p}:{hub}:ugroups:{{u}}` | sorted set, TTL | `u` | groups user `u` was added to without a ttl, scored by when (ms); the 100 latest, each for a year |
+//! | `{p}:{hub}:ugroups:{{u}}:ttl` | sorted set, TTL | `u` | groups user `u` was added to with a ttl, scored by when each ends (ms); at most 100 |
 //! | `{p}:conn:{{c}}` | hash | `c` | `node`, `hub`, `user` of connection `c`, and one `g:{group}` field per group |
 //! | `{p}:node:{{n}}:conns` | set | `n` | connections owned by node `n` |
 //! | `{p}:node:{{n}}:alive` | string, TTL | `n` | node `n`'s heartbeat; when it expires the node is dead |
@@ -126,6 +128,14 @@
 //! from its owner ([`node::Node::take_over`], the owner's control channel), resends what the
 //! client had not acknowledged ([`connection::replay`]) and fills each channel from history
 //! after the owner's last delivered position (`node/resume.rs`).
+//!
+//! ## A user's groups
+//!
+//! Adding a user to a group through the REST API records it in the backplane
+//! ([`backplane::user_groups`]: a year without a ttl, the user's 100 latest; or for the
+//! ttl), and every connection the user opens joins its recorded groups before its
+//! handshake is answered (`node/user_groups.rs`). A ttl that runs out takes the user's
+//! connections out of the group on every node; `ttl=0` records nothing.
 //!
 //! ## Delivery contract
 //!
