@@ -92,12 +92,13 @@ impl Api {
         .await
     }
 
-    async fn send(&self, group: &str, target: &str) {
+    /// Sends `target` to an audience: `groups/{g}` or `users/{u}`.
+    async fn send(&self, audience: &str, target: &str) {
         let r = self
             .http
             .post(
                 self.app
-                    .url(&format!("/api/hubs/tasks/groups/{group}/:send?{V}")),
+                    .url(&format!("/api/hubs/tasks/{audience}/:send?{V}")),
             )
             .bearer_auth(ACCESS)
             .json(&json!({"target": target, "arguments": []}))
@@ -125,7 +126,7 @@ async fn a_user_added_without_a_ttl_is_in_the_group_on_every_later_connection() 
     assert_eq!(api.members("later").await, 1);
     let mut second = api.connect("u-1").await;
     assert_eq!(api.members("later").await, 2);
-    api.send("later", "ToLater").await;
+    api.send("groups/later", "ToLater").await;
     assert_eq!(first.next_invocation().await["target"], "ToLater");
     assert_eq!(second.next_invocation().await["target"], "ToLater");
 
@@ -154,15 +155,7 @@ async fn ttl_zero_adds_only_the_users_current_connections() {
     let _later = api.connect("u-4").await;
     // The later connection is on the user's channel, and in no group.
     let mut probe = api.connect("u-4").await;
-    let r = api
-        .http
-        .post(api.app.url(&format!("/api/hubs/tasks/users/u-4/:send?{V}")))
-        .bearer_auth(ACCESS)
-        .json(&json!({"target": "Hello", "arguments": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    api.send("users/u-4", "Hello").await;
     assert_eq!(probe.next_invocation().await["target"], "Hello");
     assert_eq!(api.members("now-only").await, 1);
 }
@@ -176,21 +169,13 @@ async fn a_timed_membership_ends_for_current_and_later_connections() {
     assert_eq!(api.members("brief").await, 1);
     let _later = api.connect("u-5").await;
     assert_eq!(api.members("brief").await, 2);
-    api.send("brief", "WhileItLasts").await;
+    api.send("groups/brief", "WhileItLasts").await;
     assert_eq!(c.next_invocation().await["target"], "WhileItLasts");
     // Two seconds on, both leave on their own.
     api.until_members("brief", 0).await;
     assert_eq!(api.in_group("u-5", "brief").await, 404);
     let _after = api.connect("u-5").await;
-    let r = api
-        .http
-        .post(api.app.url(&format!("/api/hubs/tasks/users/u-5/:send?{V}")))
-        .bearer_auth(ACCESS)
-        .json(&json!({"target": "Marker", "arguments": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    api.send("users/u-5", "Marker").await;
     assert_eq!(c.next_invocation().await["target"], "Marker");
     assert_eq!(api.members("brief").await, 0);
 }

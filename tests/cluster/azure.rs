@@ -162,22 +162,8 @@ async fn a_users_connections_on_every_node_join_and_leave_a_group_and_are_found(
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let deadline = std::time::Instant::now() + super::WAIT;
-    while members(&c, "ug").await != 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "both connections joined"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let r = http
-        .post(c.url(&format!("/api/hubs/tasks/groups/ug/:send?{V}")))
-        .bearer_auth(ACCESS)
-        .json(&json!({"target": "Both", "arguments": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    until_members(&c, "ug", 2).await;
+    send_group(&c, "ug", "Both").await;
     assert_eq!(on_a.next_invocation().await["target"], "Both");
     assert_eq!(on_b.next_invocation().await["target"], "Both");
 
@@ -188,14 +174,7 @@ async fn a_users_connections_on_every_node_join_and_leave_a_group_and_are_found(
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let deadline = std::time::Instant::now() + super::WAIT;
-    while members(&c, "ug").await != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "both connections left"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_members(&c, "ug", 0).await;
 }
 
 async fn token_for(node: &TestApp, user: &str) -> String {
@@ -229,6 +208,19 @@ async fn status(method: reqwest::Method, node: &TestApp, path: &str) -> u16 {
         .as_u16()
 }
 
+/// Sends `target` to a group through `node`: the 202's reach.
+async fn send_group(node: &TestApp, group: &str, target: &str) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .post(node.url(&format!("/api/hubs/tasks/groups/{group}/:send?{V}")))
+        .bearer_auth(ACCESS)
+        .json(&json!({"target": target, "arguments": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json().await.unwrap()
+}
+
 async fn until_members(node: &TestApp, group: &str, n: u64) {
     let deadline = std::time::Instant::now() + super::WAIT;
     while members(node, group).await != n {
@@ -254,14 +246,7 @@ async fn a_users_group_records_reach_its_connections_on_every_node_and_are_check
     let mut on_b = user_client(&b, &token).await;
     // Each joined from the record in Redis before its handshake was answered.
     assert_eq!(members(&c, "rec").await, 2);
-    let r = reqwest::Client::new()
-        .post(c.url(&format!("/api/hubs/tasks/groups/rec/:send?{V}")))
-        .bearer_auth(ACCESS)
-        .json(&json!({"target": "FromRecord", "arguments": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    send_group(&c, "rec", "FromRecord").await;
     assert_eq!(on_a.next_invocation().await["target"], "FromRecord");
     assert_eq!(on_b.next_invocation().await["target"], "FromRecord");
     let in_group = |g: &'static str| {
@@ -342,14 +327,7 @@ async fn a_connection_opened_while_its_node_is_cut_off_from_redis_joins_its_user
     until_members(&c, "kept", 1).await;
     let deadline = std::time::Instant::now() + super::WAIT;
     loop {
-        let r = reqwest::Client::new()
-            .post(c.url(&format!("/api/hubs/tasks/groups/kept/:send?{V}")))
-            .bearer_auth(ACCESS)
-            .json(&json!({"target": "AfterTheCut", "arguments": []}))
-            .send()
-            .await
-            .unwrap();
-        let reach: serde_json::Value = r.json().await.unwrap();
+        let reach = send_group(&c, "kept", "AfterTheCut").await;
         // Once A is subscribed again the publish reaches it.
         if reach["nodes"].as_u64() == Some(1) {
             break;
