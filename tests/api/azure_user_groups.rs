@@ -164,14 +164,14 @@ async fn ttl_zero_adds_only_the_users_current_connections() {
 async fn a_timed_membership_ends_for_current_and_later_connections() {
     let api = Api::start().await;
     let mut c = api.connect("u-5").await;
-    let put = format!("/api/hubs/tasks/users/u-5/groups/brief?{V}&ttl=2");
+    let put = format!("/api/hubs/tasks/users/u-5/groups/brief?{V}&ttl=4");
     assert_eq!(api.status(reqwest::Method::PUT, &put).await, 200);
     assert_eq!(api.members("brief").await, 1);
     let _later = api.connect("u-5").await;
     assert_eq!(api.members("brief").await, 2);
     api.send("groups/brief", "WhileItLasts").await;
     assert_eq!(c.next_invocation().await["target"], "WhileItLasts");
-    // Two seconds on, both leave on their own.
+    // Four seconds on, both leave on their own.
     api.until_members("brief", 0).await;
     assert_eq!(api.in_group("u-5", "brief").await, 404);
     let _after = api.connect("u-5").await;

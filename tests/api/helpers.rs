@@ -452,7 +452,33 @@ impl NodeProcess {
         Self::launch(config_toml, None, &args).await
     }
 
+    /// As [`Self::spawn`] but secure: `keys` are the access, token and master keys, and
+    /// `args` any further flags (`--redis-url` …).
+    pub async fn spawn_secure(config_toml: &str, keys: [&str; 3], args: &[&str]) -> Self {
+        let mut all: Vec<String> = [
+            "--access-key",
+            keys[0],
+            "--token-key",
+            keys[1],
+            "--master-key",
+            keys[2],
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        Self::launch_as(config_toml, None, &all, false).await
+    }
+
     async fn launch(config_toml: &str, limit: Option<u32>, args: &[String]) -> Self {
+        Self::launch_as(config_toml, limit, args, true).await
+    }
+
+    async fn launch_as(
+        config_toml: &str,
+        limit: Option<u32>,
+        args: &[String],
+        insecure: bool,
+    ) -> Self {
         let config = std::env::temp_dir().join(format!("hubcast-{}.toml", unique_prefix()));
         std::fs::write(&config, config_toml).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -472,7 +498,7 @@ impl NodeProcess {
             .args(["--metrics-listen", &metrics_addr.to_string()])
             .arg("--config")
             .arg(&config)
-            .arg("--insecure")
+            .args(insecure.then_some("--insecure"))
             .args(args);
         if std::env::var_os("TEST_LOG").is_some() {
             let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());

@@ -22,3 +22,4 @@ mod shutdown;
 mod stateful;
 mod token_cli;
 mod transport;
+mod user_group_metrics;

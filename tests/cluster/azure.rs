@@ -292,7 +292,7 @@ async fn a_users_group_records_reach_its_connections_on_every_node_and_are_check
     assert_eq!(listed.len(), 2, "both connections, once each: {listed:?}");
 
     // A timed membership ends on both nodes.
-    let put = format!("/api/hubs/tasks/users/u-20/groups/brief?{V}&ttl=2");
+    let put = format!("/api/hubs/tasks/users/u-20/groups/brief?{V}&ttl=4");
     assert_eq!(status(reqwest::Method::PUT, &c, &put).await, 200);
     until_members(&c, "brief", 2).await;
     until_members(&c, "brief", 0).await;
@@ -307,7 +307,14 @@ async fn a_connection_opened_while_its_node_is_cut_off_from_redis_joins_its_user
     let port: u16 = redis.url().rsplit(':').next().unwrap().parse().unwrap();
     let proxy = super::cut_proxy::CutProxy::start(port).await;
     let prefix = super::helpers::unique_prefix();
-    let a = secure_node_at(&proxy.url(), &prefix).await;
+    // A process, so its /metrics can be read.
+    let proxied = proxy.url();
+    let a = super::helpers::NodeProcess::spawn_secure(
+        "",
+        [ACCESS, TOKEN_KEY, MASTER],
+        &["--redis-url", &proxied, "--redis-prefix", &prefix],
+    )
+    .await;
     let c = secure_node(&redis, &prefix).await;
     let put = format!("/api/hubs/tasks/users/u-21/groups/kept?{V}");
     assert_eq!(status(reqwest::Method::PUT, &c, &put).await, 200);
@@ -319,9 +326,18 @@ async fn a_connection_opened_while_its_node_is_cut_off_from_redis_joins_its_user
         assert!(std::time::Instant::now() < deadline, "A saw Redis go");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // Node A cannot read the user's groups now; the connection is taken all the same.
-    let mut on_a = user_client(&a, &token).await;
+    // Node A cannot read the user's groups now; the connection is taken all the same,
+    // and the failure counted.
+    let mut on_a = Client::open(&format!("ws://{}/hubs/tasks?access_token={token}", a.addr)).await;
+    on_a.handshake().await;
     assert_eq!(members(&c, "kept").await, 0);
+    let restore_failed = || {
+        a.metric(
+            "hubcast_user_group_memberships_total",
+            &[("hub", "tasks"), ("outcome", "restore_failed")],
+        )
+    };
+    assert_eq!(restore_failed().await, 1.0);
 
     proxy.mend();
     until_members(&c, "kept", 1).await;
@@ -342,4 +358,5 @@ async fn a_connection_opened_while_its_node_is_cut_off_from_redis_joins_its_user
     while target["target"] != "AfterTheCut" {
         target = on_a.next_invocation().await;
     }
+    assert_eq!(restore_failed().await, 1.0, "counted once, not per retry");
 }
