@@ -150,3 +150,148 @@ async fn every_operation_of_the_azure_specs_is_routed_or_listed_as_not_served() 
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// A secure node with a hub `specs` whose clients present tokens (so they have users)
+/// and which allows broadcast (so every hub-wide operation is served).
+fn specs_config() -> hubcast::config::Config {
+    let mut config = crate::security::secure_config();
+    config.hubs.push(
+        hubcast::hub::Hub::new(hubcast::hub::HubSpec {
+            name: "specs".into(),
+            path: "/hubs/specs".into(),
+            aliases: vec![],
+            allow_broadcast: true,
+            auto_join: vec![],
+            auth: hubcast::auth::AuthMode::Token,
+            schema_check: hubcast::hub::SchemaCheck::Warn,
+            allow: vec![],
+            methods: vec![],
+            history: false,
+        })
+        .unwrap(),
+    );
+    config
+}
+
+/// The success codes (2xx) an operation's spec lists.
+fn success_codes(file: &str, template: &str, method: &str) -> Vec<u16> {
+    spec(file)["paths"][template][method.to_lowercase()]["responses"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter_map(|c| c.parse::<u16>().ok())
+        .filter(|c| (200..300).contains(c))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_served_operation_answers_with_a_success_code_of_its_spec() {
+    let app = TestApp::spawn_with(specs_config()).await;
+    let http = reqwest::Client::new();
+    let access = crate::security::ACCESS;
+    let token: Value = http
+        .post(app.url("/api/hubs/specs/:generateToken?api-version=2024-12-01&userId=u"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for (file, version) in [
+        ("v1.json", None),
+        ("V20220601.json", Some("2022-06-01")),
+        ("v20241201.operations.json", Some("2024-12-01")),
+    ] {
+        for (method, template, _) in operations()
+            .into_iter()
+            .filter(|(_, _, v)| v.as_deref() == version)
+        {
+            if NOT_SERVED
+                .iter()
+                .any(|(m, p, _)| *m == method && *p == template)
+            {
+                continue;
+            }
+            // Each operation meets a fresh connection of user `u`, in group `g`.
+            let mut client = crate::helpers::Client::open(
+                &app.ws_url(&format!("/hubs/specs?access_token={token}")),
+            )
+            .await;
+            client.handshake().await;
+            let q = "api-version=2024-12-01";
+            let put = http
+                .put(app.url(&format!("/api/hubs/specs/users/u/groups/g?{q}&ttl=0")))
+                .bearer_auth(access)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(put.status(), 200);
+            let listed: Value = http
+                .get(app.url(&format!("/api/hubs/specs/groups/g/connections?{q}")))
+                .bearer_auth(access)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = listed["value"][0]["connectionId"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let mut url = app.url(
+                &template
+                    .replace("{hub}", "specs")
+                    .replace("{group}", "g")
+                    .replace("{user}", "u")
+                    .replace("{id}", "u")
+                    .replace("{connectionId}", &id),
+            );
+            if let Some(v) = version {
+                url.push_str(&format!("?api-version={v}"));
+            }
+            let mut req = http
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    &url,
+                )
+                .bearer_auth(access);
+            if method == "POST" || method == "PUT" {
+                req = req.json(&json!({"target": "X", "arguments": []}));
+            }
+            let status = req.send().await.unwrap().status().as_u16();
+            let codes = success_codes(file, &template, &method);
+            if !codes.contains(&status) {
+                wrong.push(format!(
+                    "{method} {template} ({file}): {status}, the spec says {codes:?}"
+                ));
+            }
+            checked += 1;
+            // Gone from the group before the next operation's connection comes.
+            http.delete(app.url(&format!("/api/hubs/specs/connections/{id}?{q}")))
+                .bearer_auth(access)
+                .send()
+                .await
+                .unwrap();
+            drop(client);
+            let deadline = tokio::time::Instant::now() + crate::helpers::WAIT;
+            while app.node.registry().connection_count() > 0 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the connection closed"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let served = operations()
+        .iter()
+        .filter(|(m, p, _)| !NOT_SERVED.iter().any(|(nm, np, _)| nm == m && np == p))
+        .count();
+    assert_eq!(checked, served, "every served operation was tried");
+}
