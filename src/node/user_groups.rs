@@ -89,9 +89,9 @@ fn now_ms() -> u64 {
     now_micros() / 1000
 }
 
-fn count(hub: &str, outcome: &'static str) {
+fn count(hub: &str, outcome: &'static str, n: u64) {
     metrics::counter!(m::USER_GROUP_MEMBERSHIPS, "hub" => hub.to_owned(), "outcome" => outcome)
-        .increment(1);
+        .increment(n);
 }
 
 impl Node {
@@ -118,9 +118,7 @@ impl Node {
                 .add_user_group(name, user.as_str(), group.as_str(), ends_at_ms)
                 .await?;
             if evicted > 0 {
-                for _ in 0..evicted {
-                    count(name, "evicted");
-                }
+                count(name, "evicted", evicted as u64);
                 tracing::info!(hub = name, user = %user.as_str(), evicted, "a user's oldest group records made room for a new one");
             }
         }
@@ -173,7 +171,7 @@ impl Node {
                 }
                 Err(NodeError::UnknownConnection(_)) => return,
                 Err(NodeError::TooManyGroups(n)) => {
-                    count(name, "join_refused");
+                    count(name, "join_refused", 1);
                     tracing::warn!(hub = name, connection = %id, groups = n, "a connection could not join its user's group: it is in as many groups as allowed");
                 }
                 Err(e) => {
@@ -191,7 +189,7 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
             .insert((hub, id.clone()));
         if first {
-            count(name, "restore_failed");
+            count(name, "restore_failed", 1);
             tracing::warn!(hub = name, connection = %id, error, "a new connection could not join its user's groups yet; trying again every second");
         }
     }
@@ -291,7 +289,7 @@ impl Node {
                 .unwrap_or(false);
         }
         if left {
-            count(name, "ended");
+            count(name, "ended", 1);
             tracing::info!(hub = name, user = %user.as_str(), group = %group.as_str(), "a user's timed group membership ended");
         }
     }
