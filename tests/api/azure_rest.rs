@@ -411,17 +411,7 @@ async fn a_generated_token_opens_a_client_connection_as_its_user() {
 }
 
 async fn generated_token(app: &TestApp, user: &str) -> String {
-    let r = reqwest::Client::new()
-        .post(app.url(&format!("/api/hubs/tasks/:generateToken?{V}&userId={user}")))
-        .bearer_auth(ACCESS)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    crate::helpers::client_token(&app.url(""), "tasks", user, ACCESS).await
 }
 
 #[tokio::test]

@@ -189,16 +189,7 @@ async fn every_served_operation_answers_with_a_success_code_of_its_spec() {
     let app = TestApp::spawn_with(specs_config()).await;
     let http = reqwest::Client::new();
     let access = crate::security::ACCESS;
-    let token: Value = http
-        .post(app.url("/api/hubs/specs/:generateToken?api-version=2024-12-01&userId=u"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
+    let token = crate::helpers::client_token(&app.url(""), "specs", "u", access).await;
     let mut wrong = Vec::new();
     let mut checked = 0;
     for (file, version) in [

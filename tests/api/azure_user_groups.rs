@@ -38,16 +38,7 @@ impl Api {
     }
 
     async fn token(&self, user: &str) -> String {
-        let r = self
-            .req(
-                reqwest::Method::POST,
-                &format!("/api/hubs/tasks/:generateToken?{V}&userId={user}"),
-            )
-            .await;
-        r.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        crate::helpers::client_token(&self.app.url(""), "tasks", user, ACCESS).await
     }
 
     async fn connect(&self, user: &str) -> Client {

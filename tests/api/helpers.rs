@@ -294,6 +294,24 @@ pub async fn negotiate(app: &TestApp, hub_path: &str) -> Value {
         .unwrap()
 }
 
+/// A client token for `user` on `hub`, from `POST {base}/api/hubs/{hub}/:generateToken`
+/// with the publisher key `access`.
+pub async fn client_token(base: &str, hub: &str, user: &str, access: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{base}/api/hubs/{hub}/:generateToken?api-version=2024-12-01&userId={user}"
+        ))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// A raw SignalR JSON client over tokio-tungstenite.
 pub struct Client {
     pub ws: Ws,

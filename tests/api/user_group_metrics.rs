@@ -2,8 +2,6 @@
 //! a record the user's bound pushed out, a group a connection had no room for, and a
 //! ttl that ran out.
 
-use serde_json::Value;
-
 use crate::helpers::{Client, NodeProcess, WAIT};
 use crate::security::{ACCESS, MASTER, TOKEN_KEY};
 
@@ -20,16 +18,7 @@ async fn put(node: &NodeProcess, path: &str) {
 }
 
 async fn connect(node: &NodeProcess, user: &str) -> Client {
-    let r = reqwest::Client::new()
-        .post(node.url(&format!("/api/hubs/tasks/:generateToken?{V}&userId={user}")))
-        .bearer_auth(ACCESS)
-        .send()
-        .await
-        .unwrap();
-    let token = r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = crate::helpers::client_token(&node.url(""), "tasks", user, ACCESS).await;
     let mut c = Client::open(&format!(
         "ws://{}/hubs/tasks?access_token={token}",
         node.addr

@@ -131,17 +131,7 @@ async fn a_users_connections_on_every_node_join_and_leave_a_group_and_are_found(
     let b = secure_node(&redis, &prefix).await;
     let c = secure_node(&redis, &prefix).await;
     let http = reqwest::Client::new();
-    let r = http
-        .post(c.url(&format!("/api/hubs/tasks/:generateToken?{V}&userId=u-9")))
-        .bearer_auth(ACCESS)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let token = r.json::<serde_json::Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = token_for(&c, "u-9").await;
     let mut on_a = Client::open(&a.ws_url(&format!("/hubs/tasks?access_token={token}"))).await;
     on_a.handshake().await;
     let mut on_b = Client::open(&b.ws_url(&format!("/hubs/tasks?access_token={token}"))).await;
@@ -178,17 +168,7 @@ async fn a_users_connections_on_every_node_join_and_leave_a_group_and_are_found(
 }
 
 async fn token_for(node: &TestApp, user: &str) -> String {
-    let r = reqwest::Client::new()
-        .post(node.url(&format!("/api/hubs/tasks/:generateToken?{V}&userId={user}")))
-        .bearer_auth(ACCESS)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<serde_json::Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    super::helpers::client_token(&node.url(""), "tasks", user, ACCESS).await
 }
 
 async fn user_client(node: &TestApp, token: &str) -> Client {
