@@ -350,69 +350,32 @@ mod tests {
             let (cli, t) = cli(args);
             run(&cli, &t).unwrap_err()
         };
+        // `hubcast token` with the key and these arguments.
+        let keyed = |rest: &[&str]| {
+            let mut args = vec!["hubcast", "token", "--token-key", KEY];
+            args.extend_from_slice(rest);
+            run_with(&args)
+        };
         let no_key = run_with(&["hubcast", "token", "--hub", "tasks"]);
         assert!(matches!(no_key, MintError::NoKey), "{no_key}");
         assert!(no_key.to_string().contains("HUBCAST_TOKEN_KEY"));
         let short = run_with(&["hubcast", "token", "--token-key", "short", "--hub", "tasks"]);
         assert!(matches!(short, MintError::ShortKey(5)), "{short}");
-        let unknown = run_with(&["hubcast", "token", "--token-key", KEY, "--hub", "chat"]);
+        let unknown = keyed(&["--hub", "chat"]);
         assert_eq!(
             unknown.to_string(),
             "unknown hub 'chat': the hubs whose clients present tokens are spend, tasks, \
              video-generation, image-generation, webhooks, notifications"
         );
-        let admin = run_with(&[
-            "hubcast",
-            "token",
-            "--token-key",
-            KEY,
-            "--hub",
-            "admin-notifications",
-        ]);
+        let admin = keyed(&["--hub", "admin-notifications"]);
         assert!(matches!(admin, MintError::NotTokenHub { .. }), "{admin}");
-        let ttl = run_with(&[
-            "hubcast",
-            "token",
-            "--token-key",
-            KEY,
-            "--hub",
-            "tasks",
-            "--ttl",
-            "soon",
-        ]);
+        let ttl = keyed(&["--hub", "tasks", "--ttl", "soon"]);
         assert!(matches!(ttl, MintError::BadTtl(_)), "{ttl}");
-        let user = run_with(&[
-            "hubcast",
-            "token",
-            "--token-key",
-            KEY,
-            "--hub",
-            "tasks",
-            "--user",
-            "a\u{7}b",
-        ]);
+        let user = keyed(&["--hub", "tasks", "--user", "a\u{7}b"]);
         assert!(matches!(user, MintError::BadUser(_)), "{user}");
-        let group = run_with(&[
-            "hubcast",
-            "token",
-            "--token-key",
-            KEY,
-            "--hub",
-            "tasks",
-            "--groups",
-            &"g".repeat(300),
-        ]);
+        let group = keyed(&["--hub", "tasks", "--groups", &"g".repeat(300)]);
         assert!(matches!(group, MintError::BadGroup { .. }), "{group}");
-        let file = run_with(&[
-            "hubcast",
-            "token",
-            "--token-key",
-            KEY,
-            "--hub",
-            "tasks",
-            "--config",
-            "/nonexistent/hubcast.toml",
-        ]);
+        let file = keyed(&["--hub", "tasks", "--config", "/nonexistent/hubcast.toml"]);
         assert!(matches!(file, MintError::Config(_)), "{file}");
         for e in [no_key, short, unknown, admin, ttl, user, group, file] {
             let text = e.to_string();

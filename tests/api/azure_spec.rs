@@ -269,14 +269,11 @@ async fn every_served_operation_answers_with_a_success_code_of_its_spec() {
                 .await
                 .unwrap();
             drop(client);
-            let deadline = tokio::time::Instant::now() + crate::helpers::WAIT;
-            while app.node.registry().connection_count() > 0 {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the connection closed"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
+            let node = app.node.clone();
+            crate::helpers::eventually("the connection closed", || {
+                node.registry().connection_count() == 0
+            })
+            .await;
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{Client, TestApp, WAIT};
+use crate::helpers::{Client, TestApp};
 use crate::security::{connect_with, secure_config, ACCESS};
 
 const V: &str = "api-version=2024-12-01";
@@ -61,18 +61,8 @@ impl Api {
 
     /// Waits until the group has `n` members.
     async fn until_members(&self, group: &str, n: u64) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let now = self.members(group).await;
-            if now == n {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "group {group} has {now} members, not {n}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let what = format!("group {group} has {n} members");
+        crate::helpers::until(&what, || async { self.members(group).await == n }).await;
     }
 
     async fn in_group(&self, user: &str, group: &str) -> u16 {

@@ -2,7 +2,7 @@
 //! a record the user's bound pushed out, a group a connection had no room for, and a
 //! ttl that ran out.
 
-use crate::helpers::{Client, NodeProcess, WAIT};
+use crate::helpers::{until, Client, NodeProcess};
 use crate::security::{ACCESS, MASTER, TOKEN_KEY};
 
 const V: &str = "api-version=2024-12-01";
@@ -73,13 +73,9 @@ async fn what_becomes_of_a_users_group_memberships_is_counted() {
         &format!("/api/hubs/tasks/users/brief/groups/t?{V}&ttl=1"),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while counted(&node, "ended").await < 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the ttl ended the membership"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until("the ttl ended the membership", || async {
+        counted(&node, "ended").await >= 1.0
+    })
+    .await;
     assert_eq!(counted(&node, "restore_failed").await, 0.0);
 }

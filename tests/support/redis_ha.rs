@@ -11,8 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::helpers::WAIT;
-
 /// Ports handed out in this process, so tests running side by side never share one.
 static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
@@ -166,20 +164,7 @@ pub async fn replica_online(port: u16) -> bool {
     })
 }
 
-/// Polls `check` until it is true, or fails naming `what` after [`WAIT`].
-pub async fn until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use crate::helpers::until;
 
 /// Whether the Redis suites run on a Redis Cluster (`HUBCAST_TEST_REDIS=cluster`) instead
 /// of one standalone server.
